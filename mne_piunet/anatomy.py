@@ -1,0 +1,474 @@
+"""Offline template anatomy: BEM and sphere heads, montage forwards, subjects folder.
+
+Everything here is built from files that MNE-Python and nilearn ship, so nothing
+is downloaded at run or test time:
+
+- scalp (``fsaverage-head.fif``) and inner skull (``fsaverage-inner_skull-bem.fif``)
+  from ``mne/data/fsaverage``; an outer skull is synthesised between them;
+- the MNI152 (ICBM 2009) T1 from nilearn, conformed to a FreeSurfer-style
+  ``T1.mgz`` whose surface-RAS coordinates are MNI coordinates, so that volume
+  plotting works with ``subjects_dir=template_subjects_dir()``;
+- nilearn's fsaverage5 white-matter surfaces, for cortical source spaces.
+
+Expensive results (BEM solutions, forwards) are cached on disk under
+:func:`cache_dir`, keyed by every parameter that changes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import mne
+import numpy as np
+from mne.utils import logger, verbose
+
+#: Bumped whenever a change here alters what is built, so old caches rebuild.
+CACHE_VERSION = 1
+TEMPLATE_SUBJECT = "fsaverage"
+#: Brain, skull, scalp conductivities (S/m) of MNE's default 3-layer BEM.
+DEFAULT_CONDUCTIVITY = (0.3, 0.006, 0.3)
+_CONDUCTIVITY_RANGES = ((0.1, 1.0), (0.001, 0.05), (0.1, 1.0))
+_ICO_VERTICES = {2: 162, 3: 642, 4: 2562, 5: 10242}
+
+
+def _mne_fsaverage_dir() -> Path:
+    return Path(mne.__file__).parent / "data" / "fsaverage"
+
+
+def cache_dir() -> Path:
+    """Folder of the on-disk cache.
+
+    ``$MNE_PIUNET_CACHE`` when set, else ``~/.cache/mne-piunet``.
+    """
+    root = os.environ.get("MNE_PIUNET_CACHE") or Path.home() / ".cache" / "mne-piunet"
+    path = Path(root).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _hash_params(params: dict[str, Any]) -> str:
+    text = json.dumps({"v": CACHE_VERSION, **params}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _sha256(fname: Path) -> str:
+    h = hashlib.sha256()
+    with open(fname, "rb") as fid:
+        for block in iter(lambda: fid.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cached(
+    kind: str,
+    params: dict[str, Any],
+    suffix: str,
+    build: Callable[[], Any],
+    write: Callable[[Path, Any], None],
+    read: Callable[[Path], Any],
+) -> Any:
+    """Return ``read(file)`` of a cached artefact, building it when needed.
+
+    The file lives at ``cache_dir()/kind/<hash of params><suffix>`` with a JSON
+    sidecar holding the parameters and the file's sha256. A file whose sidecar is
+    missing, whose checksum differs or that fails to read is rebuilt, never
+    trusted.
+    """
+    folder = cache_dir() / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    key = _hash_params(params)
+    fname = folder / f"{key}{suffix}"
+    meta_fname = folder / f"{key}.json"
+    if fname.exists() and meta_fname.exists():
+        try:
+            meta = json.loads(meta_fname.read_text())
+            if meta.get("sha256") == _sha256(fname):
+                return read(fname)
+            logger.info(f"Cached {kind} {fname.name} failed its checksum: rebuilding")
+        except Exception as exc:  # a corrupt cache entry is rebuilt, not trusted
+            logger.info(f"Cached {kind} {fname.name} is unreadable ({exc}): rebuilding")
+    obj = build()
+    tmp = folder / f"{key}.tmp{os.getpid()}{suffix}"
+    write(tmp, obj)
+    os.replace(tmp, fname)
+    meta = {"kind": kind, "params": params, "sha256": _sha256(fname)}
+    meta_fname.write_text(json.dumps(meta, indent=1, default=str))
+    return read(fname)
+
+
+# ---------------------------------------------------------------- surfaces
+def _icosphere(order: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unit icosphere by recursive subdivision (10 * 4**order + 2 vertices)."""
+    t = (1 + 5**0.5) / 2
+    rr = np.array(
+        [[-1, t, 0], [1, t, 0], [-1, -t, 0], [1, -t, 0], [0, -1, t], [0, 1, t],
+         [0, -1, -t], [0, 1, -t], [t, 0, -1], [t, 0, 1], [-t, 0, -1], [-t, 0, 1]],
+        float,
+    )  # fmt: skip
+    tris = np.array(
+        [[0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11], [1, 5, 9],
+         [5, 11, 4], [11, 10, 2], [10, 7, 6], [7, 1, 8], [3, 9, 4], [3, 4, 2],
+         [3, 2, 6], [3, 6, 8], [3, 8, 9], [4, 9, 5], [2, 4, 11], [6, 2, 10],
+         [8, 6, 7], [9, 8, 1]],
+    )  # fmt: skip
+    rr /= np.linalg.norm(rr, axis=1, keepdims=True)
+    for _ in range(order):
+        edges = np.sort(np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]]), axis=1)
+        uniq, inv = np.unique(edges, axis=0, return_inverse=True)
+        mid = rr[uniq].mean(axis=1)
+        mid /= np.linalg.norm(mid, axis=1, keepdims=True)
+        m = len(rr) + inv.reshape(3, -1).T  # midpoints of edges 01, 12, 20
+        a, b, c = tris.T
+        tris = np.concatenate(
+            [np.c_[a, m[:, 0], m[:, 2]], np.c_[b, m[:, 1], m[:, 0]],
+             np.c_[c, m[:, 2], m[:, 1]], m]
+        )  # fmt: skip
+        rr = np.concatenate([rr, mid])
+    return rr, tris
+
+
+def _ray_radii(origin: np.ndarray, dirs: np.ndarray, rr: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """Distance from ``origin`` along each unit direction to the outermost hit.
+
+    Vectorised Moller-Trumbore intersection; chunked to bound memory.
+    """
+    v0 = rr[tris[:, 0]]
+    e1 = rr[tris[:, 1]] - v0
+    e2 = rr[tris[:, 2]] - v0
+    tvec = origin - v0
+    qvec = np.cross(tvec, e1)
+    out = np.full(len(dirs), np.nan)
+    for start in range(0, len(dirs), 64):
+        d = dirs[start : start + 64, None, :]
+        pvec = np.cross(d, e2)
+        det = np.einsum("tk,rtk->rt", e1, pvec)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = 1.0 / det
+            u = np.einsum("tk,rtk->rt", tvec, pvec) * inv
+            v = np.einsum("rk,tk->rt", d[:, 0], qvec) * inv
+            dist = np.einsum("tk,tk->t", e2, qvec)[None] * inv
+        hit = (u >= 0) & (v >= 0) & (u + v <= 1) & (dist > 0) & np.isfinite(dist)
+        out[start : start + 64] = np.where(hit, dist, -np.inf).max(axis=1)
+    if not np.all(np.isfinite(out)):
+        raise RuntimeError("Surface is not star-shaped about the brain centre")
+    return out
+
+
+def _smooth_on_sphere(values: np.ndarray, dirs: np.ndarray, width: float) -> np.ndarray:
+    weights = np.exp((dirs @ dirs.T - 1.0) / width**2)
+    return weights @ values / weights.sum(axis=1)
+
+
+def template_bem_surfaces(ico: int = 4) -> list[dict]:
+    """Inner skull, synthesised outer skull and scalp of the fsaverage template.
+
+    All three are remeshed radially on the same icosphere about the inner
+    skull's centroid, so they are nested by construction. The skull is half the
+    inner-skull-to-scalp gap, clipped to 2-7 mm, and never closer than 2 mm to
+    the scalp.
+
+    Parameters
+    ----------
+    ico : int
+        Icosphere subdivision (4: 2,562 vertices per surface).
+
+    Returns
+    -------
+    surfaces : list of dict
+        ``rr`` (m, fsaverage MRI coordinates) and ``tris`` for the inner skull,
+        outer skull and scalp, in that order.
+    """
+    if ico not in _ICO_VERTICES:
+        raise ValueError(f"ico must be one of {sorted(_ICO_VERTICES)}, got {ico!r}")
+    fs = _mne_fsaverage_dir()
+    inner = mne.read_bem_surfaces(fs / "fsaverage-inner_skull-bem.fif", verbose=False)[0]
+    scalp = mne.read_bem_surfaces(fs / "fsaverage-head.fif", verbose=False)[0]
+    centre = inner["rr"].mean(axis=0)
+    dirs, tris = _icosphere(ico)
+    r_in = _ray_radii(centre, dirs, inner["rr"], inner["tris"])
+    r_sc = _ray_radii(centre, dirs, scalp["rr"], scalp["tris"])
+    # The fsaverage scalp folds at the nose and ears; smooth so the BEM has no
+    # needle triangles, then restore the 2 mm minimum gaps.
+    r_sc = np.maximum(_smooth_on_sphere(r_sc, dirs, 0.15), r_in + 0.006)
+    skull = np.clip(0.5 * (r_sc - r_in), 0.002, 0.007)
+    r_out = np.minimum(r_in + skull, r_sc - 0.002)
+    return [dict(rr=centre + dirs * r[:, None], tris=tris.copy()) for r in (r_in, r_out, r_sc)]
+
+
+# ---------------------------------------------------------- subjects folder
+def _write_identity_talairach(fname: Path) -> None:
+    fname.write_text(
+        "MNI Transform File\n\nTransform_Type = Linear;\nLinear_Transform =\n"
+        "1.0 0.0 0.0 0.0\n0.0 1.0 0.0 0.0\n0.0 0.0 1.0 0.0;\n"
+    )
+
+
+def _write_conformed_mni_t1(fname: Path) -> None:
+    """MNI152 T1 resampled to a 256^3, 1 mm LIA volume centred on RAS 0.
+
+    Centred on 0, FreeSurfer's surface RAS equals scanner RAS, i.e. MNI.
+    """
+    import nibabel as nib
+    from nilearn.datasets import load_mni152_template
+    from nilearn.image import resample_img
+
+    affine = np.array([[-1.0, 0, 0, 128], [0, 0, 1, -128], [0, -1, 0, 128], [0, 0, 0, 1]])
+    t1 = resample_img(
+        load_mni152_template(resolution=1), target_affine=affine,
+        target_shape=(256, 256, 256), interpolation="continuous",
+        force_resample=True, copy_header=True,
+    )  # fmt: skip
+    data = np.asarray(t1.get_fdata(), float)
+    data = np.clip(255 * data / np.percentile(data[data > 0], 99.5), 0, 255)
+    nib.save(nib.MGHImage(data.astype(np.uint8), affine), str(fname))
+
+
+def _write_fsaverage5_white(surf_dir: Path) -> None:
+    from nilearn.datasets import load_fsaverage
+
+    mesh = load_fsaverage("fsaverage5")["white_matter"]
+    for hemi, part in (("lh", mesh.parts["left"]), ("rh", mesh.parts["right"])):
+        mne.write_surface(
+            str(surf_dir / f"{hemi}.white"), np.asarray(part.coordinates, float),
+            np.asarray(part.faces, int), overwrite=True,
+        )  # fmt: skip
+
+
+def template_subjects_dir() -> Path:
+    """Template FreeSurfer subjects folder holding subject ``"fsaverage"``.
+
+    It holds ``mri/T1.mgz`` (MNI152 in MNI coordinates), an identity
+    ``mri/transforms/talairach.xfm``, the BEM surfaces of
+    :func:`template_bem_surfaces` in ``bem/`` and fsaverage5 ``surf/?h.white``.
+    Built once in the cache; pass it as ``subjects_dir=`` to MNE's plotting.
+    """
+    root = cache_dir() / f"subjects-v{CACHE_VERSION}"
+    subj = root / TEMPLATE_SUBJECT
+    done = subj / ".complete"
+    if done.exists():
+        return root
+    logger.info(f"Building the template subjects folder in {root}")
+    tmp = cache_dir() / f"subjects-v{CACHE_VERSION}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tsubj = tmp / TEMPLATE_SUBJECT
+    for sub in ("mri/transforms", "bem", "surf"):
+        (tsubj / sub).mkdir(parents=True)
+    _write_conformed_mni_t1(tsubj / "mri" / "T1.mgz")
+    _write_identity_talairach(tsubj / "mri" / "transforms" / "talairach.xfm")
+    for name, surf in zip(("inner_skull", "outer_skull", "outer_skin"), template_bem_surfaces()):
+        mne.write_surface(str(tsubj / "bem" / f"{name}.surf"), surf["rr"] * 1e3, surf["tris"], overwrite=True)
+    shutil.copy(_mne_fsaverage_dir() / "fsaverage-trans.fif", tsubj / "bem" / "fsaverage-trans.fif")
+    _write_fsaverage5_white(tsubj / "surf")
+    (tsubj / ".complete").write_text("ok\n")
+    shutil.rmtree(root, ignore_errors=True)
+    os.replace(tmp, root)
+    return root
+
+
+def template_trans() -> mne.transforms.Transform:
+    """Head -> MRI transform of the fsaverage template."""
+    return mne.read_trans(_mne_fsaverage_dir() / "fsaverage-trans.fif", verbose=False)
+
+
+# ------------------------------------------------------------ head models
+def check_conductivity(conductivity: tuple[float, float, float]) -> tuple[float, float, float]:
+    """Validate (brain, skull, scalp) conductivities in S/m."""
+    cond = tuple(float(c) for c in np.atleast_1d(conductivity))
+    if len(cond) != 3:
+        raise ValueError(f"conductivity must be (brain, skull, scalp) in S/m, got {conductivity!r}")
+    for name, value, (lo, hi) in zip(("brain", "skull", "scalp"), cond, _CONDUCTIVITY_RANGES):
+        if not lo <= value <= hi:
+            raise ValueError(f"{name} conductivity must be within [{lo}, {hi}] S/m, got {value}")
+    return cond
+
+
+@verbose
+def make_template_bem(
+    conductivity: tuple[float, float, float] = DEFAULT_CONDUCTIVITY,
+    ico: int = 4,
+    verbose: bool | str | int | None = None,
+) -> mne.bem.ConductorModel:
+    """3-layer BEM solution of the template head (cached on disk).
+
+    Parameters
+    ----------
+    conductivity : tuple of float
+        Brain, skull and scalp conductivity in S/m.
+    ico : int
+        Surface resolution (4: 2,562 vertices per surface, about 80 s to solve).
+    %(verbose)s
+
+    Returns
+    -------
+    bem : mne.bem.ConductorModel
+        The BEM solution, in fsaverage MRI coordinates.
+    """
+    cond = check_conductivity(conductivity)
+    subjects_dir = template_subjects_dir()
+
+    def build():
+        logger.info(f"Solving the template BEM for conductivity {cond} (once; cached)")
+        # make_bem_model reads ico-4 surfaces from bem/; resample for other orders.
+        if ico != 4:
+            tmp = cache_dir() / f"bem-ico{ico}-subjects"
+            (tmp / TEMPLATE_SUBJECT / "bem").mkdir(parents=True, exist_ok=True)
+            for name, surf in zip(("inner_skull", "outer_skull", "outer_skin"), template_bem_surfaces(ico)):
+                mne.write_surface(
+                    str(tmp / TEMPLATE_SUBJECT / "bem" / f"{name}.surf"),
+                    surf["rr"] * 1e3,
+                    surf["tris"],
+                    overwrite=True,
+                )
+            sdir = tmp
+        else:
+            sdir = subjects_dir
+        model = mne.make_bem_model(
+            TEMPLATE_SUBJECT, ico=None, conductivity=cond, subjects_dir=sdir, verbose=False
+        )
+        return mne.make_bem_solution(model, verbose=False)
+
+    return cached(
+        "bem", dict(conductivity=cond, ico=ico), "-sol.fif", build,
+        lambda f, b: mne.write_bem_solution(f, b, overwrite=True, verbose=False),
+        lambda f: mne.read_bem_solution(f, verbose=False),
+    )  # fmt: skip
+
+
+def make_template_sphere(
+    info: mne.Info,
+    *,
+    avoid: np.ndarray | None = None,
+    contain: np.ndarray | None = None,
+    min_dist: float = 1e-3,
+) -> mne.bem.ConductorModel:
+    """4-layer sphere model fitted to the montage, in head coordinates.
+
+    Parameters
+    ----------
+    info : mne.Info
+        Measurement info with EEG positions (head coordinates).
+    avoid : array, shape (n_sources, 3) | None
+        Source positions (m, head coordinates). The centre is moved so none lies
+        within ``min_dist`` of it: a source at the centre gives a NaN forward.
+    contain : array, shape (n, 3) | None
+        Points that must lie inside the brain layer; the radius grows to fit.
+    min_dist : float
+        Minimum source distance from the centre (m).
+
+    Returns
+    -------
+    sphere : mne.bem.ConductorModel
+    """
+    sphere = mne.make_sphere_model("auto", "auto", info, verbose=False)
+    r0 = np.array(sphere["r0"], float)
+    radius = sphere.radius
+    if avoid is not None:
+        avoid = np.asarray(avoid, float)
+        # Nudge the centre off-grid until no source is too close.
+        step = np.array([0.37, 0.23, 0.29]) * min_dist
+        while np.linalg.norm(avoid - r0, axis=1).min() < min_dist:
+            r0 = r0 + step
+    if contain is not None:
+        radius = max(radius, np.linalg.norm(np.asarray(contain) - r0, axis=1).max() / 0.89)
+    return mne.make_sphere_model(r0, radius, None, verbose=False)
+
+
+# ------------------------------------------------------------- montages
+def builtin_montages() -> list[str]:
+    """Names of the montages MNE ships."""
+    return list(mne.channels.get_builtin_montages())
+
+
+def check_montage(montage: str) -> str:
+    """Validate a built-in montage name."""
+    names = builtin_montages()
+    if not isinstance(montage, str) or montage not in names:
+        raise ValueError(f"Unknown montage {montage!r}. Valid built-in montages are: {', '.join(names)}")
+    return montage
+
+
+def montage_info(montage: str, sfreq: float = 250.0) -> mne.Info:
+    """EEG :class:`mne.Info` of a built-in montage with an average-reference projector."""
+    mont = mne.channels.make_standard_montage(check_montage(montage))
+    info = mne.create_info(mont.ch_names, sfreq, "eeg")
+    info.set_montage(mont, verbose=False)
+    raw = mne.io.RawArray(np.zeros((len(mont.ch_names), 1)), info, verbose=False)
+    raw.set_eeg_reference("average", projection=True, verbose=False)
+    return raw.info
+
+
+def _src_fingerprint(src: mne.SourceSpaces) -> str:
+    h = hashlib.sha256()
+    for s in src:
+        h.update(s["type"].encode())
+        h.update(np.ascontiguousarray(np.round(s["rr"][s["vertno"]], 7)).tobytes())
+        h.update(np.ascontiguousarray(np.round(s["nn"][s["vertno"]], 5)).tobytes())
+    return h.hexdigest()[:16]
+
+
+@verbose
+def make_template_forward(
+    montage: str,
+    src: mne.SourceSpaces,
+    *,
+    head: str = "bem",
+    conductivity: tuple[float, float, float] = DEFAULT_CONDUCTIVITY,
+    verbose: bool | str | int | None = None,
+) -> mne.Forward:
+    """EEG forward of a built-in montage on the template head (cached).
+
+    Parameters
+    ----------
+    montage : str
+        A built-in MNE montage name.
+    src : mne.SourceSpaces
+        Source space in fsaverage MRI coordinates.
+    head : "bem" | "sphere"
+        Template 3-layer BEM, or a sphere model fitted to the montage.
+    conductivity : tuple of float
+        Brain, skull, scalp conductivities (BEM only).
+    %(verbose)s
+
+    Returns
+    -------
+    fwd : mne.Forward
+        Free-orientation forward; every source of ``src`` is kept.
+    """
+    info = montage_info(montage)
+    if head not in ("bem", "sphere"):
+        raise ValueError(f'head must be "bem" or "sphere", got {head!r}')
+    cond = check_conductivity(conductivity) if head == "bem" else None
+    trans = template_trans()
+
+    def build():
+        if head == "bem":
+            bem = make_template_bem(cond)
+        else:
+            rr = np.concatenate([s["rr"][s["vertno"]] for s in src])
+            rr_head = mne.transforms.apply_trans(mne.transforms.invert_transform(trans), rr)
+            # MNE tests sphere containment on MRI-frame positions against the
+            # head-frame centre, so the brain layer must contain both.
+            bem = make_template_sphere(info, avoid=rr_head, contain=np.concatenate([rr, rr_head]))
+        logger.info(f"Computing the {montage} forward on the template {head} (once; cached)")
+        fwd = mne.make_forward_solution(
+            info, trans, src, bem, meg=False, eeg=True, mindist=0.0, verbose=False
+        )
+        n_in, n_out = sum(s["nuse"] for s in src), fwd["nsource"]
+        if n_out != n_in:
+            raise RuntimeError(f"The forward dropped {n_in - n_out} of {n_in} sources outside the head model")
+        if not np.all(np.isfinite(fwd["sol"]["data"])):
+            raise RuntimeError("The forward has non-finite values (a source at a sphere's centre?)")
+        return fwd
+
+    return cached(
+        "fwd", dict(montage=montage, head=head, conductivity=cond, src=_src_fingerprint(src)),
+        "-fwd.fif", build,
+        lambda f, fwd: mne.write_forward_solution(f, fwd, overwrite=True, verbose=False),
+        lambda f: mne.read_forward_solution(f, verbose=False),
+    )  # fmt: skip

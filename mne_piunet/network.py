@@ -1,0 +1,220 @@
+"""The 3-D U-Net that refines an eLORETA estimate on the grid (torch only).
+
+In the spirit of 3D-PIUNet's network (a diffusion-model U-Net): residual blocks
+(GroupNorm, SiLU, 3x3x3 convolutions, 1x1x1 skip when the width changes),
+multi-head self-attention at the coarsest level and in the middle, skip
+connections, 3 input and 3 output channels (the moment vector per voxel), no
+output activation, and a brain mask so voxels outside the brain stay zero.
+
+This module knows nothing of MNE: the grid arrives as a mask tensor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+#: Version of the network/config format; stored with the weights.
+FORMAT_VERSION = 1
+WEIGHTS_NAME = "piunet"
+
+
+@dataclass
+class UNetConfig:
+    """Architecture of :class:`UNet3d` (saved with the weights)."""
+
+    width: int = 16
+    levels: int = 3
+    blocks: int = 1
+    heads: int = 4
+    groups: int = 8
+    in_channels: int = 3
+    out_channels: int = 3
+
+    def __post_init__(self):
+        if self.levels < 2 or self.width < self.groups or self.width % self.groups:
+            raise ValueError(
+                f"Need levels >= 2 and width a multiple of groups ({self.groups}); got "
+                f"levels={self.levels}, width={self.width}"
+            )
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, groups: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.GroupNorm(min(groups, c_in), c_in), nn.SiLU(), nn.Conv3d(c_in, c_out, 3, padding=1),
+            nn.GroupNorm(groups, c_out), nn.SiLU(), nn.Conv3d(c_out, c_out, 3, padding=1),
+        )  # fmt: skip
+        self.skip = nn.Conv3d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.skip(x) + self.body(x)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over all voxels (used where the grid is coarsest)."""
+
+    def __init__(self, channels: int, heads: int, groups: int):
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.GroupNorm(groups, channels)
+        self.qkv = nn.Conv3d(channels, 3 * channels, 1)
+        self.proj = nn.Conv3d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, *spatial = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, -1).unbind(1)
+        out = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
+        return x + self.proj(out.transpose(-1, -2).reshape(b, c, *spatial))
+
+
+class UNet3d(nn.Module):
+    """3-D U-Net mapping (batch, 3, *grid) eLORETA to (batch, 3, *grid) moments.
+
+    Parameters
+    ----------
+    config : UNetConfig
+        Architecture.
+    mask : tensor of bool, shape grid
+        True inside the brain; the output is zero elsewhere. Each grid dimension
+        must be divisible by ``2 ** (levels - 1)``.
+    """
+
+    def __init__(self, config: UNetConfig, mask: torch.Tensor):
+        super().__init__()
+        self.config = config
+        factor = 2 ** (config.levels - 1)
+        if any(s % factor for s in mask.shape):
+            raise ValueError(f"Grid shape {tuple(mask.shape)} must be divisible by {factor}")
+        self.register_buffer("mask", mask.to(torch.float32)[None, None], persistent=True)
+        g, w = config.groups, config.width
+        widths = [w * 2**i for i in range(config.levels)]
+        self.stem = nn.Conv3d(config.in_channels, w, 3, padding=1)
+        self.down = nn.ModuleList()
+        self.pool = nn.ModuleList()
+        c = w
+        for i, cw in enumerate(widths):
+            blocks = [ResBlock(c if j == 0 else cw, cw, g) for j in range(config.blocks)]
+            if i == config.levels - 1:
+                blocks.append(Attention(cw, config.heads, g))
+            self.down.append(nn.Sequential(*blocks))
+            c = cw
+            if i < config.levels - 1:
+                self.pool.append(nn.Conv3d(cw, cw, 3, stride=2, padding=1))
+        self.middle = nn.Sequential(ResBlock(c, c, g), Attention(c, config.heads, g), ResBlock(c, c, g))
+        self.up = nn.ModuleList()
+        for i in reversed(range(config.levels)):
+            cw = widths[i]
+            blocks = [
+                ResBlock((c if j == 0 else cw) + (cw if j == 0 else 0), cw, g) for j in range(config.blocks)
+            ]
+            self.up.append(nn.Sequential(*blocks))
+            c = cw
+        self.out = nn.Sequential(
+            nn.GroupNorm(g, c), nn.SiLU(), nn.Conv3d(c, config.out_channels, 3, padding=1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x * self.mask)
+        skips = []
+        for i, block in enumerate(self.down):
+            h = block(h)
+            skips.append(h)
+            if i < len(self.pool):
+                h = self.pool[i](h)
+        h = self.middle(h)
+        for block, skip in zip(self.up, reversed(skips)):
+            if h.shape[-3:] != skip.shape[-3:]:
+                h = F.interpolate(h, size=skip.shape[-3:], mode="nearest")
+            h = block(torch.cat([h, skip], dim=1))
+        return self.out(h) * self.mask
+
+
+# ------------------------------------------------------------------ weights
+@dataclass
+class ModelBundle:
+    """A network with everything needed to use it: grid, scaling, provenance."""
+
+    network: UNet3d
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def grid(self) -> dict:
+        return self.meta["grid"]
+
+
+def bundled_weights_path() -> Path:
+    """Path of the pretrained weights shipped in the package."""
+    return Path(str(files("mne_piunet") / "weights" / f"{WEIGHTS_NAME}.pt"))
+
+
+def _sha256(fname: Path) -> str:
+    return hashlib.sha256(Path(fname).read_bytes()).hexdigest()
+
+
+def save_network(network: UNet3d, fname: str | Path, meta: dict) -> Path:
+    """Save a state dict (``torch.load(weights_only=True)``-safe) and its JSON.
+
+    The JSON next to it (same stem) holds the network config, ``meta`` (grid,
+    training provenance) and the weights file's sha256, checked at load.
+    """
+    fname = Path(fname)
+    fname.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in network.state_dict().items()}
+    torch.save(state, fname)
+    info = dict(meta, format_version=FORMAT_VERSION, config=asdict(network.config), sha256=_sha256(fname))
+    fname.with_suffix(".json").write_text(json.dumps(info, indent=1, default=_json_default))
+    return fname
+
+
+def _json_default(obj):
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
+    raise TypeError(f"Not JSON serialisable: {type(obj)}")
+
+
+def load_network(fname: str | Path | None = None, device: str | torch.device = "cpu") -> ModelBundle:
+    """Load weights and their JSON, verifying the sha256 first.
+
+    Parameters
+    ----------
+    fname : path | None
+        A ``.pt`` file written by :func:`save_network`; None for the bundled one.
+    device : str | torch.device
+        Where to put the network.
+
+    Returns
+    -------
+    bundle : ModelBundle
+        The network in eval mode and its metadata.
+    """
+    fname = bundled_weights_path() if fname is None else Path(fname)
+    meta_fname = fname.with_suffix(".json")
+    fix = "reinstall mne-piunet (pip install --force-reinstall mne-piunet) or pass a valid weights file"
+    if not fname.is_file() or not meta_fname.is_file():
+        raise FileNotFoundError(f"PIUNet weights {fname} or their {meta_fname.name} are missing: {fix}")
+    meta = json.loads(meta_fname.read_text())
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"Weights {fname} have format {meta.get('format_version')}, this mne-piunet reads {FORMAT_VERSION}: {fix}"
+        )
+    digest = _sha256(fname)
+    if digest != meta.get("sha256"):
+        raise ValueError(
+            f"Weights {fname} are corrupted (sha256 {digest[:12]}... does not match {str(meta.get('sha256'))[:12]}...): {fix}"
+        )
+    state = torch.load(fname, map_location="cpu", weights_only=True)
+    network = UNet3d(UNetConfig(**meta["config"]), state["mask"][0, 0] > 0.5)
+    network.load_state_dict(state)
+    return ModelBundle(network.to(device).eval(), meta)

@@ -1,0 +1,70 @@
+"""Shared, session-scoped fixtures: the expensive anatomy is built once.
+
+The on-disk cache is the users' one (``$MNE_PIUNET_CACHE``); when unset, the
+tests use ``~/.cache/mne-piunet`` as users would, so a second run is fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mne
+
+mne.set_log_level("WARNING")
+
+SHARED_EVOKED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mne-test-evoked"
+
+
+@pytest.fixture(scope="session")
+def grid():
+    from mne_piunet.grid import get_grid
+
+    return get_grid()
+
+
+@pytest.fixture(scope="session")
+def volume_setup(grid):
+    """easycap-M10 on the template BEM, the grid as a free-orientation source space."""
+    from mne_piunet.simulation import HeadSetup, prepare_setup
+
+    return prepare_setup(HeadSetup("easycap-M10"), grid)
+
+
+@pytest.fixture(scope="session")
+def surface_setup(grid):
+    """biosemi64 on the template BEM, fsaverage5 cortex with fixed orientations."""
+    from mne_piunet.simulation import HeadSetup, prepare_setup
+
+    return prepare_setup(HeadSetup("biosemi64", source_space="surface"), grid)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(grid, tmp_path_factory):
+    """An untrained 2-level, width-8 network saved like the bundled weights."""
+    torch = pytest.importorskip("torch")
+    from mne_piunet.network import UNet3d, UNetConfig, save_network
+    from mne_piunet.training import grid_meta
+
+    torch.manual_seed(0)
+    net = UNet3d(UNetConfig(width=8, levels=2, heads=2, groups=4), torch.from_numpy(grid.mask))
+    fname = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    return save_network(net, fname, dict(grid=dict(grid_meta(grid), mindist_mm=3.0)))
+
+
+@pytest.fixture(scope="session")
+def piu(tiny_weights):
+    from mne_piunet import PIUNetInverse
+
+    return PIUNetInverse(tiny_weights, device="cpu")
+
+
+def simulated_evoked(setup, n_times=5, seed=0, snr_db=20.0):
+    """An Evoked whose every time point is one simulated sample of ``setup``."""
+    from mne_piunet.simulation import simulate
+
+    batch = simulate(setup, n_times, np.random.default_rng(seed), snr_db=snr_db, n_sources=1)
+    evoked = mne.EvokedArray(batch.sensor.T, setup.info, tmin=0.0, nave=1)
+    return evoked, batch
