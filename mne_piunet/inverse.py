@@ -25,6 +25,7 @@ from mne.utils import ProgressBar, logger, verbose, warn
 
 from .anatomy import template_subjects_dir
 from .grid import SourceGrid, get_grid, to_template_space
+from .simulation import normalised_dense
 
 _TORCH_HINT = (
     "PIUNet needs PyTorch. Install the CPU build with "
@@ -202,18 +203,31 @@ class PIUNetInverse:
         vec = np.einsum("ij,sjt->sit", rot, data)
         n_src, _, n_times = vec.shape
         grid = (op @ vec.reshape(n_src, -1)).reshape(-1, 3, n_times)
-        out = np.empty_like(grid, dtype=np.float64)
+        return np.moveaxis(self.predict_grid(np.moveaxis(grid, 2, 0)), 0, 2)
+
+    def predict_grid(self, x0: np.ndarray) -> np.ndarray:
+        """Run the network on eLORETA maps already on the grid.
+
+        Parameters
+        ----------
+        x0 : array, shape (n, n_grid_sources, 3)
+            eLORETA moment vectors on the grid (template frame), one map per
+            time point or sample.
+
+        Returns
+        -------
+        estimate : array, shape (n, n_grid_sources, 3)
+            PIUNet moment vectors in the units of ``x0``'s sources (Am): each
+            map is divided by its largest moment norm before the network and
+            multiplied back after.
+        """
         torch = self._torch
-        net = self.bundle.network
+        out = np.empty(x0.shape, np.float64)
         with torch.inference_mode():
-            for start in range(0, n_times, self.batch_size):
-                x0 = np.moveaxis(grid[:, :, start : start + self.batch_size], 2, 0)  # (t, n_grid, 3)
-                scale = np.linalg.norm(x0, axis=2).max(axis=1)
-                scale = np.where(scale > 0, scale, 1.0)
-                dense = self.grid.to_dense((x0 / scale[:, None, None]).astype(np.float32))
-                pred = net(torch.from_numpy(dense).to(self.device)).float().cpu().numpy()
-                vals = self.grid.from_dense(pred) * scale[:, None, None]
-                out[:, :, start : start + self.batch_size] = np.moveaxis(vals, 0, 2)
+            for start in range(0, len(x0), self.batch_size):
+                dense, _, scale = normalised_dense(self.grid, x0[start : start + self.batch_size])
+                pred = self.bundle.network(torch.from_numpy(dense).to(self.device)).float().cpu().numpy()
+                out[start : start + self.batch_size] = self.grid.from_dense(pred) * scale[:, None, None]
         return out
 
     def _make_stc(self, data, tmin, tstep, pick_ori):

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mne
 import numpy as np
 import pytest
-
-import mne
 
 mne.set_log_level("WARNING")
 

@@ -2,10 +2,10 @@
 
 import json
 
+import mne
 import numpy as np
 import pytest
 
-import mne
 from mne_piunet import anatomy
 
 
@@ -27,7 +27,9 @@ def test_icosphere_is_closed_and_outward():
     rr, tris = anatomy._icosphere(2)
     assert len(rr) == 162 and len(tris) == 320
     # Euler characteristic of a closed sphere
-    edges = np.unique(np.sort(np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]]), axis=1), axis=0)
+    edges = np.unique(
+        np.sort(np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]]), axis=1), axis=0
+    )
     assert len(rr) - len(edges) + len(tris) == 2
     normals = np.cross(rr[tris[:, 1]] - rr[tris[:, 0]], rr[tris[:, 2]] - rr[tris[:, 0]])
     assert np.all(np.einsum("ij,ij->i", normals, rr[tris].mean(axis=1)) > 0)
@@ -58,7 +60,11 @@ def test_montage_validation_lists_valid_names():
 
 @pytest.mark.parametrize(
     "cond, match",
-    [((0.3, 0.5, 0.3), "skull conductivity must be within"), ((0.3, 0.006), "brain, skull, scalp"), ((5.0, 0.006, 0.3), "brain")],
+    [
+        ((0.3, 0.5, 0.3), "skull conductivity must be within"),
+        ((0.3, 0.006), "brain, skull, scalp"),
+        ((5.0, 0.006, 0.3), "brain"),
+    ],
 )
 def test_conductivity_out_of_range(cond, match):
     with pytest.raises(ValueError, match=match):
@@ -103,6 +109,8 @@ def test_sphere_avoids_sources_at_centre():
     at_centre = np.array([sphere["r0"], sphere["r0"] + [0.01, 0, 0]])
     moved = anatomy.make_template_sphere(info, avoid=at_centre, contain=at_centre)
     assert np.linalg.norm(at_centre - moved["r0"], axis=1).min() >= 1e-3
-    src = mne.setup_volume_source_space(pos=dict(rr=at_centre, nn=np.tile([0, 0, 1.0], (2, 1))), verbose=False)
+    src = mne.setup_volume_source_space(
+        pos=dict(rr=at_centre, nn=np.tile([0, 0, 1.0], (2, 1))), verbose=False
+    )
     fwd = mne.make_forward_solution(info, None, src, moved, eeg=True, meg=False, verbose=False)
     assert np.all(np.isfinite(fwd["sol"]["data"]))

@@ -1,9 +1,9 @@
 """The source grid: a real volume source space, dense mapping, resampling."""
 
+import mne
 import numpy as np
 import pytest
 
-import mne
 from mne_piunet.grid import TENSOR_MULTIPLE, make_grid_src, to_template_space
 
 

@@ -1,9 +1,9 @@
 """Simulation engine: exact eLORETA input, sources, noise, batches."""
 
+import mne
 import numpy as np
 import pytest
 
-import mne
 from mne_piunet.simulation import SimulationEngine, SourcePrior, add_noise, simulate, simulate_sources
 
 

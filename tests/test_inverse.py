@@ -1,0 +1,175 @@
+"""PIUNetInverse: the MNE-facing contract and its errors (an untrained network)."""
+
+import mne
+import numpy as np
+import pytest
+from conftest import simulated_evoked
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def volume_case(volume_setup):
+    evoked, batch = simulated_evoked(volume_setup)
+    return evoked, volume_setup.inverse_operator, batch
+
+
+@pytest.fixture(scope="module")
+def surface_case(surface_setup):
+    evoked, batch = simulated_evoked(surface_setup, seed=1)
+    return evoked, surface_setup.inverse_operator, batch
+
+
+def test_apply_returns_standard_volume_estimates(piu, volume_case, tmp_path):
+    evoked, inv, _ = volume_case
+    stc = piu.apply(evoked, inv, 1 / 9)
+    vec = piu.apply(evoked, inv, 1 / 9, pick_ori="vector")
+    assert isinstance(stc, mne.VolSourceEstimate) and isinstance(vec, mne.VolVectorSourceEstimate)
+    assert stc.data.shape == (piu.grid.n_sources, len(evoked.times))
+    np.testing.assert_array_equal(stc.vertices[0], piu.src[0]["vertno"])
+    np.testing.assert_allclose(np.linalg.norm(vec.data, axis=1), stc.data)
+    assert stc.tmin == evoked.tmin and stc.tstep == pytest.approx(1 / evoked.info["sfreq"])
+    assert stc.subject == "fsaverage" and np.all(np.isfinite(stc.data)) and stc.data.max() > 0
+    # deterministic
+    np.testing.assert_array_equal(piu.apply(evoked, inv, 1 / 9).data, stc.data)
+    # standard MNE tools accept it
+    vertex, _ = stc.get_peak()
+    assert vertex in piu.src[0]["vertno"]
+    stc.save(tmp_path / "piu", overwrite=True)
+    back = mne.read_source_estimate(tmp_path / "piu-vl.stc")
+    np.testing.assert_allclose(back.data, stc.data, rtol=1e-5)
+    img = stc.as_volume(piu.src, mri_resolution=False)
+    assert img.shape[:3] == tuple(piu.src[0]["shape"])[::-1] or np.prod(img.shape[:3]) == np.prod(
+        piu.src[0]["shape"]
+    )
+
+
+def test_refine_matches_apply_and_functional_api(piu, volume_case, tiny_weights):
+    from mne_piunet import apply_piunet
+
+    evoked, inv, _ = volume_case
+    stc_e = mne.minimum_norm.apply_inverse(evoked, inv, 1 / 9, "eLORETA", pick_ori="vector", verbose=False)
+    refined = piu.refine(stc_e, inv["src"], mri_head_t=inv["mri_head_t"])
+    np.testing.assert_allclose(refined.data, piu.apply(evoked, inv, 1 / 9).data, rtol=1e-6)
+    functional = apply_piunet(evoked, inv, 1 / 9, weights=tiny_weights, device="cpu")
+    np.testing.assert_allclose(functional.data, refined.data, rtol=1e-6)
+
+
+def test_fixed_surface_inverse(piu, surface_case):
+    evoked, inv, _ = surface_case
+    stc = piu.apply(evoked, inv, 1 / 9, pick_ori="vector")
+    assert stc.data.shape == (piu.grid.n_sources, 3, len(evoked.times))
+    stc_e = mne.minimum_norm.apply_inverse(evoked, inv, 1 / 9, "eLORETA", verbose=False)
+    refined = piu.refine(
+        stc_e, inv["src"], mri_head_t=inv["mri_head_t"], normals=inv["source_nn"], pick_ori="vector"
+    )
+    np.testing.assert_allclose(refined.data, stc.data, rtol=1e-6)
+
+
+def test_scaling_is_per_time_point_and_linear(piu, volume_case):
+    evoked, inv, _ = volume_case
+    a = piu.apply(evoked, inv, 1 / 9).data
+    scaled = evoked.copy()
+    scaled.data *= 1e3
+    np.testing.assert_allclose(piu.apply(scaled, inv, 1 / 9).data, 1e3 * a, rtol=1e-4)
+
+
+def test_epochs_and_raw(piu, volume_case):
+    evoked, inv, _ = volume_case
+    info = evoked.info
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((3, len(info["ch_names"]), 4)) * 1e-6
+    epochs = mne.EpochsArray(data, info, verbose=False)
+    stcs = piu.apply_epochs(epochs, inv, 1 / 9)
+    assert len(stcs) == 3 and all(isinstance(s, mne.VolSourceEstimate) for s in stcs)
+    gen = piu.apply_epochs(epochs, inv, 1 / 9, return_generator=True)
+    assert not isinstance(gen, list)
+    np.testing.assert_allclose(next(iter(gen)).data, stcs[0].data, rtol=1e-6)
+    # one epoch through apply (nave=1 as in apply_epochs) gives the same map
+    ev0 = mne.EvokedArray(data[0], info, nave=1)
+    np.testing.assert_allclose(piu.apply(ev0, inv, 1 / 9).data, stcs[0].data, rtol=1e-5)
+    raw = mne.io.RawArray(np.concatenate(list(data), axis=1), info, verbose=False)
+    stc = piu.apply_raw(raw, inv, 1 / 9, buffer_size=5)  # chunks that straddle epochs
+    np.testing.assert_allclose(stc.data[:, :4], stcs[0].data, rtol=1e-4)
+    part = piu.apply_raw(raw, inv, 1 / 9, start=2, stop=7, pick_ori="vector")
+    assert part.data.shape == (piu.grid.n_sources, 3, 5)
+    assert part.tmin == pytest.approx(raw.times[2])
+
+
+# ------------------------------------------------------------ bad input
+def test_bad_inputs(piu, volume_case, volume_setup):
+    evoked, inv, _ = volume_case
+    with pytest.raises(TypeError, match="InverseOperator.*make_inverse_operator"):
+        piu.apply(evoked, volume_setup.to_grid, 1 / 9)
+    for lam in (0, -1.0):
+        with pytest.raises(ValueError, match="lambda2 must be > 0"):
+            piu.apply(evoked, inv, lam)
+    with pytest.raises(ValueError, match='pick_ori must be None.*"vector"'):
+        piu.apply(evoked, inv, 1 / 9, pick_ori="normal")
+    with pytest.raises(ValueError, match="method must be 'eLORETA'"):
+        piu.apply(evoked, inv, 1 / 9, method="dSPM")
+    with pytest.raises(ValueError, match="label is not supported"):
+        piu.apply(evoked, inv, 1 / 9, label=object())
+    with pytest.raises(ValueError, match="return_residual"):
+        piu.apply(evoked, inv, 1 / 9, return_residual=True)
+    nan = evoked.copy()
+    nan.data[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        piu.apply(nan, inv, 1 / 9)
+    missing = evoked.copy().drop_channels(evoked.ch_names[:2])
+    with pytest.raises(ValueError, match="2 channel.*missing from the data"):
+        piu.apply(missing, inv, 1 / 9)
+    empty = mne.EvokedArray(np.zeros((len(evoked.ch_names), 0)), evoked.info)
+    with pytest.raises(ValueError, match="no samples"):
+        piu.apply(empty, inv, 1 / 9)
+    with pytest.raises(TypeError, match="evoked must be an instance of Evoked"):
+        piu.apply(evoked.data, inv, 1 / 9)
+
+
+def test_sources_in_millimetres_are_refused(piu, volume_case):
+    evoked, inv, _ = volume_case
+    stc_e = mne.minimum_norm.apply_inverse(evoked, inv, 1 / 9, "eLORETA", pick_ori="vector", verbose=False)
+    src = inv["src"].copy()
+    src[0]["rr"] = src[0]["rr"] * 1e3
+    with pytest.raises(ValueError, match="millimetres"):
+        piu.refine(stc_e, src, mri_head_t=inv["mri_head_t"])
+
+
+def test_meg_only_inverse_is_refused(piu, volume_case):
+    evoked, inv, _ = volume_case
+    meg = inv.copy()
+    meg["info"] = inv["info"].copy()
+    with meg["info"]._unlock():
+        for ch in meg["info"]["chs"]:
+            ch["kind"] = mne.io.constants.FIFF.FIFFV_MEG_CH
+            ch["coil_type"] = mne.io.constants.FIFF.FIFFV_COIL_POINT_MAGNETOMETER
+            ch["unit"] = mne.io.constants.FIFF.FIFF_UNIT_T
+    with pytest.raises(ValueError, match="no EEG channels"):
+        piu.apply(evoked, meg, 1 / 9)
+
+
+def test_weights_are_checked(tiny_weights, tmp_path):
+    import shutil
+
+    from mne_piunet import PIUNetInverse
+
+    bad = tmp_path / "bad.pt"
+    shutil.copy(tiny_weights, bad)
+    shutil.copy(tiny_weights.with_suffix(".json"), bad.with_suffix(".json"))
+    with open(bad, "r+b") as fid:
+        fid.seek(200)
+        fid.write(b"\x00" * 16)
+    with pytest.raises(ValueError, match="corrupted.*sha256"):
+        PIUNetInverse(bad)
+    with pytest.raises(FileNotFoundError, match="missing"):
+        PIUNetInverse(tmp_path / "nothing.pt")
+
+
+def test_missing_torch_gives_install_hint(monkeypatch):
+    import sys
+
+    from mne_piunet import inverse
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(ImportError, match="pip install torch"):
+        inverse.PIUNetInverse()
