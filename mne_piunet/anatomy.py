@@ -403,7 +403,8 @@ def montage_info(montage: str, sfreq: float = 250.0) -> mne.Info:
     return raw.info
 
 
-def _src_fingerprint(src: mne.SourceSpaces) -> str:
+def src_fingerprint(src: mne.SourceSpaces) -> str:
+    """Short hash of a source space's types, active positions and normals (cache keys)."""
     h = hashlib.sha256()
     for s in src:
         h.update(s["type"].encode())
@@ -467,7 +468,7 @@ def make_template_forward(
         return fwd
 
     return cached(
-        "fwd", dict(montage=montage, head=head, conductivity=cond, src=_src_fingerprint(src)),
+        "fwd", dict(montage=montage, head=head, conductivity=cond, src=src_fingerprint(src)),
         "-fwd.fif", build,
         lambda f, fwd: mne.write_forward_solution(f, fwd, overwrite=True, verbose=False),
         lambda f: mne.read_forward_solution(f, verbose=False),

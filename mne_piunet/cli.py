@@ -119,6 +119,29 @@ def _evaluate(args) -> None:
     print(run_evaluation(PIUNetInverse(args.weights), out=args.out, quick=args.quick, seed=args.seed))
 
 
+def _bench_speed(args) -> None:
+    import platform
+
+    import torch
+
+    from . import PIUNetInverse
+    from .benchmark import bench_speed
+
+    piu = PIUNetInverse(args.weights)
+    res = bench_speed(piu, args.montage, raw_minutes=args.raw_minutes)
+    print(f"{platform.machine()}, {torch.get_num_threads()} torch threads, device {piu.device}")
+    print(f"1-s {args.montage} evoked at 250 Hz, fsaverage5 cortex inverse (fixed orientation):")
+    print(
+        f"  apply_inverse eLORETA {res['eloreta_s']:.2f} s | PIUNet apply {res['piunet_s']:.2f} s | ratio {res['ratio']:.2f}"
+    )
+    if "raw_s" in res:
+        print(
+            f"apply_raw on {args.raw_minutes:g} min: {res['raw_s']:.1f} s, peak RSS increase "
+            f"{res['raw_peak_rss_increase_mb']:.0f} MB (input {res['raw_input_mb']:.0f} MB, "
+            f"output {res['raw_output_mb']:.0f} MB)"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mne-piunet`` command."""
     parser = argparse.ArgumentParser(prog="mne-piunet", description=__doc__)
@@ -155,6 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="folder for evaluation.csv")
     p.add_argument("--seed", type=int, default=1234)
 
+    p = sub.add_parser("bench-data", help="samples per second of the simulation engine")
+    p.add_argument("--montage", default="biosemi64")
+
+    p = sub.add_parser("bench-speed", help="eLORETA vs PIUNet run time; apply_raw memory")
+    p.add_argument("--montage", default="biosemi64")
+    p.add_argument("--raw-minutes", type=float, default=1.0)
+    p.add_argument("--weights", default=None)
+
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo(args.out, args.montage, args.snr, args.weights)
@@ -164,6 +195,14 @@ def main(argv: list[str] | None = None) -> int:
         _train(args)
     elif args.command == "evaluate":
         _evaluate(args)
+    elif args.command == "bench-data":
+        from .benchmark import bench_generation
+
+        rates = bench_generation(args.montage)
+        for space, rate in rates.items():
+            print(f"{args.montage} {space}: {rate:,.0f} samples/s")
+    elif args.command == "bench-speed":
+        _bench_speed(args)
     return 0
 
 

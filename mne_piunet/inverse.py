@@ -217,16 +217,17 @@ class PIUNetInverse:
         Returns
         -------
         estimate : array, shape (n, n_grid_sources, 3)
-            PIUNet moment vectors in the units of ``x0``'s sources (Am): each
-            map is divided by its largest moment norm before the network and
-            multiplied back after.
+            PIUNet moment vectors in Am: each map is divided by its largest
+            moment norm before the network, which predicts the source map's
+            shape and its peak relative to the input's; the product is
+            multiplied back by the divisor.
         """
         torch = self._torch
         out = np.empty(x0.shape, np.float64)
         with torch.inference_mode():
             for start in range(0, len(x0), self.batch_size):
-                dense, _, scale = normalised_dense(self.grid, x0[start : start + self.batch_size])
-                pred = self.bundle.network(torch.from_numpy(dense).to(self.device)).float().cpu().numpy()
+                dense, _, scale, _ = normalised_dense(self.grid, x0[start : start + self.batch_size])
+                pred = self.bundle.network.estimate(torch.from_numpy(dense).to(self.device)).cpu().numpy()
                 out[start : start + self.batch_size] = self.grid.from_dense(pred) * scale[:, None, None]
         return out
 

@@ -80,6 +80,12 @@ class Attention(nn.Module):
 class UNet3d(nn.Module):
     """3-D U-Net mapping (batch, 3, *grid) eLORETA to (batch, 3, *grid) moments.
 
+    The input is an eLORETA map divided by its largest moment norm. The network
+    returns two things: the *shape* of the source map (peak norm about 1) and
+    the log of the ratio between the map's peak and the input's peak, from the
+    coarsest features. Splitting shape and amplitude keeps the L1 loss about where the
+    sources are rather than about how strong they are.
+
     Parameters
     ----------
     config : UNetConfig
@@ -122,8 +128,16 @@ class UNet3d(nn.Module):
         self.out = nn.Sequential(
             nn.GroupNorm(g, c), nn.SiLU(), nn.Conv3d(c, config.out_channels, 3, padding=1)
         )
+        # Start at the all-zero map (relative L1 = 1) rather than at random
+        # noise spread over every voxel, which costs tens of times more.
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+        self.amplitude = nn.Linear(widths[-1], 1)
+        nn.init.zeros_(self.amplitude.weight)
+        nn.init.constant_(self.amplitude.bias, 2.0)  # typical log peak ratio
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the map's shape (batch, 3, *grid) and its log peak ratio (batch,)."""
         h = self.stem(x * self.mask)
         skips = []
         for i, block in enumerate(self.down):
@@ -132,11 +146,17 @@ class UNet3d(nn.Module):
             if i < len(self.pool):
                 h = self.pool[i](h)
         h = self.middle(h)
+        log_ratio = self.amplitude(h.float().mean(dim=(2, 3, 4)))[:, 0]
         for block, skip in zip(self.up, reversed(skips)):
             if h.shape[-3:] != skip.shape[-3:]:
                 h = F.interpolate(h, size=skip.shape[-3:], mode="nearest")
             h = block(torch.cat([h, skip], dim=1))
-        return self.out(h) * self.mask
+        return self.out(h) * self.mask, log_ratio
+
+    def estimate(self, x: torch.Tensor) -> torch.Tensor:
+        """The source map in input units: shape times the predicted peak ratio."""
+        shape, log_ratio = self(x)
+        return shape.float() * torch.exp(log_ratio.float())[:, None, None, None, None]
 
 
 # ------------------------------------------------------------------ weights

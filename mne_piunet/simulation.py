@@ -22,8 +22,10 @@ from scipy import sparse
 from .anatomy import (
     DEFAULT_CONDUCTIVITY,
     TEMPLATE_SUBJECT,
+    cached,
     make_template_forward,
     montage_info,
+    src_fingerprint,
     template_subjects_dir,
 )
 from .grid import SourceGrid, get_grid
@@ -131,6 +133,7 @@ def eloreta_kernel(
     n_chan = len(info["ch_names"])
     evoked = mne.EvokedArray(np.eye(n_chan), info, tmin=0.0, nave=1, verbose=False)
     free = inverse_operator["source_ori"] == mne.io.constants.FIFF.FIFFV_MNE_FREE_ORI
+    logger.info("Computing an eLORETA kernel")
     stc = mne.minimum_norm.apply_inverse(
         evoked, inverse_operator, lambda2, "eLORETA", pick_ori="vector" if free else None,
         method_params=method_params, verbose=False,
@@ -161,14 +164,20 @@ def prepare_setup(
     src = grid.src if setup.source_space == "volume" else make_cortex_src()
     fwd = make_template_forward(setup.montage, src, head=setup.head, conductivity=setup.conductivity)
     info = montage_info(setup.montage)
-    if noise_cov is None:
+    custom_cov = noise_cov is not None
+    if not custom_cov:
         noise_cov = mne.make_ad_hoc_cov(info, verbose=False)
     fixed = setup.source_space == "surface"
     inv = mne.minimum_norm.make_inverse_operator(
         info, fwd, noise_cov, loose=0.0 if fixed else 1.0, fixed=fixed, verbose=False
     )
-    logger.info(f"Computing the eLORETA kernel of {setup.name}")
-    kernel = eloreta_kernel(inv, info, lambda2)
+    if custom_cov:
+        kernel = eloreta_kernel(inv, info, lambda2)
+    else:  # eLORETA's weights take tens of seconds on a cortex: cache the kernel
+        kernel = cached(
+            "kernel", dict(setup=asdict(setup), lambda2=float(lambda2), src=src_fingerprint(src)), ".npy",
+            lambda: eloreta_kernel(inv, info, lambda2), lambda f, k: np.save(f, k), np.load,
+        )  # fmt: skip
     # Forward and inverse live in head coordinates; the grid in MRI coordinates.
     head_mri = (
         fwd["mri_head_t"]["trans"]
@@ -372,19 +381,21 @@ class SimulationEngine:
         Returns
         -------
         inputs, targets : torch.Tensor, shape (n, 3, *grid.shape)
-            eLORETA on the grid and the truth on the grid, both divided by the
-            per-sample max moment norm of the eLORETA input.
+            eLORETA and the truth on the grid, normalised by
+            :func:`normalised_dense`.
         meta : dict
-            ``scale`` (the divisors), ``snr_db``, ``n_sources``, ``setup``.
+            ``scale``, ``log_ratio`` (tensor, the amplitude target),
+            ``snr_db``, ``n_sources``, ``setup``.
         """
         import torch
 
         chunks = self.sample(n)
         x0 = np.concatenate([c.eloreta_grid for c in chunks])
         x = np.concatenate([c.true_grid for c in chunks])
-        inputs, targets, scale = normalised_dense(self.grid, x0, x)
+        inputs, targets, scale, ratio = normalised_dense(self.grid, x0, x)
         meta = dict(
             scale=scale,
+            log_ratio=torch.from_numpy(np.log(ratio)).to(torch.float32),
             snr_db=np.concatenate([c.snr_db for c in chunks]),
             n_sources=np.concatenate([c.n_sources for c in chunks]),
             setup=sum(([c.setup] * len(c.snr_db) for c in chunks), []),
@@ -395,17 +406,28 @@ class SimulationEngine:
 
 def normalised_dense(
     grid: SourceGrid, x0: np.ndarray, x: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """Divide by each sample's max eLORETA moment norm and scatter onto the grid tensor.
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """Normalise eLORETA (and truth) maps and scatter them onto the grid tensor.
 
-    The same divisor is applied to the truth, so the network learns amplitudes
-    relative to the eLORETA input; multiplying its output back restores Am.
+    Each eLORETA map is divided by its largest moment norm (``scale``). The
+    truth is divided by the same number and then by its own peak norm
+    (``ratio``, the amplitude the network predicts as ``log(ratio)``), so the
+    target shape peaks at 1 like the input. ``truth = target * ratio * scale``.
+
+    Returns
+    -------
+    inputs, targets : array, shape (n, 3, *grid.shape)
+    scale, ratio : array, shape (n,)
     """
     scale = np.linalg.norm(x0, axis=-1).max(axis=-1)
     scale = np.where(scale > 0, scale, 1.0)
     inputs = grid.to_dense((x0 / scale[:, None, None]).astype(np.float32))
-    targets = None if x is None else grid.to_dense((x / scale[:, None, None]).astype(np.float32))
-    return inputs, targets, scale
+    if x is None:
+        return inputs, None, scale, None
+    ratio = np.linalg.norm(x, axis=-1).max(axis=-1) / scale
+    ratio = np.where(ratio > 0, ratio, 1.0)
+    targets = grid.to_dense((x / (scale * ratio)[:, None, None]).astype(np.float32))
+    return inputs, targets, scale, ratio
 
 
 def setup_to_dict(setup: HeadSetup) -> dict:

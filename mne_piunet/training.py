@@ -40,6 +40,7 @@ class TrainConfig:
     grid_spacing_mm: float = DEFAULT_SPACING_MM
     grid_mindist_mm: float = DEFAULT_MINDIST_MM
     batch_size: int = 16
+    amplitude_weight: float = 0.1
     lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 200
@@ -101,7 +102,7 @@ def make_validation_set(config: TrainConfig, grid: SourceGrid) -> dict:
     chunks = engine.sample(config.val_size)
     x0 = np.concatenate([c.eloreta_grid for c in chunks])
     x = np.concatenate([c.true_grid for c in chunks])
-    inputs, _, scale = normalised_dense(grid, x0, x)
+    inputs, _, scale, _ = normalised_dense(grid, x0, x)
     eloreta = float(np.nanmean([coarse_nemd(a, b, grid.pos) for a, b in zip(x0, x)]))
     return dict(inputs=torch.from_numpy(inputs), truth=x, scale=scale, eloreta_nemd=eloreta)
 
@@ -120,7 +121,7 @@ def predict_grid(network: UNet3d, inputs: torch.Tensor, device: torch.device, ba
     outs = []
     for start in range(0, len(inputs), batch):
         x = inputs[start : start + batch].to(device)
-        outs.append(network(x).float().cpu().numpy())
+        outs.append(network.estimate(x).cpu().numpy())
     return np.concatenate(outs)
 
 
@@ -227,13 +228,17 @@ def train(config: TrainConfig, out: str | Path, init: str | Path | None = None) 
             _log(out, f"time budget of {config.max_minutes} min reached")
             break
         network.train()
-        inputs, targets, _ = engine.batch(config.batch_size)
+        inputs, targets, batch_meta = engine.batch(config.batch_size)
         inputs, targets = inputs.to(device), targets.to(device)
+        log_ratio = batch_meta["log_ratio"].to(device)
         if device.type == "cpu":
             inputs = inputs.to(memory_format=torch.channels_last_3d)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            pred = network(inputs)
-        loss = relative_l1(pred.float(), targets)
+            shape, pred_log_ratio = network(inputs)
+        loss = (
+            relative_l1(shape.float(), targets)
+            + config.amplitude_weight * (pred_log_ratio.float() - log_ratio).abs().mean()
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)

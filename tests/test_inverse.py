@@ -173,3 +173,18 @@ def test_missing_torch_gives_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(ImportError, match="pip install torch"):
         inverse.PIUNetInverse()
+
+
+@pytest.mark.parametrize("mode", ["stat_map", "glass_brain"])
+def test_stc_plot_renders_offline(piu, mode):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pos = piu.grid.pos
+    data = np.exp(-np.sum((pos - [-0.05, -0.02, 0.0]) ** 2, axis=1) / (2 * 0.01**2))[:, None] * [1.0, 0.5]
+    stc = mne.VolSourceEstimate(data, piu.grid.vertices, 0.0, 0.01, subject="fsaverage")
+    fig = stc.plot(piu.src, subjects_dir=piu.subjects_dir, mode=mode, initial_time=0.0, show=False)
+    assert fig.axes  # rendered
+    plt.close("all")

@@ -1,0 +1,56 @@
+"""The 3-D U-Net and its weight files."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from mne_piunet.network import UNet3d, UNetConfig, load_network, save_network  # noqa: E402
+
+
+def _mask(shape=(8, 12, 8)):
+    mask = torch.zeros(shape, dtype=torch.bool)
+    mask[1:-1, 2:-2, 1:-1] = True
+    return mask
+
+
+def test_shapes_mask_and_zero_start():
+    net = UNet3d(UNetConfig(width=8, levels=3, heads=2, groups=4), _mask())
+    x = torch.randn(2, 3, 8, 12, 8)
+    shape, log_ratio = net(x)
+    assert shape.shape == x.shape and log_ratio.shape == (2,)
+    # starts at the all-zero map with the default peak ratio
+    assert torch.count_nonzero(shape) == 0
+    torch.testing.assert_close(net.estimate(x), torch.zeros_like(x))
+    # after a perturbation the output is non-zero inside the mask only
+    with torch.no_grad():
+        net.out[-1].bias.fill_(1.0)
+    shape, _ = net(x)
+    assert torch.all(shape[:, :, ~_mask()] == 0) and torch.all(shape[:, :, _mask()] != 0)
+
+
+def test_bad_config_and_grid():
+    with pytest.raises(ValueError, match="multiple of groups"):
+        UNetConfig(width=12, groups=8)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        UNet3d(UNetConfig(width=8, levels=3, heads=2, groups=4), _mask((8, 10, 8)))
+
+
+def test_save_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    net = UNet3d(UNetConfig(width=8, levels=2, heads=2, groups=4), _mask())
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    fname = save_network(net, tmp_path / "w.pt", dict(grid=dict(shape=[8, 12, 8])))
+    meta = json.loads(fname.with_suffix(".json").read_text())
+    assert meta["config"]["width"] == 8 and len(meta["sha256"]) == 64
+    bundle = load_network(fname)
+    x = torch.randn(1, 3, 8, 12, 8)
+    with torch.no_grad():
+        np.testing.assert_array_equal(bundle.network.estimate(x).numpy(), net.eval().estimate(x).numpy())
+    # weights_only loading works on the file itself (no pickled code)
+    state = torch.load(fname, weights_only=True)
+    assert "mask" in state
