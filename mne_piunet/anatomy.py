@@ -271,6 +271,56 @@ def template_subjects_dir() -> Path:
     return root
 
 
+def make_cortex_src() -> mne.SourceSpaces:
+    """Fsaverage5 white-matter cortical source space (20,484 vertices), template MRI frame."""
+    return mne.setup_source_space(
+        TEMPLATE_SUBJECT, spacing="all", subjects_dir=template_subjects_dir(), add_dist=False, verbose=False
+    )
+
+
+@verbose
+def make_template_inverse(
+    info: mne.Info,
+    noise_cov: mne.Covariance,
+    *,
+    src: mne.SourceSpaces | None = None,
+    loose: float | str = "auto",
+    depth: float | None = 0.8,
+    verbose: bool | str | int | None = None,
+) -> mne.minimum_norm.InverseOperator:
+    """An EEG inverse operator on the template head for your own data.
+
+    The usual "EEG with a template MRI" approach: your digitised (or standard)
+    electrode positions, the template BEM (cached forward) and the fsaverage5
+    cortex or another template-space source space.
+
+    Parameters
+    ----------
+    info : mne.Info
+        Measurement info with EEG positions and an average reference projector.
+    noise_cov : mne.Covariance
+        Noise covariance of the data.
+    src : mne.SourceSpaces | None
+        Source space in template MRI coordinates; None for the fsaverage5
+        cortex (:func:`make_cortex_src`). ``PIUNetInverse().src`` gives a
+        volume inverse on PIUNet's own grid.
+    loose, depth
+        As for :func:`mne.minimum_norm.make_inverse_operator`.
+    %(verbose)s
+
+    Returns
+    -------
+    inverse_operator : mne.minimum_norm.InverseOperator
+    """
+    src = make_cortex_src() if src is None else src
+    fwd = make_template_forward(info, src)
+    picks = mne.pick_types(info, meg=False, eeg=True, exclude="bads")
+    info = mne.pick_info(info, picks)
+    return mne.minimum_norm.make_inverse_operator(
+        info, fwd, noise_cov, loose=loose, depth=depth, verbose=False
+    )
+
+
 def template_trans() -> mne.transforms.Transform:
     """Head -> MRI transform of the fsaverage template."""
     return mne.read_trans(_mne_fsaverage_dir() / "fsaverage-trans.fif", verbose=False)
@@ -415,7 +465,7 @@ def src_fingerprint(src: mne.SourceSpaces) -> str:
 
 @verbose
 def make_template_forward(
-    montage: str,
+    montage: str | mne.Info,
     src: mne.SourceSpaces,
     *,
     head: str = "bem",
@@ -426,8 +476,10 @@ def make_template_forward(
 
     Parameters
     ----------
-    montage : str
-        A built-in MNE montage name.
+    montage : str | mne.Info
+        A built-in MNE montage name, or the measurement info of your own EEG
+        (digitised positions in head coordinates defined by the fiducials, as
+        for any "EEG with a template MRI" analysis).
     src : mne.SourceSpaces
         Source space in fsaverage MRI coordinates.
     head : "bem" | "sphere"
@@ -441,7 +493,15 @@ def make_template_forward(
     fwd : mne.Forward
         Free-orientation forward; every source of ``src`` is kept.
     """
-    info = montage_info(montage)
+    if isinstance(montage, mne.Info):
+        info = mne.pick_info(montage, mne.pick_types(montage, meg=False, eeg=True, exclude=()))
+        eeg = np.array([ch["loc"][:3] for ch in info["chs"]])
+        name = (
+            "info-"
+            + hashlib.sha256(np.round(eeg, 6).tobytes() + repr(info["ch_names"]).encode()).hexdigest()[:12]
+        )
+    else:
+        info, name = montage_info(montage), montage
     if head not in ("bem", "sphere"):
         raise ValueError(f'head must be "bem" or "sphere", got {head!r}')
     cond = check_conductivity(conductivity) if head == "bem" else None
@@ -456,7 +516,7 @@ def make_template_forward(
             # MNE tests sphere containment on MRI-frame positions against the
             # head-frame centre, so the brain layer must contain both.
             bem = make_template_sphere(info, avoid=rr_head, contain=np.concatenate([rr, rr_head]))
-        logger.info(f"Computing the {montage} forward on the template {head} (once; cached)")
+        logger.info(f"Computing the {name} forward on the template {head} (once; cached)")
         fwd = mne.make_forward_solution(
             info, trans, src, bem, meg=False, eeg=True, mindist=0.0, verbose=False
         )
@@ -468,7 +528,7 @@ def make_template_forward(
         return fwd
 
     return cached(
-        "fwd", dict(montage=montage, head=head, conductivity=cond, src=src_fingerprint(src)),
+        "fwd", dict(montage=name, head=head, conductivity=cond, src=src_fingerprint(src)),
         "-fwd.fif", build,
         lambda f, fwd: mne.write_forward_solution(f, fwd, overwrite=True, verbose=False),
         lambda f: mne.read_forward_solution(f, verbose=False),

@@ -21,12 +21,11 @@ from scipy import sparse
 
 from .anatomy import (
     DEFAULT_CONDUCTIVITY,
-    TEMPLATE_SUBJECT,
     cached,
+    make_cortex_src,
     make_template_forward,
     montage_info,
     src_fingerprint,
-    template_subjects_dir,
 )
 from .grid import SourceGrid, get_grid
 
@@ -104,14 +103,6 @@ class PreparedSetup:
     @property
     def n_sources(self) -> int:
         return len(self.pos)
-
-
-def make_cortex_src() -> mne.SourceSpaces:
-    """Fsaverage5 white-matter cortical source space (20,484 vertices)."""
-    return mne.setup_source_space(
-        TEMPLATE_SUBJECT, spacing="all", subjects_dir=template_subjects_dir(),
-        add_dist=False, verbose=False,
-    )  # fmt: skip
 
 
 def eloreta_kernel(

@@ -33,12 +33,20 @@ def test_tiny_training_loss_falls_and_resumes(tmp_path, volume_setup, surface_se
     assert json.loads((tmp_path / "best.json").read_text())["provenance"]["steps"] in (20, 40, 60, 65)
 
 
-def test_relative_l1():
-    from mne_piunet.training import relative_l1
+def test_relative_loss():
+    from mne_piunet.training import relative_loss
 
     target = torch.zeros(2, 3, 4, 4, 4)
     target[0, 0, 1, 1, 1] = 2.0
     target[1, 2, 2, 2, 2] = -1.0
-    assert relative_l1(torch.zeros_like(target), target).item() == pytest.approx(1.0)
-    assert relative_l1(target, target).item() == 0.0
-    assert relative_l1(2 * target, target).item() == pytest.approx(1.0)
+    zero = torch.zeros_like(target)
+    for norms in (("l1",), ("l2",), ("l1", "l2")):
+        for scales in ((1,), (1, 2, 4)):
+            assert relative_loss(zero, target, scales, norms).item() == pytest.approx(1.0)
+            assert relative_loss(target, target, scales, norms).item() == 0.0
+    assert relative_loss(2 * target, target).item() == pytest.approx(1.0)
+    assert relative_loss(2 * target, target, norms=("l2",)).item() == pytest.approx(1.0)
+    # one voxel off: zero credit at full resolution, some after pooling
+    shifted = torch.roll(target, 1, dims=-1)
+    assert relative_loss(shifted, target).item() == pytest.approx(2.0)
+    assert relative_loss(shifted, target, scales=(1, 2, 4)).item() < 2.0

@@ -1,0 +1,49 @@
+"""The command line: demo and apply, with an untrained network."""
+
+import mne
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+
+def test_demo_writes_figure_and_reports_errors(tiny_weights, tmp_path, capsys):
+    from mne_piunet.cli import main
+
+    fig = tmp_path / "demo.png"
+    assert main(["demo", "--weights", str(tiny_weights), "-o", str(fig), "--montage", "easycap-M10"]) == 0
+    assert fig.stat().st_size > 10_000
+    out = capsys.readouterr().out
+    for method in ("dSPM", "sLORETA", "eLORETA", "PIUNet"):
+        assert f"{method}" in out and "localisation error" in out
+
+
+def test_apply_writes_volume_stc(tiny_weights, volume_setup, tmp_path):
+    from conftest import simulated_evoked
+
+    from mne_piunet.cli import main
+
+    evoked, _ = simulated_evoked(volume_setup, n_times=3)
+    evoked.save(tmp_path / "x-ave.fif")
+    mne.minimum_norm.write_inverse_operator(
+        tmp_path / "x-inv.fif", volume_setup.inverse_operator, verbose=False
+    )
+    main(["apply", str(tmp_path / "x-ave.fif"), str(tmp_path / "x-inv.fif"), "-o", str(tmp_path / "out"),
+          "--weights", str(tiny_weights), "--device", "cpu"])  # fmt: skip
+    stc = mne.read_source_estimate(tmp_path / "out-vl.stc")
+    assert isinstance(stc, mne.VolSourceEstimate) and stc.data.shape[1] == 3
+    assert np.all(np.isfinite(stc.data)) and stc.data.max() > 0
+
+
+def test_evaluate_rows_and_tables(piu, volume_setup):
+    from mne_piunet.benchmark import evaluate, markdown_table, summarise
+    from mne_piunet.simulation import HeadSetup
+
+    rows = evaluate(piu, (HeadSetup("easycap-M10"),), snrs=(20.0,), n_sources=(1,), n_per_cell=2)
+    assert len(rows) == 4 and {r["method"] for r in rows} == {"eLORETA", "PIUNet"}
+    for r in rows:
+        assert 0 <= r["nemd"] < 2 and r["ple"] >= 0 and 0 <= r["wcos"] <= 2
+    summary = summarise(rows)
+    assert summary[0]["nemd_ratio"] == pytest.approx(summary[0]["PIUNet:nemd"] / summary[0]["eLORETA:nemd"])
+    table = markdown_table(summary)
+    assert table.count("\n") == 2 and "NEMD PIUNet" in table

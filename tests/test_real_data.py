@@ -1,0 +1,48 @@
+"""Real data: MNE's test evoked (auditory/visual, 60 EEG) with the template anatomy.
+
+Skipped when ``../shared/data/mne-test-evoked`` (beside the checkout) is absent.
+"""
+
+import mne
+import numpy as np
+import pytest
+from conftest import SHARED_EVOKED
+
+pytestmark = pytest.mark.skipif(
+    not (SHARED_EVOKED / "test-ave.fif.gz").is_file(), reason="MNE test evoked not found"
+)
+
+
+@pytest.fixture(scope="module")
+def window_means():
+    """EEG only, baseline-corrected, average reference, mean over 80-130 ms."""
+    evokeds = mne.read_evokeds(SHARED_EVOKED / "test-ave.fif.gz", baseline=(None, 0), verbose=False)
+    cov = mne.read_cov(SHARED_EVOKED / "test-cov.fif", verbose=False)
+    out = {}
+    for ev in evokeds:
+        ev = ev.copy().pick("eeg", exclude="bads")
+        if not any(p["desc"].startswith("Average EEG") for p in ev.info["projs"]):
+            ev.set_eeg_reference(projection=True, verbose=False)
+        win = ev.copy().crop(0.08, 0.13)
+        out[ev.comment] = mne.EvokedArray(
+            win.data.mean(axis=1, keepdims=True), win.info, tmin=0.1, nave=ev.nave
+        )
+    return out, cov
+
+
+def test_visual_p100_lands_in_contralateral_occipital_cortex(window_means):
+    from mne_piunet import PIUNetInverse
+    from mne_piunet.anatomy import make_template_inverse
+
+    means, cov = window_means
+    piu = PIUNetInverse()  # the bundled, pretrained model
+    inv = make_template_inverse(next(iter(means.values())).info, cov)
+    peaks = {}
+    for name, evoked in means.items():
+        stc = piu.apply(evoked, inv, 1 / 9)
+        vertex, _ = stc.get_peak(vert_as_index=True)
+        peaks[name] = piu.grid.pos[vertex] * 1e3  # MNI mm
+        print(f"{name}: PIUNet peak at {np.round(peaks[name])} mm (MNI)")
+    left, right = peaks["Left visual"], peaks["Right visual"]
+    assert left[1] < -60 and right[1] < -60, "visual peaks should be occipital"
+    assert left[0] > 0 > right[0], "visual peaks should be contralateral to the hemifield"

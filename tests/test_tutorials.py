@@ -1,0 +1,45 @@
+"""The tutorials run as plain scripts (offline, Agg backend).
+
+The quickstart and the real-data tutorial run in every test session; the two
+that build extra forward models or train (minutes each on 2 cores) run when
+``MNE_PIUNET_SLOW=1``.
+"""
+
+import os
+import runpy
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
+SLOW = os.environ.get("MNE_PIUNET_SLOW") == "1"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "plot_01_quickstart.py",
+        "plot_02_real_data.py",
+        pytest.param(
+            "plot_03_your_inverse.py", marks=pytest.mark.skipif(not SLOW, reason="set MNE_PIUNET_SLOW=1")
+        ),
+        pytest.param(
+            "plot_04_train_your_own.py", marks=pytest.mark.skipif(not SLOW, reason="set MNE_PIUNET_SLOW=1")
+        ),
+    ],
+)
+def test_tutorial_runs(name, monkeypatch, capsys):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    monkeypatch.setenv("PIUNET_TUTORIAL_MINUTES", "0.3")
+    try:
+        runpy.run_path(str(TUTORIALS / name), run_name="__main__")
+    except SystemExit as exc:  # the real-data tutorial exits cleanly without data
+        assert exc.code in (0, None)
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close("all")
+    assert capsys.readouterr().out.strip()  # it reported something
