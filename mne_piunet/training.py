@@ -254,10 +254,8 @@ def train(config: TrainConfig, out: str | Path, init: str | Path | None = None) 
             inputs = inputs.to(memory_format=torch.channels_last_3d)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             shape, pred_log_ratio = network(inputs)
-        loss = (
-            relative_l1(shape.float(), targets)
-            + config.amplitude_weight * (pred_log_ratio.float() - log_ratio).abs().mean()
-        )
+        loss = relative_loss(shape.float(), targets, tuple(config.loss_scales), tuple(config.loss_norms))
+        loss = loss + config.amplitude_weight * (pred_log_ratio.float() - log_ratio).abs().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
