@@ -33,11 +33,18 @@ N_SOURCES = (1, 2, 3, 5, 10)
 
 
 def score(est: np.ndarray, true: np.ndarray, pos: np.ndarray) -> dict[str, float]:
-    """NEMD, PLE (mm) and weighted cosine distance of one grid map."""
+    """NEMD, PLE (mm), weighted cosine distance and amplitude calibration of one grid map.
+
+    ``peak_ratio`` and ``mass_ratio`` compare the estimate's largest and
+    summed moment norms (Am) with the truth's: 1 is a calibrated amplitude.
+    """
+    est_norm, true_norm = np.linalg.norm(est, axis=-1), np.linalg.norm(true, axis=-1)
     return dict(
         nemd=nemd(est, true, pos),
         ple=peak_localisation_error(est, true, pos),
         wcos=weighted_cosine_distance(est, true),
+        peak_ratio=est_norm.max() / true_norm.max(),
+        mass_ratio=est_norm.sum() / true_norm.sum(),
     )
 
 
@@ -175,6 +182,14 @@ def run_evaluation(piu, out: str | Path | None = None, quick: bool = False, seed
         "",
         markdown_table(summarise(held)),
     ]
+    text += ["", "Amplitude calibration on the held-out samples (median [25th, 75th percentile]; 1 = calibrated):", ""]
+    text += ["| method | peak moment / true peak | summed moment / true sum |", "|---|---|---|"]
+    for method in ("eLORETA", "PIUNet"):
+        cells = []
+        for key in ("peak_ratio", "mass_ratio"):
+            q = np.percentile([r[key] for r in held if r["method"] == method], [50, 25, 75])
+            cells.append(f"{q[0]:.2g} [{q[1]:.2g}, {q[2]:.2g}]")
+        text.append(f"| {method} | " + " | ".join(cells) + " |")
     if out is not None:
         write_csv(ind + held, Path(out) / "evaluation.csv")
     return "\n".join(text)

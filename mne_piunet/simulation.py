@@ -246,7 +246,6 @@ def simulate_sources(
         counts = np.full(n, int(n_sources))
     lo, hi = sigma_mm if sigma_mm is not None else prior.sigma_mm
     total = int(counts.sum())
-    sample_of = np.repeat(np.arange(n), counts)
     centres = rng.integers(0, prepared.n_sources, total)
     sigma = np.exp(rng.uniform(np.log(lo), np.log(hi), total)) * 1e-3
     # |c - p|^2 expanded: a matrix product instead of an (n_blobs, n_src, 3) temporary
@@ -257,13 +256,19 @@ def simulate_sources(
     if prepared.hemi_of is not None:
         profile *= prepared.hemi_of[None] == prepared.hemi_of[centres][:, None]
     profile *= 1e-8 * rng.standard_normal(total)[:, None] / np.linalg.norm(profile, axis=1, keepdims=True)
-    owner = sparse.csr_matrix((np.ones(total), (sample_of, np.arange(total))), shape=(n, total))
+    first = np.r_[0, np.cumsum(counts)[:-1]]
     if prepared.free:
         ori = rng.standard_normal((total, 3))
         ori /= np.linalg.norm(ori, axis=1, keepdims=True)
-        sources = np.stack([owner @ (profile * ori[:, [k]]) for k in range(3)], axis=-1)
-    else:
-        sources = owner @ profile
+    sources = np.zeros((n, prepared.n_sources, 3) if prepared.free else (n, prepared.n_sources))
+    # j-th blob of every sample that has one: at most max_sources vectorised passes
+    for j in range(int(counts.max())):
+        has = np.flatnonzero(counts > j)
+        rows = first[has] + j
+        if prepared.free:
+            sources[has] += profile[rows][:, :, None] * ori[rows][:, None, :]
+        else:
+            sources[has] += profile[rows]
     sigmas = np.split(sigma * 1e3, np.cumsum(counts)[:-1])
     return np.asarray(sources), counts, sigmas
 
