@@ -182,7 +182,11 @@ def run_evaluation(piu, out: str | Path | None = None, quick: bool = False, seed
         "",
         markdown_table(summarise(held)),
     ]
-    text += ["", "Amplitude calibration on the held-out samples (median [25th, 75th percentile]; 1 = calibrated):", ""]
+    text += [
+        "",
+        "Amplitude calibration on the held-out samples (median [25th, 75th percentile]; 1 = calibrated):",
+        "",
+    ]
     text += ["| method | peak moment / true peak | summed moment / true sum |", "|---|---|---|"]
     for method in ("eLORETA", "PIUNet"):
         cells = []

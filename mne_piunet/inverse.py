@@ -142,6 +142,8 @@ class PIUNetInverse:
 
         self.device = resolve_device(device)
         self.bundle = load_network(weights, self.device)
+        if self.device.type == "cpu":  # ~20 % faster 3-D convolutions on CPU
+            self.bundle.network.to(memory_format=torch.channels_last_3d)
         gm = self.bundle.grid
         self.grid: SourceGrid = get_grid(gm["spacing_mm"], gm.get("mindist_mm", 3.0))
         here = grid_meta(self.grid)
@@ -195,14 +197,19 @@ class PIUNetInverse:
         return self._operators[key]
 
     def _refine_array(self, data, op, rot, normals=None) -> np.ndarray:
-        """(n_src, 3, n_times) vectors or (n_src, n_times) + normals -> (n_grid, 3, n_times)."""
+        """(n_src, 3, n_times) vectors or (n_src, n_times) + normals -> (n_grid, 3, n_times).
+
+        Rotation and resampling are applied per grid component as sparse
+        products, so no (n_src, 3, n_times) temporary is made.
+        """
         if data.ndim == 2:
             if normals is None:
                 raise ValueError("Scalar estimates need source normals to become vectors")
-            data = data[:, None, :] * normals[:, :, None]
-        vec = np.einsum("ij,sjt->sit", rot, data)
-        n_src, _, n_times = vec.shape
-        grid = (op @ vec.reshape(n_src, -1)).reshape(-1, 3, n_times)
+            nn = normals @ rot.T  # normals in the grid frame
+            grid = np.stack([op @ (data * nn[:, [k]]) for k in range(3)], axis=1)
+        else:
+            moved = [op @ data[:, j, :] for j in range(3)]
+            grid = np.stack([sum(rot[k, j] * moved[j] for j in range(3)) for k in range(3)], axis=1)
         return np.moveaxis(self.predict_grid(np.moveaxis(grid, 2, 0)), 0, 2)
 
     def predict_grid(self, x0: np.ndarray) -> np.ndarray:
@@ -227,7 +234,10 @@ class PIUNetInverse:
         with torch.inference_mode():
             for start in range(0, len(x0), self.batch_size):
                 dense, _, scale, _ = normalised_dense(self.grid, x0[start : start + self.batch_size])
-                pred = self.bundle.network.estimate(torch.from_numpy(dense).to(self.device)).cpu().numpy()
+                x = torch.from_numpy(dense).to(self.device)
+                if self.device.type == "cpu":
+                    x = x.to(memory_format=torch.channels_last_3d)
+                pred = self.bundle.network.estimate(x).cpu().numpy()
                 out[start : start + self.batch_size] = self.grid.from_dense(pred) * scale[:, None, None]
         return out
 
@@ -466,7 +476,7 @@ class PIUNetInverse:
         """PIUNet estimate of Raw data (mirrors :func:`mne.minimum_norm.apply_inverse_raw`).
 
         The data are processed in chunks of ``buffer_size`` samples (default:
-        10 s) with a progress bar; the eLORETA estimate of only one chunk is in
+        2 s) with a progress bar; the eLORETA estimate of only one chunk is in
         memory at a time, and the output is float32.
 
         Returns
@@ -485,7 +495,8 @@ class PIUNetInverse:
             inverse_operator = mne.minimum_norm.prepare_inverse_operator(
                 inverse_operator, nave, lambda2, "eLORETA", method_params, use_cps, verbose=False
             )
-        step = int(buffer_size or round(10 * raw.info["sfreq"]))
+        # 2 s chunks: a loose cortical eLORETA chunk is then ~250 MB
+        step = int(buffer_size or round(2 * raw.info["sfreq"]))
         out = np.empty((self.grid.n_sources, 3, stop - start), np.float32)
         for s0 in ProgressBar(range(start, stop, step), mesg="PIUNet raw"):
             s1 = min(s0 + step, stop)

@@ -241,7 +241,7 @@ def train(config: TrainConfig, out: str | Path, init: str | Path | None = None) 
     )  # fmt: skip
     t_last_ckpt = time.time()
     t_start = time.time() - state["elapsed"]
-    samples, t_window, loss_sum = 0, time.time(), 0.0
+    samples, t_window, loss_sum, n_window = 0, time.time(), 0.0, 0
     while state["step"] < config.max_steps:
         if config.max_minutes and (time.time() - t_start) / 60 > config.max_minutes:
             _log(out, f"time budget of {config.max_minutes} min reached")
@@ -264,6 +264,7 @@ def train(config: TrainConfig, out: str | Path, init: str | Path | None = None) 
         state["step"] += 1
         samples += len(inputs)
         loss_sum += loss.item()
+        n_window += 1
         step = state["step"]
         if step % config.val_every_steps == 0 or step == config.max_steps:
             nemd = validate(network, val, grid, device)
@@ -273,11 +274,11 @@ def train(config: TrainConfig, out: str | Path, init: str | Path | None = None) 
                 dict(
                     step=step,
                     minutes=state["elapsed"] / 60,
-                    loss=loss_sum / config.val_every_steps,
+                    loss=loss_sum / n_window,
                     val_nemd=nemd,
                 )
             )
-            _log(out, f"step {step} loss {loss_sum / config.val_every_steps:.4g} val NEMD {nemd:.3f} "
+            _log(out, f"step {step} loss {loss_sum / n_window:.4g} val NEMD {nemd:.3f} "
                       f"(eLORETA {val['eloreta_nemd']:.3f}) lr {sched.get_last_lr()[0]:.2e} {rate:.1f} samples/s")  # fmt: skip
             if nemd < state["best"]:
                 state["best"] = nemd
@@ -287,7 +288,7 @@ def train(config: TrainConfig, out: str | Path, init: str | Path | None = None) 
                 save_network(
                     network, out / "best.pt", dict(meta, provenance=provenance, curve=state["curve"])
                 )
-            samples, t_window, loss_sum = 0, time.time(), 0.0
+            samples, t_window, loss_sum, n_window = 0, time.time(), 0.0, 0
         if time.time() - t_last_ckpt > config.checkpoint_every_s:
             state["elapsed"] = time.time() - t_start
             save_checkpoint()
@@ -296,7 +297,32 @@ def train(config: TrainConfig, out: str | Path, init: str | Path | None = None) 
     save_checkpoint()
     if not (out / "best.pt").exists():
         save_network(network, out / "best.pt", dict(meta, curve=state["curve"]))
+    export_checkpoint(out)
     return out / "best.pt"
+
+
+def export_checkpoint(run: str | Path, fname: str | Path | None = None) -> Path:
+    """Export a run's last checkpoint as package-ready weights (``final.pt`` + JSON).
+
+    The configuration and grid come from the run's ``best.json``; provenance
+    records the checkpoint's step, samples and wall time.
+    """
+    run = Path(run)
+    meta = json.loads((run / "best.json").read_text())
+    saved = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    state = saved["state"]
+    grid = get_grid(meta["grid"]["spacing_mm"], meta["grid"].get("mindist_mm", DEFAULT_MINDIST_MM))
+    network = UNet3d(UNetConfig(**meta["config"]), torch.from_numpy(grid.mask))
+    network.load_state_dict(saved["network"])
+    batch = meta["train_config"]["batch_size"]
+    provenance = dict(
+        meta.get("provenance", {}), steps=state["step"], samples=state["step"] * batch,
+        minutes=round(state["elapsed"] / 60, 1), val_nemd=state["curve"][-1]["val_nemd"] if state["curve"] else None,
+    )  # fmt: skip
+    keep = {k: v for k, v in meta.items() if k not in ("config", "sha256", "format_version")}
+    return save_network(
+        network, fname or run / "final.pt", dict(keep, provenance=provenance, curve=state["curve"])
+    )
 
 
 def grid_meta(grid: SourceGrid) -> dict:

@@ -26,6 +26,7 @@ def test_tiny_training_loss_falls_and_resumes(tmp_path, volume_setup, surface_se
     assert [c["step"] for c in curve] == [20, 40, 60]
     assert curve[-1]["loss"] < curve[0]["loss"]
     assert "val NEMD" in log and np.isfinite(curve[-1]["val_nemd"])
+    assert (tmp_path / "final.pt").is_file() and (tmp_path / "final.json").is_file()
     # resuming continues from the checkpoint
     config.max_steps = 65
     train(config, tmp_path)
