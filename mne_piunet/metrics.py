@@ -441,3 +441,22 @@ def evaluate(
         "nmse": lambda: nmse(est, true) if same_pos else np.nan,
     }
     return {name: float(funcs[name]()) for name in metrics}
+
+
+def coarse_nemd(est: ArrayLike, true: ArrayLike, pos: ArrayLike, cell: float = 0.016) -> float:
+    """NEMD after summing both maps' magnitudes into cubes of ``cell`` metres.
+
+    Exact EMD costs O(n^2) memory and more than O(n^2) time; on a 4,000-point
+    grid with diffuse truths it takes seconds per map. Cubes of 16 mm leave
+    ~500 cells, so validation and large evaluations stay affordable; both maps
+    and the uniform reference share the coarse support.
+    """
+    pos = np.asarray(pos, float)
+    key = np.floor(pos / cell).astype(int)
+    uniq, inv = np.unique(key, axis=0, return_inverse=True)
+    inv = inv.ravel()
+
+    def masses(x):
+        return np.bincount(inv, _magnitude(_check_sources(x, "est")), len(uniq))
+
+    return nemd(masses(est), masses(true), (uniq + 0.5) * cell)

@@ -23,6 +23,7 @@ from mne.utils import logger
 from torch.nn import functional as F
 
 from .grid import DEFAULT_MINDIST_MM, DEFAULT_SPACING_MM, SourceGrid, get_grid
+from .metrics import coarse_nemd
 from .network import UNet3d, UNetConfig, save_network
 from .simulation import HeadSetup, SimulationEngine, SourcePrior, normalised_dense, prepare_setup
 
@@ -75,23 +76,6 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def _coarse_masses(values: np.ndarray, pos: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray]:
-    """Sum |values| into cubic cells of size ``cell`` (m): a cheap NEMD support."""
-    key = np.floor(pos / cell).astype(int)
-    uniq, inv = np.unique(key, axis=0, return_inverse=True)
-    mag = np.linalg.norm(values, axis=-1) if values.ndim == 2 else np.abs(values)
-    return np.bincount(inv.ravel(), mag, len(uniq)), (uniq + 0.5) * cell
-
-
-def coarse_nemd(est: np.ndarray, true: np.ndarray, pos: np.ndarray, cell: float = 0.016) -> float:
-    """NEMD after summing both maps into ``cell``-sized cubes (validation only)."""
-    from .metrics import nemd
-
-    a, cpos = _coarse_masses(est, pos, cell)
-    b, _ = _coarse_masses(true, pos, cell)
-    return nemd(a, b, cpos)
 
 
 def make_validation_set(config: TrainConfig, grid: SourceGrid) -> dict:

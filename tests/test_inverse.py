@@ -91,7 +91,9 @@ def test_epochs_and_raw(piu, volume_case):
     raw = mne.io.RawArray(np.concatenate(list(data), axis=1), info, verbose=False)
     stc = piu.apply_raw(raw, inv, 1 / 9, buffer_size=5)  # chunks that straddle epochs
     # raw output is float32
-    np.testing.assert_allclose(stc.data[:, :4], stcs[0].data, rtol=1e-4, atol=1e-5 * np.abs(stcs[0].data).max())
+    np.testing.assert_allclose(
+        stc.data[:, :4], stcs[0].data, rtol=1e-4, atol=1e-5 * np.abs(stcs[0].data).max()
+    )
     part = piu.apply_raw(raw, inv, 1 / 9, start=2, stop=7, pick_ori="vector")
     assert part.data.shape == (piu.grid.n_sources, 3, 5)
     assert part.tmin == pytest.approx(raw.times[2])
