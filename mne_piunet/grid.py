@@ -206,7 +206,7 @@ class SourceGrid:
             rows[orphan, 0], w[orphan, 0], rows[orphan, 1:], w[orphan, 1:] = near, 1.0, -1, 0.0
             total[orphan] = 1.0
         w /= total[:, None]
-        keep = rows >= 0
+        keep = (rows >= 0) & (w > 0)  # no explicit zeros: the identity stays the identity
         cols = np.broadcast_to(np.arange(len(pos))[:, None], rows.shape)
         return sparse.csr_matrix((w[keep], (rows[keep], cols[keep])), shape=(self.n_sources, len(pos)))
 

@@ -256,19 +256,17 @@ def simulate_sources(
     if prepared.hemi_of is not None:
         profile *= prepared.hemi_of[None] == prepared.hemi_of[centres][:, None]
     profile *= 1e-8 * rng.standard_normal(total)[:, None] / np.linalg.norm(profile, axis=1, keepdims=True)
-    first = np.r_[0, np.cumsum(counts)[:-1]]
+    # each sample sums its own blobs: a sparse (n, n_blobs) matrix times the profiles
+    owner = np.repeat(np.arange(n), counts)
     if prepared.free:
         ori = rng.standard_normal((total, 3))
         ori /= np.linalg.norm(ori, axis=1, keepdims=True)
-    sources = np.zeros((n, prepared.n_sources, 3) if prepared.free else (n, prepared.n_sources))
-    # j-th blob of every sample that has one: at most max_sources vectorised passes
-    for j in range(int(counts.max())):
-        has = np.flatnonzero(counts > j)
-        rows = first[has] + j
-        if prepared.free:
-            sources[has] += profile[rows][:, :, None] * ori[rows][:, None, :]
-        else:
-            sources[has] += profile[rows]
+        sources = np.empty((n, prepared.n_sources, 3))
+        for k in range(3):
+            weights = sparse.csr_matrix((ori[:, k], (owner, np.arange(total))), shape=(n, total))
+            sources[:, :, k] = weights @ profile
+    else:
+        sources = sparse.csr_matrix((np.ones(total), (owner, np.arange(total))), shape=(n, total)) @ profile
     sigmas = np.split(sigma * 1e3, np.cumsum(counts)[:-1])
     return np.asarray(sources), counts, sigmas
 
