@@ -13,6 +13,7 @@ All vectors are in the template MRI frame (fsaverage surface RAS), the grid's.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 
 import mne
 import numpy as np
@@ -89,7 +90,7 @@ class PreparedSetup:
     to_grid: sparse.csr_matrix  # (n_grid, n_src)
     hemi_of: np.ndarray | None = None  # hemisphere of each cortical source
 
-    @property
+    @cached_property
     def on_grid(self) -> bool:
         """True when the sources are the grid's own (the operator is the identity)."""
         return self.to_grid.shape[0] == self.to_grid.shape[1] == self.to_grid.nnz and np.allclose(
@@ -212,9 +213,6 @@ class SimulatedBatch:
     snr_db: np.ndarray
     n_sources: np.ndarray
     sigma_mm: list[np.ndarray] = field(default_factory=list)
-
-    def meta(self) -> dict:
-        return dict(setup=self.setup, snr_db=self.snr_db, n_sources=self.n_sources, sigma_mm=self.sigma_mm)
 
 
 def simulate_sources(
@@ -422,7 +420,3 @@ def normalised_dense(
     ratio = np.where(ratio > 0, ratio, 1.0)
     targets = grid.to_dense((x / (scale * ratio)[:, None, None]).astype(np.float32))
     return inputs, targets, scale, ratio
-
-
-def setup_to_dict(setup: HeadSetup) -> dict:
-    return asdict(setup)
