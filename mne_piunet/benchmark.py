@@ -237,9 +237,7 @@ def bench_speed(
 
     import mne
 
-    from .simulation import HeadSetup as _HS
-
-    prepared = prepare_setup(_HS(montage, source_space="surface"), piu.grid)
+    prepared = prepare_setup(HeadSetup(montage, source_space="surface"), piu.grid)
     info = prepared.info.copy()
     with info._unlock():
         info["sfreq"] = sfreq

@@ -13,6 +13,7 @@ CPU hour, which matters more for the learned prior than the finer spacing.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import mne
@@ -81,6 +82,8 @@ class SourceGrid:
     ----------
     src : mne.SourceSpaces
         The volume source space (output source space of PIUNet).
+    mindist : float
+        Its minimum distance from the inner skull (mm), as built.
     pos : array, shape (n_sources, 3)
         Active source positions (m, fsaverage MRI coordinates).
     ijk : array, shape (n_sources, 3)
@@ -94,6 +97,7 @@ class SourceGrid:
     """
 
     src: mne.SourceSpaces
+    mindist: float = DEFAULT_MINDIST_MM
     pos: np.ndarray = field(init=False)
     ijk: np.ndarray = field(init=False)
     shape: tuple[int, int, int] = field(init=False)
@@ -218,8 +222,18 @@ def get_grid(spacing: float = DEFAULT_SPACING_MM, mindist: float = DEFAULT_MINDI
     """The template :class:`SourceGrid` (built once per process)."""
     key = (float(spacing), float(mindist))
     if key not in _GRIDS:
-        _GRIDS[key] = SourceGrid(make_grid_src(spacing, mindist))
+        _GRIDS[key] = SourceGrid(make_grid_src(spacing, mindist), float(mindist))
     return _GRIDS[key]
+
+
+def grid_meta(grid: SourceGrid) -> dict:
+    """What identifies a grid: stored with weights, checked at load."""
+    vertno = np.ascontiguousarray(grid.src[0]["vertno"], np.int64)
+    return dict(
+        spacing_mm=round(grid.spacing * 1e3, 6), mindist_mm=grid.mindist, shape=list(grid.shape),
+        n_sources=grid.n_sources, origin_m=[round(float(x), 6) for x in grid.origin],
+        vertno_sha256=hashlib.sha256(vertno.tobytes()).hexdigest(),
+    )  # fmt: skip
 
 
 def _polar_rotation(linear: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from mne.minimum_norm import InverseOperator
 from mne.utils import ProgressBar, logger, verbose, warn
 
 from .anatomy import template_subjects_dir
-from .grid import SourceGrid, get_grid, to_template_space
+from .grid import DEFAULT_MINDIST_MM, SourceGrid, get_grid, grid_meta, to_template_space
 from .simulation import normalised_dense
 
 _TORCH_HINT = (
@@ -137,15 +137,14 @@ class PIUNetInverse:
     @verbose
     def __init__(self, weights=None, *, device: str = "auto", batch_size: int = 64, verbose=None):
         torch = _import_torch()
-        from .network import load_network
-        from .training import grid_meta, resolve_device
+        from .network import load_network, resolve_device
 
         self.device = resolve_device(device)
         self.bundle = load_network(weights, self.device)
         if self.device.type == "cpu":  # ~20 % faster 3-D convolutions on CPU
             self.bundle.network.to(memory_format=torch.channels_last_3d)
         gm = self.bundle.grid
-        self.grid: SourceGrid = get_grid(gm["spacing_mm"], gm.get("mindist_mm", 3.0))
+        self.grid: SourceGrid = get_grid(gm["spacing_mm"], gm.get("mindist_mm", DEFAULT_MINDIST_MM))
         here = grid_meta(self.grid)
         if here["vertno_sha256"] != gm["vertno_sha256"] or here["shape"] != gm["shape"]:
             raise RuntimeError(

@@ -172,6 +172,13 @@ class ModelBundle:
         return self.meta["grid"]
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"``: CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
 def bundled_weights_path() -> Path:
     """Path of the pretrained weights shipped in the package."""
     return Path(str(files("mne_piunet") / "weights" / f"{WEIGHTS_NAME}.pt"))

@@ -22,9 +22,9 @@ import torch
 from mne.utils import logger
 from torch.nn import functional as F
 
-from .grid import DEFAULT_MINDIST_MM, DEFAULT_SPACING_MM, SourceGrid, get_grid
+from .grid import DEFAULT_MINDIST_MM, DEFAULT_SPACING_MM, SourceGrid, get_grid, grid_meta
 from .metrics import coarse_nemd
-from .network import UNet3d, UNetConfig, save_network
+from .network import UNet3d, UNetConfig, resolve_device, save_network
 from .simulation import HeadSetup, SimulationEngine, SourcePrior, normalised_dense, prepare_setup
 
 
@@ -69,13 +69,6 @@ class TrainConfig:
 def default_config_path() -> Path:
     """The bundled config that reproduces the shipped model."""
     return Path(str(files("mne_piunet") / "weights" / "train_config.json"))
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"``: CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def make_validation_set(config: TrainConfig, grid: SourceGrid) -> dict:
@@ -220,7 +213,7 @@ def train(config: TrainConfig, out: str | Path, init: str | Path | None = None) 
         (out / "checkpoint.tmp").replace(ckpt)
 
     meta = dict(
-        grid=dict(grid_meta(grid), mindist_mm=config.grid_mindist_mm), train_config=asdict(config),
+        grid=grid_meta(grid), train_config=asdict(config),
         provenance=dict(hardware=f"{platform.machine()} {device}", torch=torch.__version__),
     )  # fmt: skip
     t_last_ckpt = time.time()
@@ -307,14 +300,3 @@ def export_checkpoint(run: str | Path, fname: str | Path | None = None) -> Path:
     return save_network(
         network, fname or run / "final.pt", dict(keep, provenance=provenance, curve=state["curve"])
     )
-
-
-def grid_meta(grid: SourceGrid) -> dict:
-    """What identifies a grid: stored with weights, checked at load."""
-    import hashlib
-
-    return dict(
-        spacing_mm=round(grid.spacing * 1e3, 6), shape=list(grid.shape), n_sources=grid.n_sources,
-        origin_m=[round(float(x), 6) for x in grid.origin],
-        vertno_sha256=hashlib.sha256(np.ascontiguousarray(grid.src[0]["vertno"], np.int64).tobytes()).hexdigest(),
-    )  # fmt: skip

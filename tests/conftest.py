@@ -44,15 +44,15 @@ def surface_setup(grid):
 def tiny_weights(grid, tmp_path_factory):
     """An untrained 2-level, width-8 network saved like the bundled weights (non-zero output)."""
     torch = pytest.importorskip("torch")
+    from mne_piunet.grid import grid_meta
     from mne_piunet.network import UNet3d, UNetConfig, save_network
-    from mne_piunet.training import grid_meta
 
     torch.manual_seed(0)
     net = UNet3d(UNetConfig(width=8, levels=2, heads=2, groups=4), torch.from_numpy(grid.mask))
     # the last layer starts at zero; give it weights so the maps are not empty
     torch.nn.init.normal_(net.out[-1].weight, std=0.05)
     fname = tmp_path_factory.mktemp("weights") / "tiny.pt"
-    return save_network(net, fname, dict(grid=dict(grid_meta(grid), mindist_mm=3.0)))
+    return save_network(net, fname, dict(grid=grid_meta(grid)))
 
 
 @pytest.fixture(scope="session")
