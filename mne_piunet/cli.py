@@ -1,4 +1,4 @@
-"""``mne-piunet``: demo, apply, train, evaluate."""
+"""``mne-piunet``: demo, apply, train, evaluate, benchmark."""
 
 from __future__ import annotations
 
@@ -117,6 +117,35 @@ def _evaluate(args) -> None:
     print(run_evaluation(PIUNetInverse(args.weights), out=args.out, quick=args.quick, seed=args.seed))
 
 
+def _benchmark(args) -> None:
+    import time
+
+    from . import PIUNetInverse
+    from .benchmark import (
+        benchmark_cells,
+        benchmark_header,
+        benchmark_summary,
+        plot_benchmark,
+        run_benchmark,
+        write_csv,
+    )
+
+    n = args.n if args.n is not None else (2 if args.quick else 10)
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    piu = PIUNetInverse(args.weights)
+    rows = run_benchmark(
+        piu, benchmark_cells(args.quick), n_per_cell=n, seed=args.seed, methods=tuple(args.methods)
+    )
+    header = benchmark_header(n, args.seed, args.quick, time.perf_counter() - t0)
+    summary = benchmark_summary(rows, header)
+    write_csv(rows, out / "scores.csv")
+    (out / "summary.md").write_text(summary + "\n")
+    plots = plot_benchmark(rows, out)
+    print(summary)
+    print(f"\nWrote {out / 'scores.csv'}, {out / 'summary.md'} and " + ", ".join(str(p) for p in plots))
+
+
 def _bench_speed(args) -> None:
     import platform
 
@@ -176,6 +205,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="folder for evaluation.csv")
     p.add_argument("--seed", type=int, default=1234)
 
+    from .benchmark import METHODS
+
+    p = sub.add_parser(
+        "benchmark", help="MNE, dSPM, sLORETA, eLORETA, MxNE, Gamma-MAP and PIUNet on the same simulations"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="two values per sweep, sphere head: a smoke run (minutes)"
+    )
+    p.add_argument("--out", default="piunet-benchmark", help="folder for scores.csv, summary.md and plots")
+    p.add_argument("--n", type=int, default=None, help="samples per condition (default 10; 2 with --quick)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD")
+    p.add_argument("--weights", default=None)
+
     p = sub.add_parser("bench-data", help="samples per second of the simulation engine")
     p.add_argument("--montage", default="biosemi64")
 
@@ -193,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         _train(args)
     elif args.command == "evaluate":
         _evaluate(args)
+    elif args.command == "benchmark":
+        _benchmark(args)
     elif args.command == "bench-data":
         from .benchmark import bench_generation
 

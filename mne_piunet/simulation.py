@@ -89,6 +89,7 @@ class PreparedSetup:
     kernel: np.ndarray  # transpose-shaped to leadfield
     to_grid: sparse.csr_matrix  # (n_grid, n_src)
     hemi_of: np.ndarray | None = None  # hemisphere of each cortical source
+    head_to_mri: np.ndarray = field(default_factory=lambda: np.eye(3))  # rotation of moments
 
     @cached_property
     def on_grid(self) -> bool:
@@ -105,17 +106,30 @@ class PreparedSetup:
     def n_sources(self) -> int:
         return len(self.pos)
 
+    def grid_values(self, values: np.ndarray) -> np.ndarray:
+        """(n, n_src, 3) MRI-frame moments, or fixed (n, n_src) amplitudes -> (n, n_grid, 3)."""
+        if not self.free:
+            values = values[..., None] * self.normals[None]
+        if self.on_grid:
+            return values
+        n, n_src, _ = values.shape
+        flat = np.moveaxis(values, 1, 0).reshape(n_src, n * 3)
+        return np.moveaxis((self.to_grid @ flat).reshape(-1, n, 3), 0, 1)
 
-def eloreta_kernel(
+
+def inverse_kernel(
     inverse_operator: mne.minimum_norm.InverseOperator,
     info: mne.Info,
     lambda2: float,
+    method: str = "eLORETA",
     method_params: dict | None = None,
 ) -> np.ndarray:
-    """The eLORETA imaging kernel exactly as ``apply_inverse`` applies it.
+    """The imaging kernel of a linear method exactly as ``apply_inverse`` applies it.
 
-    ``apply_inverse`` is linear in the data, so applying it to the identity
-    (one "time point" per channel) returns the kernel's columns.
+    ``apply_inverse`` is linear in the data for MNE, dSPM, sLORETA and
+    eLORETA (noise normalisation is a fixed per-source scaling), so applying
+    it to the identity (one "time point" per channel) returns the kernel's
+    columns.
 
     Returns
     -------
@@ -125,9 +139,9 @@ def eloreta_kernel(
     n_chan = len(info["ch_names"])
     evoked = mne.EvokedArray(np.eye(n_chan), info, tmin=0.0, nave=1, verbose=False)
     free = inverse_operator["source_ori"] == mne.io.constants.FIFF.FIFFV_MNE_FREE_ORI
-    logger.info("Computing an eLORETA kernel")
+    logger.info(f"Computing the {method} kernel")
     stc = mne.minimum_norm.apply_inverse(
-        evoked, inverse_operator, lambda2, "eLORETA", pick_ori="vector" if free else None,
+        evoked, inverse_operator, lambda2, method, pick_ori="vector" if free else None,
         method_params=method_params, verbose=False,
     )  # fmt: skip
     return stc.data.reshape(-1, n_chan)
@@ -139,6 +153,18 @@ def _rotate_blocks(mat: np.ndarray, rot: np.ndarray, axis: int) -> np.ndarray:
     shape = mat.shape
     out = (mat.reshape(shape[:-1] + (-1, 3)) @ rot.T).reshape(shape)
     return np.moveaxis(out, -1, axis)
+
+
+def linear_kernel(prepared: PreparedSetup, method: str) -> np.ndarray:
+    """The kernel of MNE, dSPM, sLORETA or eLORETA on a setup's inverse.
+
+    Laid out like ``prepared.kernel``: MRI-frame moments for free orientation,
+    signed amplitudes along the normals for fixed orientation.
+    """
+    if method == "eLORETA":
+        return prepared.kernel
+    kernel = inverse_kernel(prepared.inverse_operator, prepared.info, prepared.lambda2, method)
+    return _rotate_blocks(kernel, prepared.head_to_mri, axis=0) if prepared.free else kernel
 
 
 @verbose
@@ -164,11 +190,11 @@ def prepare_setup(
         info, fwd, noise_cov, loose=0.0 if fixed else 1.0, fixed=fixed, verbose=False
     )
     if custom_cov:
-        kernel = eloreta_kernel(inv, info, lambda2)
+        kernel = inverse_kernel(inv, info, lambda2)
     else:  # eLORETA's weights take tens of seconds on a cortex: cache the kernel
         kernel = cached(
             "kernel", dict(setup=asdict(setup), lambda2=float(lambda2), src=src_fingerprint(src)), ".npy",
-            lambda: eloreta_kernel(inv, info, lambda2), lambda f, k: np.save(f, k), np.load,
+            lambda: inverse_kernel(inv, info, lambda2), lambda f, k: np.save(f, k), np.load,
         )  # fmt: skip
     # Forward and inverse live in head coordinates; the grid in MRI coordinates.
     head_mri = (
@@ -191,6 +217,7 @@ def prepare_setup(
         setup=setup, info=info, inverse_operator=inv, lambda2=lambda2, pos=pos,
         normals=normals, leadfield=np.asarray(leadfield, np.float64),
         kernel=np.asarray(kernel, np.float64), to_grid=grid.resampler(pos), hemi_of=hemi_of,
+        head_to_mri=rot,
     )  # fmt: skip
 
 
@@ -313,20 +340,9 @@ def simulate(
     eloreta = (sensor @ prepared.kernel.T).reshape(sources.shape)
     return SimulatedBatch(
         setup=prepared.setup.name, sensor=sensor, true=sources, eloreta=eloreta,
-        true_grid=_to_grid(prepared, sources), eloreta_grid=_to_grid(prepared, eloreta),
+        true_grid=prepared.grid_values(sources), eloreta_grid=prepared.grid_values(eloreta),
         snr_db=snr, n_sources=counts, sigma_mm=sigmas,
     )  # fmt: skip
-
-
-def _to_grid(prepared: PreparedSetup, values: np.ndarray) -> np.ndarray:
-    """(n, n_src, 3) or fixed (n, n_src) -> (n, n_grid, 3) through the grid operator."""
-    if not prepared.free:
-        values = values[..., None] * prepared.normals[None]
-    if prepared.on_grid:
-        return values
-    n, n_src, _ = values.shape
-    flat = np.moveaxis(values, 1, 0).reshape(n_src, n * 3)
-    return np.moveaxis((prepared.to_grid @ flat).reshape(-1, n, 3), 0, 1)
 
 
 class SimulationEngine:
