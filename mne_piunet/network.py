@@ -184,7 +184,8 @@ def bundled_weights_path() -> Path:
     return Path(str(files("mne_piunet") / "weights" / f"{WEIGHTS_NAME}.pt"))
 
 
-def _sha256(fname: Path) -> str:
+def file_sha256(fname: str | Path) -> str:
+    """Hex sha256 of a file's bytes (recorded with, and checked against, weight files)."""
     return hashlib.sha256(Path(fname).read_bytes()).hexdigest()
 
 
@@ -198,7 +199,7 @@ def save_network(network: UNet3d, fname: str | Path, meta: dict) -> Path:
     fname.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in network.state_dict().items()}
     torch.save(state, fname)
-    info = dict(meta, format_version=FORMAT_VERSION, config=asdict(network.config), sha256=_sha256(fname))
+    info = dict(meta, format_version=FORMAT_VERSION, config=asdict(network.config), sha256=file_sha256(fname))
     fname.with_suffix(".json").write_text(json.dumps(info, indent=1, default=_json_default))
     return fname
 
@@ -236,7 +237,7 @@ def load_network(fname: str | Path | None = None, device: str | torch.device = "
         raise ValueError(
             f"Weights {fname} have format {meta.get('format_version')}, this mne-piunet reads {FORMAT_VERSION}: {fix}"
         )
-    digest = _sha256(fname)
+    digest = file_sha256(fname)
     if digest != meta.get("sha256"):
         raise ValueError(
             f"Weights {fname} are corrupted (sha256 {digest[:12]}... does not match {str(meta.get('sha256'))[:12]}...): {fix}"

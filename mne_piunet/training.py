@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from .grid import DEFAULT_MINDIST_MM, DEFAULT_SPACING_MM, SourceGrid, get_grid, grid_meta
 from .metrics import coarse_nemd
-from .network import UNet3d, UNetConfig, resolve_device, save_network
+from .network import UNet3d, UNetConfig, file_sha256, resolve_device, save_network
 from .simulation import HeadSetup, SimulationEngine, SourcePrior, normalised_dense, prepare_setup
 
 
@@ -216,6 +216,8 @@ def train(config: TrainConfig, out: str | Path, init: str | Path | None = None) 
         grid=grid_meta(grid), train_config=asdict(config),
         provenance=dict(hardware=f"{platform.machine()} {device}", torch=torch.__version__),
     )  # fmt: skip
+    if init is not None:  # a fine-tune is reproducible only from the weights it started from
+        meta["provenance"]["init"] = dict(file=Path(init).name, sha256=file_sha256(init))
     t_last_ckpt = time.time()
     t_start = time.time() - state["elapsed"]
     samples, t_window, loss_sum, n_window = 0, time.time(), 0.0, 0

@@ -32,6 +32,13 @@ def test_tiny_training_loss_falls_and_resumes(tmp_path, volume_setup, surface_se
     train(config, tmp_path)
     assert "resumed at step 60" in (tmp_path / "train.log").read_text()
     assert json.loads((tmp_path / "best.json").read_text())["provenance"]["steps"] in (20, 40, 60, 65)
+    # fine-tuning records the weights it started from
+    from mne_piunet.network import file_sha256
+
+    config.max_steps = 2
+    train(config, tmp_path / "ft", init=tmp_path / "final.pt")
+    init = json.loads((tmp_path / "ft" / "final.json").read_text())["provenance"]["init"]
+    assert init == dict(file="final.pt", sha256=file_sha256(tmp_path / "final.pt"))
 
 
 def test_relative_loss():
