@@ -29,9 +29,7 @@ def test_sparse_solvers_explain_a_focal_source(volume_setup, piu):
     from mne_piunet.benchmark import MethodRunner, score_all
     from mne_piunet.simulation import simulate
 
-    batch = simulate(
-        volume_setup, 2, np.random.default_rng(3), snr_db=30.0, n_sources=1, sigma_mm=(4.0, 4.0)
-    )
+    batch = simulate(volume_setup, 2, np.random.default_rng(3), snr_db=30.0, n_sources=1, sigma_mm=(4.0, 4.0))
     runner = MethodRunner(volume_setup, methods=("eLORETA", "MxNE", "Gamma-MAP"))
     estimates, seconds = runner.estimate(batch, piu)
     assert set(estimates) == set(seconds) == {"eLORETA", "MxNE", "Gamma-MAP"}
@@ -62,7 +60,10 @@ def test_benchmark_quick_writes_scores_plots_and_summary(tiny_weights, tmp_path,
     from mne_piunet.benchmark import AM_METHODS, METHODS, benchmark_cells
     from mne_piunet.cli import main
 
-    assert main(["benchmark", "--quick", "--n", "1", "--weights", str(tiny_weights), "--out", str(tmp_path)]) == 0
+    assert (
+        main(["benchmark", "--quick", "--n", "1", "--weights", str(tiny_weights), "--out", str(tmp_path)])
+        == 0
+    )
     with open(tmp_path / "scores.csv") as fid:
         rows = list(csv.DictReader(fid))
     cells = benchmark_cells(quick=True)
