@@ -154,9 +154,18 @@ class UNet3d(nn.Module):
         return self.out(h) * self.mask, log_ratio
 
     def estimate(self, x: torch.Tensor) -> torch.Tensor:
-        """The source map in input units: shape times the predicted peak ratio."""
+        """The source map in input units: the shape, scaled to peak 1, times the predicted peak ratio.
+
+        Where the sources' place is uncertain, the shape regresses towards a
+        blurred, low-amplitude mean (its peak was a median 0.04 of the target's
+        for the first bundled model), so its own scale is not an amplitude.
+        Setting its peak to 1 makes the map's peak the amplitude head's
+        estimate, which is trained for exactly that.
+        """
         shape, log_ratio = self(x)
-        return shape.float() * torch.exp(log_ratio.float())[:, None, None, None, None]
+        shape = shape.float()
+        peak = torch.linalg.vector_norm(shape, dim=1).amax(dim=(1, 2, 3)).clamp_min(1e-12)
+        return shape * (torch.exp(log_ratio.float()) / peak)[:, None, None, None, None]
 
 
 # ------------------------------------------------------------------ weights

@@ -29,6 +29,11 @@ def test_shapes_mask_and_zero_start():
         net.out[-1].bias.fill_(1.0)
     shape, _ = net(x)
     assert torch.all(shape[:, :, ~_mask()] == 0) and torch.all(shape[:, :, _mask()] != 0)
+    # the estimate's peak is the amplitude head's, whatever the shape's own scale
+    with torch.no_grad():
+        est, log_ratio = net.estimate(x), net(x)[1]
+    peak = torch.linalg.vector_norm(est, dim=1).amax(dim=(1, 2, 3))
+    torch.testing.assert_close(peak, torch.exp(log_ratio))
 
 
 def test_bad_config_and_grid():
