@@ -597,6 +597,8 @@ def plot_benchmark(rows: list[dict], out: str | Path) -> list[Path]:
         for i, metric in enumerate(metrics):
             for j, sweep in enumerate(sweeps):
                 panel(axes[i, j], space, sweep, metric)
+                if metric == "nmse":  # sparse solvers' NMSE is orders of magnitude above the others'
+                    axes[i, j].set_yscale("log")
             axes[i, 0].set_ylabel(METRIC_LABELS[metric])
         axes[0, -1].legend(fontsize=7, loc="best")
         fig.suptitle(f"All metrics, {_space_label(space)} (median, interquartile range)")
