@@ -1,4 +1,4 @@
-"""``mne-piunet``: demo, apply, train, evaluate, benchmark."""
+"""``mne-piunet``: demo, apply, train, blend, evaluate, benchmark."""
 
 from __future__ import annotations
 
@@ -110,6 +110,15 @@ def _train(args) -> None:
     print(f"Best weights: {best}")
 
 
+def _blend(args) -> None:
+    from .training import blend_weights
+
+    out = blend_weights(args.first, args.second, args.alpha, args.out)
+    print(
+        f"Wrote {out} and {out.with_suffix('.json')}: (1 - {args.alpha:g}) x {args.first} + {args.alpha:g} x {args.second}"
+    )
+
+
 def _evaluate(args) -> None:
     from . import PIUNetInverse
     from .benchmark import run_evaluation
@@ -199,6 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--init", default=None, help="weights to fine-tune from")
     p.add_argument("--max-minutes", type=float, default=None)
 
+    p = sub.add_parser("blend", help="interpolate a model's weights with those of its fine-tune")
+    p.add_argument("first", help="weights (.pt) before fine-tuning")
+    p.add_argument("second", help="weights (.pt) after fine-tuning")
+    p.add_argument("--alpha", type=float, required=True, help="weight of SECOND, in [0, 1]")
+    p.add_argument("--out", required=True, help="output .pt (its JSON is written beside it)")
+
     p = sub.add_parser("evaluate", help="eLORETA vs PIUNet on held-out heads and montages")
     p.add_argument("--weights", default=None)
     p.add_argument("--quick", action="store_true", help="a small sweep (minutes)")
@@ -234,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         _apply(args)
     elif args.command == "train":
         _train(args)
+    elif args.command == "blend":
+        _blend(args)
     elif args.command == "evaluate":
         _evaluate(args)
     elif args.command == "benchmark":

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from .grid import DEFAULT_MINDIST_MM, DEFAULT_SPACING_MM, SourceGrid, get_grid, grid_meta
 from .metrics import coarse_nemd
-from .network import UNet3d, UNetConfig, file_sha256, resolve_device, save_network
+from .network import UNet3d, UNetConfig, file_sha256, load_network, resolve_device, save_network
 from .simulation import HeadSetup, SimulationEngine, SourcePrior, normalised_dense, prepare_setup
 
 
@@ -302,3 +302,41 @@ def export_checkpoint(run: str | Path, fname: str | Path | None = None) -> Path:
     return save_network(
         network, fname or run / "final.pt", dict(keep, provenance=provenance, curve=state["curve"])
     )
+
+
+def blend_weights(first: str | Path, second: str | Path, alpha: float, out: str | Path) -> Path:
+    """Interpolate two weight files of one network: ``(1 - alpha) * first + alpha * second``.
+
+    Fine-tuning on many-source data trades single-source sharpness for
+    many-source robustness. Interpolating the weights before and after the
+    fine-tune (as WiSE-FT does, Wortsman et al., CVPR 2022) moves along that
+    trade-off without retraining; pick ``alpha`` on validation setups.
+
+    Parameters
+    ----------
+    first, second : path
+        Weight files (``.pt`` with their JSON) of the same architecture and grid.
+    alpha : float
+        Weight of ``second``, in [0, 1].
+    out : path
+        The blended weights' file; its JSON records both inputs' sha256 and alpha.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    a, b = load_network(first), load_network(second)
+    for key in ("config", "grid"):
+        if a.meta[key] != b.meta[key]:
+            raise ValueError(
+                f"Cannot blend {first} and {second}: their {key} differs ({a.meta[key]} vs {b.meta[key]}); "
+                "blend only a model and its own fine-tune"
+            )
+    sa, sb = a.network.state_dict(), b.network.state_dict()
+    params = {name for name, _ in a.network.named_parameters()}  # buffers (the brain mask) stay the first's
+    a.network.load_state_dict({k: torch.lerp(sa[k], sb[k], alpha) if k in params else sa[k] for k in sa})
+    keep = {k: v for k, v in b.meta.items() if k not in ("config", "sha256", "format_version", "provenance")}
+    sources = [
+        dict(file=Path(f).name, sha256=m.meta["sha256"], provenance=m.meta.get("provenance"))
+        for f, m in ((first, a), (second, b))
+    ]
+    provenance = dict(blend=dict(alpha=alpha, first=sources[0], second=sources[1]))
+    return save_network(a.network, out, dict(keep, provenance=provenance))

@@ -58,3 +58,30 @@ def test_relative_loss():
     shifted = torch.roll(target, 1, dims=-1)
     assert relative_loss(shifted, target).item() == pytest.approx(2.0)
     assert relative_loss(shifted, target, scales=(1, 2, 4)).item() < 2.0
+
+
+def test_blend_interpolates_weights_and_records_inputs(tmp_path, tiny_weights, grid):
+    from mne_piunet.cli import main
+    from mne_piunet.grid import grid_meta
+    from mne_piunet.network import UNet3d, UNetConfig, file_sha256, load_network, save_network
+
+    first = load_network(tiny_weights).network
+    second = UNet3d(first.config, torch.from_numpy(grid.mask))
+    second.load_state_dict(
+        {k: v + 1.0 if v.is_floating_point() else v for k, v in first.state_dict().items()}
+    )
+    second_file = save_network(second, tmp_path / "second.pt", dict(grid=grid_meta(grid)))
+    out = tmp_path / "blend.pt"
+    assert main(["blend", str(tiny_weights), str(second_file), "--alpha", "0.25", "--out", str(out)]) == 0
+    blended = load_network(out).network
+    for name, value in blended.named_parameters():
+        torch.testing.assert_close(value, dict(first.named_parameters())[name] + 0.25)
+    torch.testing.assert_close(blended.mask, first.mask)  # buffers are not blended
+    blend = load_network(out).meta["provenance"]["blend"]
+    assert blend["alpha"] == 0.25 and blend["second"]["sha256"] == file_sha256(second_file)
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
+        main(["blend", str(tiny_weights), str(second_file), "--alpha", "1.5", "--out", str(out)])
+    other = UNet3d(UNetConfig(width=8, levels=2, heads=1, groups=4), torch.from_numpy(grid.mask))
+    other_file = save_network(other, tmp_path / "other.pt", dict(grid=grid_meta(grid)))
+    with pytest.raises(ValueError, match="config differs.*its own fine-tune"):
+        main(["blend", str(tiny_weights), str(other_file), "--alpha", "0.5", "--out", str(out)])
