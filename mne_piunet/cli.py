@@ -1,4 +1,4 @@
-"""``mne-piunet``: demo, apply, train, blend, evaluate, benchmark."""
+"""``mne-piunet``: demo, apply, train, validate, blend, evaluate, benchmark."""
 
 from __future__ import annotations
 
@@ -119,6 +119,34 @@ def _blend(args) -> None:
     )
 
 
+def _validate(args) -> None:
+    from .training import TrainConfig, default_config_path, validate_by_sources
+
+    config = TrainConfig.from_json(args.config or default_config_path())
+    ks = tuple(args.sources)
+    res = validate_by_sources(args.weights, config, ks, n_per_setup=args.n, seed=args.seed)
+    print(
+        f"Mean NEMD (16 mm cells) on the validation setups, {args.n} samples per setup and number of sources"
+    )
+    print(
+        "| weights | "
+        + " | ".join(f"{k} src" for k in ks)
+        + " | "
+        + " | ".join(f"ratio {k}" for k in ks)
+        + " |"
+    )
+    print("|---|" + "---|" * 2 * len(ks))
+    for name, by_k in res.items():
+        ratios = [by_k[k] / res["eLORETA"][k] for k in ks]
+        print(
+            f"| {name} | "
+            + " | ".join(f"{by_k[k]:.3f}" for k in ks)
+            + " | "
+            + " | ".join(f"{r:.2f}" for r in ratios)
+            + " |"
+        )
+
+
 def _evaluate(args) -> None:
     from . import PIUNetInverse
     from .benchmark import run_evaluation
@@ -214,6 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--alpha", type=float, required=True, help="weight of SECOND, in [0, 1]")
     p.add_argument("--out", required=True, help="output .pt (its JSON is written beside it)")
 
+    p = sub.add_parser("validate", help="NEMD per number of sources on a config's validation setups")
+    p.add_argument("weights", nargs="+", help="weight files (.pt) to compare")
+    p.add_argument("--config", default=None, help="JSON config whose val_setups and prior to use")
+    p.add_argument("--sources", type=int, nargs="+", default=[1, 2, 3, 5, 10])
+    p.add_argument("--n", type=int, default=12, help="samples per validation setup and number of sources")
+    p.add_argument("--seed", type=int, default=20_000)
+
     p = sub.add_parser("evaluate", help="eLORETA vs PIUNet on held-out heads and montages")
     p.add_argument("--weights", default=None)
     p.add_argument("--quick", action="store_true", help="a small sweep (minutes)")
@@ -249,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         _apply(args)
     elif args.command == "train":
         _train(args)
+    elif args.command == "validate":
+        _validate(args)
     elif args.command == "blend":
         _blend(args)
     elif args.command == "evaluate":

@@ -85,3 +85,35 @@ def test_blend_interpolates_weights_and_records_inputs(tmp_path, tiny_weights, g
     other_file = save_network(other, tmp_path / "other.pt", dict(grid=grid_meta(grid)))
     with pytest.raises(ValueError, match="config differs.*its own fine-tune"):
         main(["blend", str(tiny_weights), str(other_file), "--alpha", "0.5", "--out", str(out)])
+
+
+def test_validate_compares_weights_per_number_of_sources(tmp_path, tiny_weights, volume_setup, capsys):
+    from dataclasses import asdict
+
+    from mne_piunet.cli import main
+    from mne_piunet.training import TrainConfig, validate_by_sources
+
+    config = TrainConfig(val_setups=[dict(montage="easycap-M10")], lambda2=[1 / 9])
+    res = validate_by_sources([tiny_weights], config, n_sources=(1, 3), n_per_setup=2)
+    assert set(res) == {"eLORETA", str(tiny_weights)}
+    for by_k in res.values():
+        assert set(by_k) == {1, 3} and all(0 < v < 3 for v in by_k.values())
+    # the same seed gives the same samples, so eLORETA's figures repeat exactly
+    again = validate_by_sources([tiny_weights], config, n_sources=(1, 3), n_per_setup=2)
+    assert again["eLORETA"] == res["eLORETA"]
+    (tmp_path / "c.json").write_text(json.dumps(asdict(config)))
+    main(
+        [
+            "validate",
+            str(tiny_weights),
+            "--config",
+            str(tmp_path / "c.json"),
+            "--sources",
+            "1",
+            "3",
+            "--n",
+            "2",
+        ]
+    )
+    table = capsys.readouterr().out
+    assert f"| {tiny_weights} |" in table and "| eLORETA |" in table and "ratio 3" in table
