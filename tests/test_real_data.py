@@ -54,11 +54,6 @@ def test_visual_p100_is_contralateral(peaks):
     assert left[1] < -40 and right[1] < -40, "visual peaks should be posterior"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured limitation of the bundled model (README): the Right visual P100 peak lands "
-    "at y = -56 mm (parieto-occipital), eLORETA's at y = -95 mm",
-)
 def test_visual_p100_is_occipital(peaks):
     left, right = peaks["Left visual"], peaks["Right visual"]
     assert left[1] < -60 and right[1] < -60, "visual peaks should be occipital"
