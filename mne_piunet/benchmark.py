@@ -26,7 +26,7 @@ import mne
 import numpy as np
 from mne.utils import ProgressBar, logger, verbose
 
-from .anatomy import make_cortex_src, make_template_forward
+from .anatomy import make_template_forward
 from .grid import get_grid
 from .metrics import coarse_nemd, nmse, peak_localisation_error, spatial_dispersion, weighted_cosine_distance
 from .simulation import (
@@ -58,11 +58,18 @@ def score(est: np.ndarray, true: np.ndarray, pos: np.ndarray) -> dict[str, float
     """
     est_norm, true_norm = np.linalg.norm(est, axis=-1), np.linalg.norm(true, axis=-1)
     return dict(
+        _shape_scores(est, true, pos),
+        peak_ratio=est_norm.max() / true_norm.max(),
+        mass_ratio=est_norm.sum() / true_norm.sum(),
+    )
+
+
+def _shape_scores(est: np.ndarray, true: np.ndarray, pos: np.ndarray) -> dict[str, float]:
+    """NEMD (16 mm cells), PLE (mm) and weighted cosine distance: shared by evaluation and benchmark."""
+    return dict(
         nemd=coarse_nemd(est, true, pos),
         ple=peak_localisation_error(est, true, pos),
         wcos=weighted_cosine_distance(est, true),
-        peak_ratio=est_norm.max() / true_norm.max(),
-        mass_ratio=est_norm.sum() / true_norm.sum(),
     )
 
 
@@ -377,11 +384,10 @@ class MethodRunner:
         self.prepared, self.methods = prepared, tuple(methods)
         self.kernels = {m: linear_kernel(prepared, m) for m in LINEAR_METHODS if m in methods}
         self.forward = None
-        if set(SPARSE_METHODS) & set(methods):
+        if set(SPARSE_METHODS) & set(methods):  # the setup's own forward (read from the cache)
             setup = prepared.setup
-            src = get_grid().src if setup.source_space == "volume" else make_cortex_src()
             self.forward = make_template_forward(
-                setup.montage, src, head=setup.head, conductivity=setup.conductivity
+                setup.montage, prepared.src, head=setup.head, conductivity=setup.conductivity
             )
 
     def estimate(self, batch: SimulatedBatch, piu=None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
@@ -449,10 +455,8 @@ def score_all(est: np.ndarray, true: np.ndarray, pos: np.ndarray, am: bool) -> d
     if not np.any(est):
         return dict(nemd=np.nan, ple=np.nan, sd=np.nan, wcos=np.nan, nmse=np.nan, empty=True)
     return dict(
-        nemd=coarse_nemd(est, true, pos),
-        ple=peak_localisation_error(est, true, pos),
+        _shape_scores(est, true, pos),
         sd=spatial_dispersion(est, true, pos),
-        wcos=weighted_cosine_distance(est, true),
         nmse=nmse(est, true) if am else np.nan,
         empty=False,
     )

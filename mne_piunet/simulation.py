@@ -90,6 +90,7 @@ class PreparedSetup:
     to_grid: sparse.csr_matrix  # (n_grid, n_src)
     hemi_of: np.ndarray | None = None  # hemisphere of each cortical source
     head_to_mri: np.ndarray = field(default_factory=lambda: np.eye(3))  # rotation of moments
+    src: mne.SourceSpaces | None = None  # the source space the leadfield was computed on
 
     @cached_property
     def on_grid(self) -> bool:
@@ -217,7 +218,7 @@ def prepare_setup(
         setup=setup, info=info, inverse_operator=inv, lambda2=lambda2, pos=pos,
         normals=normals, leadfield=np.asarray(leadfield, np.float64),
         kernel=np.asarray(kernel, np.float64), to_grid=grid.resampler(pos), hemi_of=hemi_of,
-        head_to_mri=rot,
+        head_to_mri=rot, src=src,
     )  # fmt: skip
 
 

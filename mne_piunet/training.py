@@ -74,17 +74,27 @@ def default_config_path() -> Path:
 def make_validation_set(config: TrainConfig, grid: SourceGrid) -> dict:
     """Fixed validation samples from the held-out setups (seeded)."""
     prior = SourcePrior(**config.prior)
-    setups = [
-        prepare_setup(HeadSetup(**_setup_kwargs(s)), grid, lambda2=config.lambda2[0])
-        for s in config.val_setups
-    ]
-    engine = SimulationEngine(setups, grid, prior, seed=config.seed + 10_000)
+    engine = SimulationEngine(_val_setups(config, grid), grid, prior, seed=config.seed + 10_000)
     chunks = engine.sample(config.val_size)
     x0 = np.concatenate([c.eloreta_grid for c in chunks])
     x = np.concatenate([c.true_grid for c in chunks])
     inputs, _, scale, _ = normalised_dense(grid, x0, x)
-    eloreta = float(np.nanmean([coarse_nemd(a, b, grid.pos) for a, b in zip(x0, x)]))
-    return dict(inputs=torch.from_numpy(inputs), truth=x, scale=scale, eloreta_nemd=eloreta)
+    return dict(
+        inputs=torch.from_numpy(inputs), truth=x, scale=scale, eloreta_nemd=mean_coarse_nemd(x0, x, grid)
+    )
+
+
+def _val_setups(config: TrainConfig, grid: SourceGrid) -> list:
+    """The config's validation setups, prepared (eLORETA at the first lambda2)."""
+    return [
+        prepare_setup(HeadSetup(**_setup_kwargs(s)), grid, lambda2=config.lambda2[0])
+        for s in config.val_setups
+    ]
+
+
+def mean_coarse_nemd(est: np.ndarray, truth: np.ndarray, grid: SourceGrid) -> float:
+    """Mean NEMD on 16 mm cells of (n, n_grid, 3) maps against their truths."""
+    return float(np.nanmean([coarse_nemd(e, t, grid.pos) for e, t in zip(est, truth)]))
 
 
 def _setup_kwargs(spec: dict) -> dict:
@@ -107,8 +117,7 @@ def predict_grid(network: UNet3d, inputs: torch.Tensor, device: torch.device, ba
 
 def validate(network: UNet3d, val: dict, grid: SourceGrid, device: torch.device) -> float:
     """Mean coarse NEMD of the network on the validation set."""
-    pred = grid.from_dense(predict_grid(network, val["inputs"], device))
-    return float(np.nanmean([coarse_nemd(p, t, grid.pos) for p, t in zip(pred, val["truth"])]))
+    return mean_coarse_nemd(grid.from_dense(predict_grid(network, val["inputs"], device)), val["truth"], grid)
 
 
 def relative_loss(
@@ -356,10 +365,7 @@ def validate_by_sources(
     validation setup and number of sources, SNR uniform over the prior's range.
     """
     grid = get_grid(config.grid_spacing_mm, config.grid_mindist_mm)
-    setups = [
-        prepare_setup(HeadSetup(**_setup_kwargs(s)), grid, lambda2=config.lambda2[0])
-        for s in config.val_setups
-    ]
+    setups = _val_setups(config, grid)
     networks = {str(w): load_network(w).network for w in weights}
     rng = np.random.default_rng(seed)
     prior = SourcePrior(**config.prior)
@@ -377,5 +383,5 @@ def validate_by_sources(
             }
         )
         for name, est in maps.items():
-            out[name][k] = float(np.nanmean([coarse_nemd(e, t, grid.pos) for e, t in zip(est, x)]))
+            out[name][k] = mean_coarse_nemd(est, x, grid)
     return out
