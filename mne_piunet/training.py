@@ -45,6 +45,7 @@ class TrainConfig:
     amplitude_weight: float = 0.1
     loss_scales: list[int] = field(default_factory=lambda: [1])
     loss_norms: list[str] = field(default_factory=lambda: ["l1"])
+    transport_weight: float = 0.0
     lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 200
@@ -146,6 +147,72 @@ def relative_loss(
     return torch.stack(losses).mean()
 
 
+class TransportLoss(torch.nn.Module):
+    """A differentiable stand-in for NEMD: a Sinkhorn divergence on coarse cells.
+
+    The relative L1/L2 loss rewards dropping a source the network is unsure
+    of (its median is zero), while NEMD must then carry that source's mass
+    across the head. This term scores what NEMD scores: both maps' moment
+    magnitudes are summed into ``pool``-voxel cubes (24 mm on the 8 mm grid:
+    225 cells, 0.3 s per batch of 16 here; 16 mm cells cost 10x), normalised to unit mass and
+    compared by the debiased entropic transport cost (Euclidean ground
+    distance, blur ``blur`` cells), divided by the truth's cost from the
+    uniform map.
+
+    Potentials come from log-domain Sinkhorn iterations without autograd, with
+    the blur annealed from the head's diameter; at convergence the gradient of
+    the divergence with respect to the estimate's masses is the difference of
+    its potentials, so one inner product carries it (the envelope theorem).
+    """
+
+    def __init__(self, mask: torch.Tensor, pool: int = 3, blur: float = 0.1, n_iter: int = 20):
+        super().__init__()
+        coarse = F.max_pool3d(mask.float()[None, None], pool, ceil_mode=True)[0, 0] > 0
+        self.pool, self.blur, self.n_iter = pool, blur, n_iter
+        self.register_buffer("index", torch.nonzero(coarse.flatten()).ravel())
+        cells = torch.nonzero(coarse).float()
+        self.register_buffer("cost", torch.cdist(cells, cells))
+        n = len(cells)
+        self.register_buffer("uniform", torch.full((n,), 1.0 / n))
+        self.self_cost_uniform = float((self.uniform * self._self_cost(self.uniform[None])).sum())
+
+    def masses(self, x: torch.Tensor) -> torch.Tensor:
+        """Unit-mass coarse magnitude maps, shape (n, n_cells), of (n, 3, *grid)."""
+        magnitude = x.float().pow(2).sum(1, keepdim=True).add(1e-12).sqrt()
+        cells = F.avg_pool3d(magnitude, self.pool, ceil_mode=True).flatten(1)[:, self.index]
+        return cells / cells.sum(1, keepdim=True).clamp_min(1e-12)
+
+    @torch.no_grad()
+    def _potentials(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        log_a, log_b = a.clamp_min(1e-30).log(), b.clamp_min(1e-30).log()
+        f, g = torch.zeros_like(a), torch.zeros_like(b)
+        diameter = float(self.cost.max())
+        for eps in np.geomspace(diameter, self.blur, self.n_iter):
+            c = self.cost / eps
+            f = -eps * torch.logsumexp(log_b[:, None, :] + g[:, None, :] / eps - c, dim=2)
+            # g from the new f: a consistent pair, whose dual value is the cost
+            g = -eps * torch.logsumexp(log_a[:, :, None] + f[:, :, None] / eps - c, dim=1)
+        return f, g
+
+    def _self_cost(self, a: torch.Tensor) -> torch.Tensor:
+        """OT(a, a) / 2 as (potential per cell); its inner product with ``a`` is the value."""
+        f, g = self._potentials(a, a)
+        return (f + g) / 2  # f and g may differ by a constant; their mean is symmetric
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        a, b = self.masses(pred), self.masses(target)
+        f_ab, g_ab = self._potentials(a, b)
+        h_aa, h_bb = self._self_cost(a), self._self_cost(b)
+        # debiased S(a, b) = OT(a, b) - OT(a, a) / 2 - OT(b, b) / 2: the inner products
+        # with the potentials carry the value and, at convergence, the gradient in a
+        divergence = (a * (f_ab - h_aa)).sum(1) + (b * (g_ab - h_bb)).sum(1)
+        with torch.no_grad():
+            u = self.uniform.expand_as(b)
+            f_ub, g_ub = self._potentials(u, b)
+            reference = (u * f_ub).sum(1) + (b * (g_ub - h_bb)).sum(1) - self.self_cost_uniform
+        return (divergence / reference.clamp_min(1e-6)).mean()
+
+
 def _lr_factor(step: int, config: TrainConfig) -> float:
     if step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
@@ -179,6 +246,7 @@ def train(config: TrainConfig, out: str | Path, init: str | Path | None = None) 
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
+    torch.set_flush_denormal(True)  # the transport term's exp() underflows; denormals are slow on CPU
     torch.manual_seed(config.seed)
     grid = get_grid(config.grid_spacing_mm, config.grid_mindist_mm)
     network = UNet3d(UNetConfig(**config.network), torch.from_numpy(grid.mask)).to(device)
@@ -188,6 +256,7 @@ def train(config: TrainConfig, out: str | Path, init: str | Path | None = None) 
     if init is not None:
         state = torch.load(init, map_location=device, weights_only=True)
         network.load_state_dict(state)
+    transport = TransportLoss(torch.from_numpy(grid.mask)).to(device) if config.transport_weight else None
     opt = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, config))
 
@@ -244,6 +313,8 @@ def train(config: TrainConfig, out: str | Path, init: str | Path | None = None) 
             shape, pred_log_ratio = network(inputs)
         loss = relative_loss(shape.float(), targets, tuple(config.loss_scales), tuple(config.loss_norms))
         loss = loss + config.amplitude_weight * (pred_log_ratio.float() - log_ratio).abs().mean()
+        if transport is not None:
+            loss = loss + config.transport_weight * transport(shape, targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)

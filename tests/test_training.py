@@ -32,10 +32,10 @@ def test_tiny_training_loss_falls_and_resumes(tmp_path, volume_setup, surface_se
     train(config, tmp_path)
     assert "resumed at step 60" in (tmp_path / "train.log").read_text()
     assert json.loads((tmp_path / "best.json").read_text())["provenance"]["steps"] in (20, 40, 60, 65)
-    # fine-tuning records the weights it started from
+    # fine-tuning (here with the transport term) records the weights it started from
     from mne_piunet.network import file_sha256
 
-    config.max_steps = 2
+    config.max_steps, config.transport_weight = 2, 1.0
     train(config, tmp_path / "ft", init=tmp_path / "final.pt")
     init = json.loads((tmp_path / "ft" / "final.json").read_text())["provenance"]["init"]
     assert init == dict(file="final.pt", sha256=file_sha256(tmp_path / "final.pt"))
@@ -117,3 +117,39 @@ def test_validate_compares_weights_per_number_of_sources(tmp_path, tiny_weights,
     )
     table = capsys.readouterr().out
     assert f"| {tiny_weights} |" in table and "| eLORETA |" in table and "ratio 3" in table
+
+
+def _blob(grid, centre, sigma=0.01):
+    """(n_src, 3) moments of a Gaussian blob of x-oriented dipoles."""
+    amp = np.exp(-np.sum((grid.pos - centre) ** 2, axis=1) / (2 * sigma**2))
+    return np.outer(amp, [1.0, 0.0, 0.0])
+
+
+def test_transport_loss_tracks_nemd_and_its_gradient_moves_mass(grid):
+    from mne_piunet.metrics import coarse_nemd
+    from mne_piunet.training import TransportLoss
+
+    loss = TransportLoss(torch.from_numpy(grid.mask))
+    centre = grid.pos[np.argmin(np.linalg.norm(grid.pos - grid.pos.mean(0), axis=1))]
+    truth = _blob(grid, centre)
+    dense = {
+        shift: torch.from_numpy(grid.to_dense(_blob(grid, centre + [shift, 0, 0])[None])).float()
+        for shift in (0.0, 0.02, 0.05)
+    }
+    values = {shift: loss(x, dense[0.0]).item() for shift, x in dense.items()}
+    assert abs(values[0.0]) < 0.02  # debiased: a map is no distance from itself
+    assert values[0.0] < values[0.02] < values[0.05]
+    for shift in (0.02, 0.05):  # the same scale as NEMD on (differently aligned) 24 mm cells
+        exact = coarse_nemd(_blob(grid, centre + [shift, 0, 0]), truth, grid.pos, cell=0.024)
+        assert values[shift] == pytest.approx(exact, abs=0.15)
+    # following its gradient carries a uniform map's mass to the truth
+    logits = torch.zeros_like(dense[0.0], requires_grad=True)
+    opt = torch.optim.Adam([logits], lr=0.1)
+    mask = torch.from_numpy(grid.mask)
+    start = loss(torch.ones_like(logits) * mask, dense[0.0]).item()
+    for _ in range(40):
+        opt.zero_grad()
+        value = loss(logits.exp() * mask, dense[0.0])
+        value.backward()
+        opt.step()
+    assert value.item() < 0.3 * start
