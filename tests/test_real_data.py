@@ -32,28 +32,35 @@ def window_means():
 
 @pytest.fixture(scope="module")
 def peaks(window_means):
-    """PIUNet's peak (MNI mm) per condition, from a template cortical inverse."""
+    """PIUNet's peak (MNI mm) and right-hemisphere share of |moment| per condition."""
     from mne_piunet import PIUNetInverse
     from mne_piunet.anatomy import make_template_inverse
 
     means, cov = window_means
     piu = PIUNetInverse()  # the bundled, pretrained model
     inv = make_template_inverse(next(iter(means.values())).info, cov)
+    x = piu.grid.pos[:, 0]
     out = {}
     for name, evoked in means.items():
         stc = piu.apply(evoked, inv, 1 / 9)
         vertex, _ = stc.get_peak(vert_as_index=True)
-        out[name] = piu.grid.pos[vertex] * 1e3
-        print(f"{name}: PIUNet peak at {np.round(out[name])} mm (MNI)")
+        magnitude = np.linalg.norm(stc.data, axis=1)[:, 0] if stc.data.ndim == 3 else np.abs(stc.data[:, 0])
+        right = magnitude[x > 0].sum() / magnitude[x != 0].sum()
+        out[name] = (piu.grid.pos[vertex] * 1e3, right)
+        print(f"{name}: PIUNet peak at {np.round(out[name][0])} mm (MNI), right hemisphere {right:.0%}")
     return out
 
 
 def test_visual_p100_is_contralateral(peaks):
-    left, right = peaks["Left visual"], peaks["Right visual"]
-    assert left[0] > 0 > right[0], "visual peaks should be contralateral to the hemifield"
+    (left, left_right_share), (right, right_right_share) = peaks["Left visual"], peaks["Right visual"]
+    # V1 lies along the medial wall: on an 8 mm grid a contralateral peak may sit on
+    # the midline row (x = 0), so the map's hemispheric balance decides, and the peak
+    # must not be ipsilateral
+    assert left_right_share > 0.5 > right_right_share, "visual maps should lean contralateral"
+    assert left[0] >= 0 >= right[0], "visual peaks should not be ipsilateral"
     assert left[1] < -40 and right[1] < -40, "visual peaks should be posterior"
 
 
 def test_visual_p100_is_occipital(peaks):
-    left, right = peaks["Left visual"], peaks["Right visual"]
+    left, right = peaks["Left visual"][0], peaks["Right visual"][0]
     assert left[1] < -60 and right[1] < -60, "visual peaks should be occipital"
