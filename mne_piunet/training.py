@@ -68,8 +68,13 @@ class TrainConfig:
 
 
 def default_config_path() -> Path:
-    """The bundled config that reproduces the shipped model."""
+    """The bundled config of the shipped model's first stage (training from scratch)."""
     return Path(str(files("mne_piunet") / "weights" / "train_config.json"))
+
+
+def finetune_config_path() -> Path:
+    """The bundled config of the shipped model's second stage (fine-tuning, transport term)."""
+    return Path(str(files("mne_piunet") / "weights" / "finetune_config.json"))
 
 
 def make_validation_set(config: TrainConfig, grid: SourceGrid) -> dict:

@@ -153,3 +153,18 @@ def test_transport_loss_tracks_nemd_and_its_gradient_moves_mass(grid):
         value.backward()
         opt.step()
     assert value.item() < 0.3 * start
+
+
+def test_bundled_configs_reproduce_the_shipped_weights():
+    from dataclasses import asdict
+
+    from mne_piunet.network import load_network
+    from mne_piunet.training import TrainConfig, default_config_path, finetune_config_path
+
+    stage1, stage2 = (TrainConfig.from_json(p) for p in (default_config_path(), finetune_config_path()))
+    assert stage1.transport_weight == 0 and stage2.transport_weight > 0
+    meta = load_network().meta
+    # the shipped file was trained with the bundled fine-tuning config, from stage 1's weights
+    assert meta["train_config"] == json.loads(json.dumps(asdict(stage2)))
+    assert set(meta["provenance"]["init"]) == {"file", "sha256"}
+    assert stage1.network == stage2.network == meta["train_config"]["network"]
