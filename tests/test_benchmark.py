@@ -6,9 +6,6 @@ import mne
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("ot")
-
 
 @pytest.mark.parametrize("method", ["MNE", "dSPM", "sLORETA"])
 def test_linear_kernel_is_apply_inverse(volume_setup, method):

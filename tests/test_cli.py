@@ -4,8 +4,6 @@ import mne
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
-
 
 def test_demo_writes_figure_and_reports_errors(tiny_weights, tmp_path, capsys):
     from mne_piunet.cli import main

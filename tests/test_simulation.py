@@ -71,7 +71,6 @@ def test_noise_reaches_requested_snr():
 
 
 def test_engine_is_seeded_and_batches_are_normalised(volume_setup, surface_setup, grid):
-    pytest.importorskip("torch")
     a = SimulationEngine([volume_setup, surface_setup], grid, seed=7, chunk=4)
     b = SimulationEngine([volume_setup, surface_setup], grid, seed=7, chunk=4)
     xa, ya, meta = a.batch(10)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
 TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
 SLOW = os.environ.get("MNE_PIUNET_SLOW") == "1"
 
