@@ -11,7 +11,8 @@ is downloaded at run or test time:
 - nilearn's fsaverage5 white-matter surfaces, for cortical source spaces.
 
 Expensive results (BEM solutions, forwards) are cached on disk under
-:func:`cache_dir`, keyed by every parameter that changes them.
+:func:`cache_dir`, keyed by every parameter that changes them and by the
+installed MNE and nilearn versions, whose code and data build them.
 """
 
 from __future__ import annotations
@@ -52,9 +53,27 @@ def cache_dir() -> Path:
     return path
 
 
-def _hash_params(params: dict[str, Any]) -> str:
-    text = json.dumps({"v": CACHE_VERSION, **params}, sort_keys=True, default=str)
+def _library_versions() -> dict[str, str]:
+    """Versions of the libraries whose code and data build the cached artefacts.
+
+    MNE computes the BEMs, forwards, source spaces and eLORETA kernels; nilearn
+    ships the MNI T1 and fsaverage5 surfaces of the template. A new version of
+    either may change them, so both are part of every cache key.
+    """
+    import nilearn
+
+    return dict(mne=mne.__version__, nilearn=nilearn.__version__)
+
+
+def _hash_params(params: dict[str, Any], libs: dict[str, str]) -> str:
+    text = json.dumps({"v": CACHE_VERSION, "libs": libs, **params}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _subjects_folder_name() -> str:
+    """Name of the template subjects folder: the cache version and the library versions."""
+    libs = "-".join(f"{name}{version}" for name, version in sorted(_library_versions().items()))
+    return f"subjects-v{CACHE_VERSION}-{libs}"
 
 
 def _sha256(fname: Path) -> str:
@@ -75,14 +94,16 @@ def cached(
 ) -> Any:
     """Return ``read(file)`` of a cached artefact, building it when needed.
 
-    The file lives at ``cache_dir()/kind/<hash of params><suffix>`` with a JSON
-    sidecar holding the parameters and the file's sha256. A file whose sidecar is
-    missing, whose checksum differs or that fails to read is rebuilt, never
-    trusted.
+    The file lives at ``cache_dir()/kind/<hash><suffix>``, the hash covering the
+    parameters, :data:`CACHE_VERSION` and the installed MNE and nilearn versions
+    (so upgrading either rebuilds), with a JSON sidecar holding the parameters,
+    those versions and the file's sha256. A file whose sidecar is missing, whose
+    checksum differs or that fails to read is rebuilt, never trusted.
     """
     folder = cache_dir() / kind
     folder.mkdir(parents=True, exist_ok=True)
-    key = _hash_params(params)
+    libs = _library_versions()
+    key = _hash_params(params, libs)
     fname = folder / f"{key}{suffix}"
     meta_fname = folder / f"{key}.json"
     if fname.exists() and meta_fname.exists():
@@ -97,7 +118,7 @@ def cached(
     tmp = folder / f"{key}.tmp{os.getpid()}{suffix}"
     write(tmp, obj)
     os.replace(tmp, fname)
-    meta = {"kind": kind, "params": params, "sha256": _sha256(fname)}
+    meta = {"kind": kind, "params": params, "libs": libs, "sha256": _sha256(fname)}
     meta_fname.write_text(json.dumps(meta, indent=1, default=str))
     return read(fname)
 
@@ -246,15 +267,16 @@ def template_subjects_dir() -> Path:
     It holds ``mri/T1.mgz`` (MNI152 in MNI coordinates), an identity
     ``mri/transforms/talairach.xfm``, the BEM surfaces of
     :func:`template_bem_surfaces` in ``bem/`` and fsaverage5 ``surf/?h.white``.
-    Built once in the cache; pass it as ``subjects_dir=`` to MNE's plotting.
+    Built once in the cache (per MNE and nilearn version, as they ship its
+    files); pass it as ``subjects_dir=`` to MNE's plotting.
     """
-    root = cache_dir() / f"subjects-v{CACHE_VERSION}"
+    root = cache_dir() / _subjects_folder_name()
     subj = root / TEMPLATE_SUBJECT
     done = subj / ".complete"
     if done.exists():
         return root
     logger.info(f"Building the template subjects folder in {root}")
-    tmp = cache_dir() / f"subjects-v{CACHE_VERSION}.tmp{os.getpid()}"
+    tmp = cache_dir() / f"{root.name}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tsubj = tmp / TEMPLATE_SUBJECT
     for sub in ("mri/transforms", "bem", "surf"):

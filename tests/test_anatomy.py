@@ -103,6 +103,36 @@ def test_cache_rebuilds_corrupted_and_stale_entries(tmp_path, monkeypatch):
     assert json.loads(meta.read_text())["params"] == dict(a=1)
 
 
+@pytest.mark.parametrize("library", ["mne", "nilearn"])
+def test_cache_rebuilds_when_mne_or_nilearn_changes(tmp_path, monkeypatch, library):
+    """Forwards, kernels and grids are built by MNE from nilearn's template: a new version rebuilds."""
+    import importlib
+
+    module = importlib.import_module(library)
+    monkeypatch.setenv("MNE_PIUNET_CACHE", str(tmp_path))
+    calls = []
+
+    def build():
+        calls.append(1)
+        return np.arange(3.0)
+
+    args = ("thing", dict(a=1), ".npy", build, np.save, np.load)
+    anatomy.cached(*args)
+    anatomy.cached(*args)
+    assert len(calls) == 1
+    subjects = anatomy._subjects_folder_name()
+    old = module.__version__
+    monkeypatch.setattr(module, "__version__", old + ".post1")
+    anatomy.cached(*args)
+    assert len(calls) == 2  # same parameters, another library version: rebuilt
+    assert anatomy._subjects_folder_name() != subjects
+    metas = [json.loads(f.read_text()) for f in (tmp_path / "thing").glob("*.json")]
+    assert sorted(m["libs"][library] for m in metas) == [old, old + ".post1"]
+    monkeypatch.setattr(module, "__version__", old)
+    anatomy.cached(*args)
+    assert len(calls) == 2  # back on the first version: its entry is still valid
+
+
 def test_sphere_avoids_sources_at_centre():
     info = anatomy.montage_info("biosemi32")
     sphere = mne.make_sphere_model("auto", "auto", info, verbose=False)
