@@ -27,7 +27,6 @@ import numpy as np
 from mne.utils import ProgressBar, logger, verbose
 
 from .anatomy import make_template_forward
-from .grid import get_grid
 from .metrics import coarse_nemd, nmse, peak_localisation_error, spatial_dispersion, weighted_cosine_distance
 from .simulation import (
     HeadSetup,
@@ -222,71 +221,6 @@ def run_evaluation(piu, out: str | Path | None = None, quick: bool = False, seed
     if out is not None:
         write_csv(ind + held, Path(out) / "evaluation.csv")
     return "\n".join(text)
-
-
-def bench_generation(
-    montage: str = "biosemi64", n: int = 4096, batch: int = 256, seed: int = 0
-) -> dict[str, float]:
-    """Samples per second of the simulation engine (sources -> sensors -> eLORETA -> grid).
-
-    Volume (the grid, free orientation) and cortical (fsaverage5, fixed)
-    setups on the template BEM; the forward and kernel are built beforehand.
-    """
-    grid = get_grid()
-    rates = {}
-    for space in ("volume", "surface"):
-        prepared = prepare_setup(HeadSetup(montage, source_space=space), grid)
-        rng = np.random.default_rng(seed)
-        simulate(prepared, batch, rng)  # warm-up
-        t0 = time.perf_counter()
-        for _ in range(n // batch):
-            simulate(prepared, batch, rng)
-        rates[space] = (n // batch) * batch / (time.perf_counter() - t0)
-    return rates
-
-
-def bench_speed(
-    piu, montage: str = "biosemi64", sfreq: float = 250.0, raw_minutes: float = 10.0, seed: int = 0
-) -> dict[str, float]:
-    """Wall time of eLORETA and PIUNet on a 1-s evoked, and apply_raw's peak memory.
-
-    Peak memory is the process's resident-set high-water mark increase during
-    ``apply_raw`` on ``raw_minutes`` of data (Linux ``ru_maxrss``), measured in
-    a fresh subprocess-free way: the raw run is last, so earlier peaks are lower.
-    """
-    import resource
-
-    import mne
-
-    prepared = prepare_setup(HeadSetup(montage, source_space="surface"), piu.grid)
-    info = prepared.info.copy()
-    with info._unlock():
-        info["sfreq"] = sfreq
-    rng = np.random.default_rng(seed)
-    n = int(sfreq)
-    batch = simulate(prepared, n, rng)
-    evoked = mne.EvokedArray(batch.sensor.T, info, nave=1, verbose=False)
-    inv = prepared.inverse_operator
-    piu.apply(evoked, inv, 1 / 9)  # warm-up: operator cache, torch kernels
-    t0 = time.perf_counter()
-    mne.minimum_norm.apply_inverse(evoked, inv, 1 / 9, "eLORETA", verbose=False)
-    t_elo = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    piu.apply(evoked, inv, 1 / 9)
-    t_piu = time.perf_counter() - t0
-    out = dict(eloreta_s=t_elo, piunet_s=t_piu, ratio=t_piu / t_elo)
-    if raw_minutes:
-        n_raw = int(raw_minutes * 60 * sfreq)
-        data = rng.standard_normal((len(info["ch_names"]), n_raw)).astype(np.float64) * 1e-6
-        raw = mne.io.RawArray(data, info, verbose=False)
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        t0 = time.perf_counter()
-        stc = piu.apply_raw(raw, inv, 1 / 9)
-        out["raw_s"] = time.perf_counter() - t0
-        out["raw_peak_rss_increase_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-        out["raw_input_mb"] = data.nbytes / 2**20
-        out["raw_output_mb"] = stc.data.nbytes / 2**20
-    return out
 
 
 # --------------------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .inference import PRECISIONS
+
 #: The demo's source: left superior temporal region (template MRI coordinates, m).
 DEMO_SOURCE_POS = np.array([-0.052, -0.020, 0.006])
 
@@ -94,7 +96,7 @@ def _apply(args) -> None:
         args.evoked, condition=args.condition, baseline=tuple(args.baseline) if args.baseline else None
     )
     inv = mne.minimum_norm.read_inverse_operator(args.inverse)
-    piu = PIUNetInverse(args.weights, device=args.device)
+    piu = PIUNetInverse(args.weights, device=args.device, precision=args.precision)
     stc = piu.apply(evoked, inv, args.lambda2, pick_ori=args.pick_ori)
     stc.save(args.out, overwrite=True)
     print(f"Wrote {args.out} ({type(stc).__name__}, {stc.data.shape[0]} sources, {len(stc.times)} times)")
@@ -151,7 +153,8 @@ def _evaluate(args) -> None:
     from . import PIUNetInverse
     from .benchmark import run_evaluation
 
-    print(run_evaluation(PIUNetInverse(args.weights), out=args.out, quick=args.quick, seed=args.seed))
+    piu = PIUNetInverse(args.weights, precision=args.precision)
+    print(run_evaluation(piu, out=args.out, quick=args.quick, seed=args.seed))
 
 
 def _benchmark(args) -> None:
@@ -186,24 +189,39 @@ def _benchmark(args) -> None:
 def _bench_speed(args) -> None:
     import platform
 
-    import torch
+    from .speed import bench_speed, profile_forward
 
-    from . import PIUNetInverse
-    from .benchmark import bench_speed
-
-    piu = PIUNetInverse(args.weights)
-    res = bench_speed(piu, args.montage, raw_minutes=args.raw_minutes)
-    print(f"{platform.machine()}, {torch.get_num_threads()} torch threads, device {piu.device}")
-    print(f"1-s {args.montage} evoked at 250 Hz, fsaverage5 cortex inverse (fixed orientation):")
+    res = bench_speed(args.weights, args.montage, n_epochs=args.epochs, raw_minutes=args.raw_minutes)
+    print(f"{platform.machine()}, {res['threads']} torch threads, default precision {res['precision']}")
+    print(f"{args.montage} at 250 Hz, fsaverage5 cortex inverse (fixed orientation):")
     print(
-        f"  apply_inverse eLORETA {res['eloreta_s']:.2f} s | PIUNet apply {res['piunet_s']:.2f} s | ratio {res['ratio']:.2f}"
+        f"  apply_epochs end to end: {res['epochs_ms_per_map']:.2f} ms per map ({res['precision']}), "
+        f"{res['epochs_ms_per_map_fp32']:.2f} ms (float32)"
+    )
+    print(
+        f"  network forward alone: {res['forward_ms_per_map']:.2f} ms per map ({res['precision']}), "
+        f"{res['forward_ms_per_map_fp32']:.2f} ms (float32)"
+    )
+    print(
+        f"  1-s evoked: apply_inverse eLORETA {res['evoked_eloreta_s']:.2f} s | PIUNet apply "
+        f"{res['evoked_piunet_s']:.2f} s | ratio {res['evoked_ratio']:.2f}"
+    )
+    print(
+        f"  {args.epochs} epochs of 1 s: apply_inverse_epochs eLORETA {res['epochs_eloreta_s']:.1f} s | "
+        f"PIUNet apply_epochs {res['epochs_piunet_s']:.1f} s | ratio {res['epochs_ratio']:.2f}"
     )
     if "raw_s" in res:
         print(
-            f"apply_raw on {args.raw_minutes:g} min: {res['raw_s']:.1f} s, peak RSS increase "
-            f"{res['raw_peak_rss_increase_mb']:.0f} MB (input {res['raw_input_mb']:.0f} MB, "
-            f"output {res['raw_output_mb']:.0f} MB)"
+            f"  apply_raw on {args.raw_minutes:g} min: {res['raw_s']:.0f} s, peak memory beyond the output "
+            f"{res['raw_peak_beyond_output_mb']:.0f} MB (output {res['raw_output_mb']:.0f} MB)"
         )
+    if args.profile:
+        from . import PIUNetInverse
+
+        piu = PIUNetInverse(args.weights)
+        print(f"forward pass by part, ms per map ({res['precision']}, batch 16):")
+        for name, ms in profile_forward(piu.network, piu.grid, piu.dtype).items():
+            print(f"  {name:8s} {ms:6.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lambda2", type=float, default=1 / 9)
     p.add_argument("--pick-ori", choices=["vector"], default=None)
     p.add_argument("--weights", default=None)
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="the network's arithmetic")
     p.add_argument("--device", default="auto")
 
     p = sub.add_parser("train", help="train (or resume) a model from a JSON config")
@@ -251,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("evaluate", help="eLORETA vs PIUNet on held-out heads and montages")
     p.add_argument("--weights", default=None)
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="the network's arithmetic")
     p.add_argument("--quick", action="store_true", help="a small sweep (minutes)")
     p.add_argument("--out", default=None, help="folder for evaluation.csv")
     p.add_argument("--seed", type=int, default=1234)
@@ -274,7 +294,11 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("bench-speed", help="eLORETA vs PIUNet run time; apply_raw memory")
     p.add_argument("--montage", default="biosemi64")
-    p.add_argument("--raw-minutes", type=float, default=1.0)
+    p.add_argument(
+        "--raw-minutes", type=float, default=10.0, help="length of the Raw for apply_raw (0: skip)"
+    )
+    p.add_argument("--epochs", type=int, default=200, help="number of 1-s epochs")
+    p.add_argument("--profile", action="store_true", help="also time the network's forward pass by part")
     p.add_argument("--weights", default=None)
 
     args = parser.parse_args(argv)
@@ -293,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "benchmark":
         _benchmark(args)
     elif args.command == "bench-data":
-        from .benchmark import bench_generation
+        from .speed import bench_generation
 
         rates = bench_generation(args.montage)
         for space, rate in rates.items():

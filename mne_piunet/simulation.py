@@ -29,6 +29,7 @@ from .anatomy import (
     src_fingerprint,
 )
 from .grid import SourceGrid, get_grid
+from .inference import normalise_inputs
 
 
 @dataclass(frozen=True)
@@ -428,9 +429,7 @@ def normalised_dense(
     inputs, targets : array, shape (n, 3, *grid.shape)
     scale, ratio : array, shape (n,)
     """
-    scale = np.linalg.norm(x0, axis=-1).max(axis=-1)
-    scale = np.where(scale > 0, scale, 1.0)
-    inputs = grid.to_dense((x0 / scale[:, None, None]).astype(np.float32))
+    inputs, scale = normalise_inputs(grid, x0)
     if x is None:
         return inputs, None, scale, None
     ratio = np.linalg.norm(x, axis=-1).max(axis=-1) / scale

@@ -23,9 +23,18 @@ from mne.utils import logger
 from torch.nn import functional as F
 
 from .grid import DEFAULT_MINDIST_MM, DEFAULT_SPACING_MM, SourceGrid, get_grid, grid_meta
+from .inference import predict_maps, prepare_network
 from .metrics import coarse_nemd
-from .network import UNet3d, UNetConfig, file_sha256, load_network, resolve_device, save_network
-from .simulation import HeadSetup, SimulationEngine, SourcePrior, normalised_dense, prepare_setup, simulate
+from .network import (
+    UNet3d,
+    UNetConfig,
+    bundled_weights_path,
+    file_sha256,
+    load_network,
+    resolve_device,
+    save_network,
+)
+from .simulation import HeadSetup, SimulationEngine, SourcePrior, prepare_setup, simulate
 
 
 @dataclass
@@ -46,6 +55,12 @@ class TrainConfig:
     loss_scales: list[int] = field(default_factory=lambda: [1])
     loss_norms: list[str] = field(default_factory=lambda: ["l1"])
     transport_weight: float = 0.0
+    #: Weights to distil from (a ``.pt`` path, or ``"bundled"``): the student also
+    #: matches the teacher's shape and log peak ratio on every training batch,
+    #: weighted by ``distill_weight``. How a cheaper architecture inherits the
+    #: bundled model's CPU-hours instead of starting over.
+    teacher: str | None = None
+    distill_weight: float = 0.0
     lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 200
@@ -84,10 +99,7 @@ def make_validation_set(config: TrainConfig, grid: SourceGrid) -> dict:
     chunks = engine.sample(config.val_size)
     x0 = np.concatenate([c.eloreta_grid for c in chunks])
     x = np.concatenate([c.true_grid for c in chunks])
-    inputs, _, scale, _ = normalised_dense(grid, x0, x)
-    return dict(
-        inputs=torch.from_numpy(inputs), truth=x, scale=scale, eloreta_nemd=mean_coarse_nemd(x0, x, grid)
-    )
+    return dict(eloreta=x0, truth=x, eloreta_nemd=mean_coarse_nemd(x0, x, grid))
 
 
 def _val_setups(config: TrainConfig, grid: SourceGrid) -> list:
@@ -110,20 +122,10 @@ def _setup_kwargs(spec: dict) -> dict:
     return spec
 
 
-@torch.inference_mode()
-def predict_grid(network: UNet3d, inputs: torch.Tensor, device: torch.device, batch: int = 32) -> np.ndarray:
-    """Run the network on normalised dense inputs, return (n, 3, *grid) numpy."""
+def validate(network: UNet3d, val: dict, grid: SourceGrid) -> float:
+    """Mean coarse NEMD of the network on the validation set (fp32)."""
     network.eval()
-    outs = []
-    for start in range(0, len(inputs), batch):
-        x = inputs[start : start + batch].to(device)
-        outs.append(network.estimate(x).cpu().numpy())
-    return np.concatenate(outs)
-
-
-def validate(network: UNet3d, val: dict, grid: SourceGrid, device: torch.device) -> float:
-    """Mean coarse NEMD of the network on the validation set."""
-    return mean_coarse_nemd(grid.from_dense(predict_grid(network, val["inputs"], device)), val["truth"], grid)
+    return mean_coarse_nemd(predict_maps(network, grid, val["eloreta"]), val["truth"], grid)
 
 
 def relative_loss(
@@ -220,6 +222,25 @@ class TransportLoss(torch.nn.Module):
         return (divergence / reference.clamp_min(1e-6)).mean()
 
 
+def _load_teacher(config: TrainConfig, device: torch.device) -> UNet3d | None:
+    if not config.teacher:
+        return None
+    teacher = load_network(None if config.teacher == "bundled" else config.teacher, device).network
+    return teacher.requires_grad_(False).eval()
+
+
+def _distill_loss(
+    teacher: UNet3d, inputs: torch.Tensor, shape: torch.Tensor, log_ratio: torch.Tensor, config: TrainConfig
+) -> torch.Tensor:
+    """The student's loss against the teacher's outputs, in the units of the truth's loss."""
+    # bf16 halves the teacher's cost; its ~1e-2 relative error is far below the
+    # student's, and on CPUs without native bf16 autocast only costs time.
+    with torch.no_grad(), torch.autocast(inputs.device.type, dtype=torch.bfloat16):
+        t_shape, t_log_ratio = teacher(inputs)
+    loss = relative_loss(shape.float(), t_shape.float(), tuple(config.loss_scales), tuple(config.loss_norms))
+    return loss + config.amplitude_weight * (log_ratio.float() - t_log_ratio.float()).abs().mean()
+
+
 def _lr_factor(step: int, config: TrainConfig) -> float:
     if step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
@@ -266,6 +287,7 @@ def train(config: TrainConfig, out: str | Path, init: str | Path | None = None) 
     if config.transport_weight:
         torch.set_flush_denormal(True)  # the transport term's exp() underflows; denormals are slow on CPU
         transport = TransportLoss(torch.from_numpy(grid.mask)).to(device)
+    teacher = _load_teacher(config, device)
     opt = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, config))
 
@@ -305,6 +327,9 @@ def train(config: TrainConfig, out: str | Path, init: str | Path | None = None) 
     )  # fmt: skip
     if init is not None:  # a fine-tune is reproducible only from the weights it started from
         meta["provenance"]["init"] = dict(file=Path(init).name, sha256=file_sha256(init))
+    if teacher is not None:
+        teacher_file = bundled_weights_path() if config.teacher == "bundled" else Path(config.teacher)
+        meta["provenance"]["teacher"] = dict(file=teacher_file.name, sha256=file_sha256(teacher_file))
     t_last_ckpt = time.time()
     t_start = time.time() - state["elapsed"]
     samples, t_window, loss_sum, n_window = 0, time.time(), 0.0, 0
@@ -324,6 +349,10 @@ def train(config: TrainConfig, out: str | Path, init: str | Path | None = None) 
         loss = loss + config.amplitude_weight * (pred_log_ratio.float() - log_ratio).abs().mean()
         if transport is not None:
             loss = loss + config.transport_weight * transport(shape, targets)
+        if teacher is not None:
+            loss = loss + config.distill_weight * _distill_loss(
+                teacher, inputs, shape, pred_log_ratio, config
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
@@ -335,7 +364,7 @@ def train(config: TrainConfig, out: str | Path, init: str | Path | None = None) 
         n_window += 1
         step = state["step"]
         if step % config.val_every_steps == 0 or step == config.max_steps:
-            nemd = validate(network, val, grid, device)
+            nemd = validate(network, val, grid)
             rate = samples / (time.time() - t_window)
             state["elapsed"] = time.time() - t_start
             state["curve"].append(
@@ -446,7 +475,7 @@ def validate_by_sources(
     """
     grid = get_grid(config.grid_spacing_mm, config.grid_mindist_mm)
     setups = _val_setups(config, grid)
-    networks = {str(w): load_network(w).network for w in weights}
+    networks = {str(w): prepare_network(load_network(w).network, torch.device("cpu")) for w in weights}
     rng = np.random.default_rng(seed)
     prior = SourcePrior(**config.prior)
     out: dict[str, dict[int, float]] = {name: {} for name in ["eLORETA", *networks]}
@@ -454,14 +483,7 @@ def validate_by_sources(
         batches = [simulate(s, n_per_setup, rng, prior, n_sources=k) for s in setups]
         x0 = np.concatenate([b.eloreta_grid for b in batches])
         x = np.concatenate([b.true_grid for b in batches])
-        inputs = torch.from_numpy(normalised_dense(grid, x0, x)[0])
-        maps = {"eLORETA": x0}
-        maps.update(
-            {
-                name: grid.from_dense(predict_grid(net, inputs, torch.device("cpu")))
-                for name, net in networks.items()
-            }
-        )
+        maps = {"eLORETA": x0, **{name: predict_maps(net, grid, x0) for name, net in networks.items()}}
         for name, est in maps.items():
             out[name][k] = mean_coarse_nemd(est, x, grid)
     return out

@@ -4,11 +4,15 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
+
+def _curve(fname):
+    return json.loads(fname.with_suffix(".json").read_text())["curve"]
 
 
 def test_tiny_training_loss_falls_and_resumes(tmp_path, volume_setup, surface_setup):
+    """The training contract; which step validates best depends on the CPU's rounding, so it is not tested."""
     from mne_piunet.training import TrainConfig, train
 
     config = TrainConfig(
@@ -21,17 +25,27 @@ def test_tiny_training_loss_falls_and_resumes(tmp_path, volume_setup, surface_se
         threads=2, device="cpu",
     )  # fmt: skip
     best = train(config, tmp_path)
-    log = (tmp_path / "train.log").read_text()
-    curve = json.loads(best.with_suffix(".json").read_text())["curve"]
-    assert [c["step"] for c in curve] == [20, 40, 60]
-    assert curve[-1]["loss"] < curve[0]["loss"]
-    assert "val NEMD" in log and np.isfinite(curve[-1]["val_nemd"])
-    assert (tmp_path / "final.pt").is_file() and (tmp_path / "final.json").is_file()
-    # resuming continues from the checkpoint
+    assert best == tmp_path / "best.pt"
+    assert "val NEMD" in (tmp_path / "train.log").read_text()
+    # final (the last checkpoint's export) holds the whole curve: every validation step
+    final = _curve(tmp_path / "final.pt")
+    assert [c["step"] for c in final] == [20, 40, 60]
+    assert all(np.isfinite(c["val_nemd"]) for c in final)
+    assert final[-1]["loss"] < final[0]["loss"]  # it learns
+    # best is the export at the lowest validation NEMD, so its curve ends there
+    best_curve = _curve(best)
+    assert best_curve == final[: len(best_curve)]
+    assert best_curve[-1]["val_nemd"] == min(c["val_nemd"] for c in final)
+    assert json.loads(best.with_suffix(".json").read_text())["provenance"]["steps"] == best_curve[-1]["step"]
+    # resuming continues from the checkpoint's step and curve
     config.max_steps = 65
     train(config, tmp_path)
     assert "resumed at step 60" in (tmp_path / "train.log").read_text()
-    assert json.loads((tmp_path / "best.json").read_text())["provenance"]["steps"] in (20, 40, 60, 65)
+    resumed = _curve(tmp_path / "final.pt")
+    assert resumed[:-1] == final and resumed[-1]["step"] == 65
+    assert json.loads((tmp_path / "final.json").read_text())["provenance"]["steps"] == 65
+    best_curve = _curve(best)
+    assert best_curve == resumed[: len(best_curve)]
     # fine-tuning (here with the transport term) records the weights it started from
     from mne_piunet.network import file_sha256
 
@@ -165,6 +179,8 @@ def test_bundled_configs_reproduce_the_shipped_weights():
     assert stage1.transport_weight == 0 and stage2.transport_weight > 0
     meta = load_network().meta
     # the shipped file was trained with the bundled fine-tuning config, from stage 1's weights
-    assert meta["train_config"] == json.loads(json.dumps(asdict(stage2)))
+    # (fields added since default to what the run did: no teacher, no distillation)
+    recorded = TrainConfig(**meta["train_config"])
+    assert json.loads(json.dumps(asdict(recorded))) == json.loads(json.dumps(asdict(stage2)))
     assert set(meta["provenance"]["init"]) == {"file", "sha256"}
     assert stage1.network == stage2.network == meta["train_config"]["network"]

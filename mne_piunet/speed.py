@@ -1,0 +1,213 @@
+"""Speed benchmark: PIUNet's milliseconds per map and per call beside eLORETA, apply_raw's memory.
+
+``mne-piunet bench-speed`` prints, in one run (the fast-inference issue's targets):
+
+1. milliseconds per map of ``apply_epochs`` end to end, in fp32 and the default precision;
+2. ``apply_inverse(method="eLORETA")`` and ``piu.apply`` on a 1-s evoked, and their ratio;
+3. ``apply_inverse_epochs`` and ``piu.apply_epochs`` on 1-s epochs, and their ratio;
+4. ``apply_raw`` on minutes of data: wall time and peak memory beyond the output;
+
+plus the network's forward cost by level (:func:`profile_forward`). A linear
+kernel costs almost nothing per time point, so per-call ratios depend on the
+inverse's size: eLORETA's own cost is fitting its weights.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable
+
+import mne
+import numpy as np
+import torch
+
+from .anatomy import montage_info
+from .grid import SourceGrid, get_grid
+from .inference import normalise_inputs, uses_channels_last
+from .network import UNet3d
+from .simulation import HeadSetup, prepare_setup, simulate
+
+
+def _seconds(func: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    func()
+    return time.perf_counter() - t0
+
+
+def _peak_rss_mb() -> float:
+    """The process's resident-set high-water mark (Linux reports kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _random_inputs(grid: SourceGrid, n: int, network: UNet3d, seed: int = 0) -> torch.Tensor:
+    x0 = np.random.default_rng(seed).standard_normal((n, grid.n_sources, 3))
+    x = torch.from_numpy(normalise_inputs(grid, x0)[0])
+    return x.to(memory_format=torch.channels_last_3d) if uses_channels_last(network, x.device) else x
+
+
+@torch.inference_mode()
+def forward_ms_per_map(
+    network: UNet3d,
+    grid: SourceGrid,
+    dtype: torch.dtype = torch.float32,
+    batch_size: int = 16,
+    n_batches: int = 8,
+) -> float:
+    """The network's forward cost alone, in ms per map (after one warm-up batch)."""
+    x = _random_inputs(grid, batch_size, network)
+    with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+        network(x)
+        seconds = _seconds(lambda: [network(x) for _ in range(n_batches)])
+    return 1e3 * seconds / (n_batches * batch_size)
+
+
+@torch.inference_mode()
+def profile_forward(
+    network: UNet3d,
+    grid: SourceGrid,
+    dtype: torch.dtype = torch.float32,
+    batch_size: int = 16,
+    n_batches: int = 4,
+) -> dict[str, float]:
+    """ms per map spent in each top-level part of the U-Net (stem, each level down and up, middle, out).
+
+    Timed with forward hooks around each child module, so the parts add up to
+    the forward pass minus the folding, masking and skip concatenations.
+    """
+    parts = {"stem": network.stem, "middle": network.middle, "out": network.out}
+    parts.update({f"down {i}": m for i, m in enumerate(network.down)})
+    parts.update({f"pool {i}": m for i, m in enumerate(network.pool)})
+    parts.update({f"up {len(network.up) - 1 - i}": m for i, m in enumerate(network.up)})
+    totals = dict.fromkeys(parts, 0.0)
+    starts: dict[str, float] = {}
+    hooks = []
+    for name, module in parts.items():
+        hooks.append(
+            module.register_forward_pre_hook(lambda m, a, n=name: starts.__setitem__(n, time.perf_counter()))
+        )
+        hooks.append(
+            module.register_forward_hook(
+                lambda m, a, o, n=name: totals.__setitem__(n, totals[n] + time.perf_counter() - starts[n])
+            )
+        )
+    x = _random_inputs(grid, batch_size, network)
+    try:
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            network(x)
+            for name in totals:
+                totals[name] = 0.0
+            for _ in range(n_batches):
+                network(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {name: 1e3 * t / (n_batches * batch_size) for name, t in totals.items()}
+
+
+def bench_generation(
+    montage: str = "biosemi64", n: int = 4096, batch: int = 256, seed: int = 0
+) -> dict[str, float]:
+    """Samples per second of the simulation engine (sources -> sensors -> eLORETA -> grid).
+
+    Volume (the grid, free orientation) and cortical (fsaverage5, fixed)
+    setups on the template BEM; the forward and kernel are built beforehand.
+    """
+    grid = get_grid()
+    rates = {}
+    for space in ("volume", "surface"):
+        prepared = prepare_setup(HeadSetup(montage, source_space=space), grid)
+        rng = np.random.default_rng(seed)
+        simulate(prepared, batch, rng)  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(n // batch):
+            simulate(prepared, batch, rng)
+        rates[space] = (n // batch) * batch / (time.perf_counter() - t0)
+    return rates
+
+
+def bench_speed(
+    weights=None,
+    montage: str = "biosemi64",
+    sfreq: float = 250.0,
+    n_epochs: int = 200,
+    raw_minutes: float = 10.0,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Wall times of eLORETA and PIUNet on the fsaverage5 cortex inverse (fixed orientation).
+
+    Parameters
+    ----------
+    weights : path | None
+        PIUNet weights; None for the bundled ones.
+    montage : str
+        Built-in montage of the simulated data.
+    sfreq : float
+        Sampling rate (Hz); the evoked and each epoch last 1 s.
+    n_epochs : int
+        Epochs for the per-call comparison; a quarter of them for the fp32 run.
+    raw_minutes : float
+        Length of the Raw for ``apply_raw`` (0 to skip).
+    seed : int
+        Seed of the simulated data.
+
+    Returns
+    -------
+    figures : dict
+        Seconds per call, ms per map, ratios to eLORETA and apply_raw's memory.
+    """
+    from .inverse import PIUNetInverse
+
+    piu = PIUNetInverse(weights)
+    piu32 = PIUNetInverse(weights, precision="float32")
+    prepared = prepare_setup(HeadSetup(montage, source_space="surface"), piu.grid)
+    info = montage_info(montage, sfreq)
+    inv = prepared.inverse_operator
+    rng = np.random.default_rng(seed)
+    n = int(round(sfreq))
+    evoked = mne.EvokedArray(simulate(prepared, n, rng).sensor.T, info, nave=1, verbose=False)
+    for p in (piu, piu32):
+        p.apply(evoked, inv, 1 / 9)  # warm-up: operator cache, torch kernels
+    out: dict[str, float] = dict(
+        precision=str(piu.dtype).removeprefix("torch."), threads=torch.get_num_threads()
+    )
+    if raw_minutes:  # first, so the memory high-water mark is not an earlier step's
+        raw = mne.io.RawArray(
+            rng.standard_normal((len(info["ch_names"]), int(raw_minutes * 60 * sfreq))) * 1e-6,
+            info,
+            verbose=False,
+        )
+        before = _peak_rss_mb()
+        t0 = time.perf_counter()
+        stc = piu.apply_raw(raw, inv, 1 / 9, verbose=False)
+        out["raw_s"] = time.perf_counter() - t0
+        out["raw_output_mb"] = stc.data.nbytes / 2**20
+        out["raw_peak_beyond_output_mb"] = _peak_rss_mb() - before - out["raw_output_mb"]
+        del stc, raw
+    out["evoked_eloreta_s"] = _seconds(
+        lambda: mne.minimum_norm.apply_inverse(evoked, inv, 1 / 9, "eLORETA", verbose=False)
+    )
+    out["evoked_piunet_s"] = _seconds(lambda: piu.apply(evoked, inv, 1 / 9))
+    out["evoked_ratio"] = out["evoked_piunet_s"] / out["evoked_eloreta_s"]
+    data = rng.standard_normal((n_epochs, len(info["ch_names"]), n)) * 1e-6
+    epochs = mne.EpochsArray(data, info, verbose=False)
+    # generators, consumed: MNE's list of 200 fsaverage5 estimates alone would be 8 GB
+    out["epochs_eloreta_s"] = _seconds(
+        lambda: [
+            _
+            for _ in mne.minimum_norm.apply_inverse_epochs(
+                epochs, inv, 1 / 9, "eLORETA", return_generator=True, verbose=False
+            )
+        ]
+    )
+    out["epochs_piunet_s"] = _seconds(
+        lambda: [_ for _ in piu.apply_epochs(epochs, inv, 1 / 9, return_generator=True)]
+    )
+    out["epochs_ratio"] = out["epochs_piunet_s"] / out["epochs_eloreta_s"]
+    out["epochs_ms_per_map"] = 1e3 * out["epochs_piunet_s"] / (n_epochs * n)
+    quarter = epochs[: max(1, n_epochs // 4)]
+    seconds = _seconds(lambda: [_ for _ in piu32.apply_epochs(quarter, inv, 1 / 9, return_generator=True)])
+    out["epochs_ms_per_map_fp32"] = 1e3 * seconds / (len(quarter) * n)
+    out["forward_ms_per_map"] = forward_ms_per_map(piu.network, piu.grid, piu.dtype)
+    out["forward_ms_per_map_fp32"] = forward_ms_per_map(piu.network, piu.grid)
+    return out
