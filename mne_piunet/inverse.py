@@ -2,20 +2,17 @@
 
 Data flow per call: MNE's own ``apply_inverse*`` with eLORETA on the user's
 inverse operator -> moment vectors rotated and resampled (sparse, cached per
-source space) onto the template grid -> the bundled 3-D U-Net, batched over time
-points -> :class:`mne.VolSourceEstimate` / :class:`mne.VolVectorSourceEstimate`
-on :attr:`PIUNetInverse.src` (subject ``"fsaverage"``).
-
-Amplitudes: each time point's grid input is divided by its largest moment norm,
-the network predicts the source map in those units (it was trained with the
-truth divided by the same number), and its output is multiplied back, so the
-estimate is in Am like the simulated sources the network learnt from.
+source space) onto the template grid -> :func:`mne_piunet.inference.predict_maps`,
+batched over time points (and across epochs) ->
+:class:`mne.VolSourceEstimate` / :class:`mne.VolVectorSourceEstimate` on
+:attr:`PIUNetInverse.src` (subject ``"fsaverage"``), in Am.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterator
+from pathlib import Path
 
 import mne
 import numpy as np
@@ -25,21 +22,19 @@ from mne.utils import ProgressBar, logger, verbose, warn
 
 from .anatomy import template_subjects_dir
 from .grid import DEFAULT_MINDIST_MM, SourceGrid, get_grid, grid_meta, to_template_space
-from .simulation import normalised_dense
+from .inference import predict_maps, prepare_network, resolve_precision
+from .network import bundled_weights_path, load_network, resolve_device
+from .utils._docs import fill_doc
 
-_TORCH_HINT = (
-    "PIUNet needs PyTorch. Install the CPU build with "
-    "`pip install torch --index-url https://download.pytorch.org/whl/cpu` "
-    "(or follow https://pytorch.org/get-started/locally/ for CUDA)."
-)
-
-
-def _import_torch():
-    try:
-        import torch
-    except ImportError:
-        raise ImportError(_TORCH_HINT) from None
-    return torch
+#: Source estimate classes :meth:`PIUNetInverse.refine` accepts.
+_STC_TYPES = (
+    mne.SourceEstimate, mne.VectorSourceEstimate, mne.VolSourceEstimate, mne.VolVectorSourceEstimate,
+    mne.MixedSourceEstimate, mne.MixedVectorSourceEstimate,
+)  # fmt: skip
+#: Time points refined per network pass when Epochs are batched together:
+#: enough to fill the batches, small enough that a loose fsaverage5 eLORETA
+#: chunk stays ~250 MB.
+_EPOCHS_CHUNK = 512
 
 
 # ------------------------------------------------------------------ checks
@@ -117,14 +112,18 @@ class PIUNetInverse:
 
     Parameters
     ----------
-    weights : path | None
+    weights : path-like | None
         Weights written by :func:`mne_piunet.network.save_network`; None for
         the pretrained weights bundled with the package.
     device : "auto" | str
-        Torch device; "auto" picks CUDA when available, else the CPU.
-    batch_size : int
-        Time points per network call (memory vs speed).
-    %(verbose)s
+        Torch device; ``"auto"`` picks CUDA when available, else the CPU.
+    batch_size : int | None
+        Maps (time points) per network call; None: 16 on the CPU, 256 on CUDA.
+    precision : "auto" | "float32" | "bfloat16" | "float16"
+        Arithmetic of the network. ``"auto"``: bf16 on a CPU that computes it
+        natively (AVX512-BF16 or AMX), fp32 on other CPUs, bf16 or fp16 on CUDA.
+    verbose : bool | str | int | None
+        Logging level, as for any MNE function (:func:`mne.verbose`).
 
     Attributes
     ----------
@@ -132,17 +131,30 @@ class PIUNetInverse:
         The output volume source space (fsaverage/MNI coordinates).
     subjects_dir : pathlib.Path
         Template subjects folder: ``stc.plot(piu.src, subjects_dir=piu.subjects_dir)``.
+    dtype : torch.dtype
+        The precision ``precision`` resolved to on this device.
+    weights_path : pathlib.Path
+        The weights file in use.
     """
 
     @verbose
-    def __init__(self, weights=None, *, device: str = "auto", batch_size: int = 64, verbose=None):
-        torch = _import_torch()
-        from .network import load_network, resolve_device
-
+    def __init__(
+        self,
+        weights=None,
+        *,
+        device: str = "auto",
+        batch_size: int | None = None,
+        precision: str = "auto",
+        verbose=None,
+    ):
         self.device = resolve_device(device)
-        self.bundle = load_network(weights, self.device)
-        if self.device.type == "cpu":  # ~20 % faster 3-D convolutions on CPU
-            self.bundle.network.to(memory_format=torch.channels_last_3d)
+        self.dtype = resolve_precision(precision, self.device)
+        if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+        self.batch_size = batch_size
+        self.weights_path = bundled_weights_path() if weights is None else Path(weights)
+        self.bundle = load_network(self.weights_path, self.device)
+        self.network = prepare_network(self.bundle.network, self.device)
         gm = self.bundle.grid
         self.grid: SourceGrid = get_grid(gm["spacing_mm"], gm.get("mindist_mm", DEFAULT_MINDIST_MM))
         here = grid_meta(self.grid)
@@ -152,15 +164,17 @@ class PIUNetInverse:
                 f"({here['shape']} vs {gm['shape']}); clear the cache folder "
                 "(mne_piunet.anatomy.cache_dir()) and retry."
             )
-        self.batch_size = int(batch_size)
-        self._torch = torch
         self._operators: dict[str, tuple] = {}
         logger.info(
-            f"PIUNet: {sum(p.numel() for p in self.bundle.network.parameters()):,} parameters on {self.device}"
+            f"PIUNet: {sum(p.numel() for p in self.network.parameters()):,} parameters on "
+            f"{self.device}, {str(self.dtype).removeprefix('torch.')}"
         )
 
     def __repr__(self) -> str:
-        return f"<PIUNetInverse | grid {self.grid.shape} ({self.grid.n_sources} sources), {self.device}>"
+        return (
+            f"<PIUNetInverse | grid {self.grid.shape} ({self.grid.n_sources} sources), {self.device}, "
+            f"{str(self.dtype).removeprefix('torch.')}>"
+        )
 
     @property
     def src(self) -> mne.SourceSpaces:
@@ -171,23 +185,18 @@ class PIUNetInverse:
         return template_subjects_dir()
 
     # --------------------------------------------------------- core
-    def _operator(self, src, mri_head_t, mni_transform, subjects_dir):
-        """Cached (grid operator, rotation) for a source space."""
+    def _operator(self, src, mri_head_t, mni_transform, subjects_dir) -> tuple:
+        """Cached (grid operator, rotation) for a source space and its transforms."""
         rr = np.concatenate([s["rr"][s["vertno"]] for s in src])
-        key = hashlib.sha256(np.round(rr, 6).tobytes() + repr((src[0]["coord_frame"], src._subject)).encode())
-        if mri_head_t is not None:
-            key.update(np.round(mri_head_t["trans"], 6).tobytes())
-        if mni_transform is not None:
-            key.update(
-                np.round(np.asarray(getattr(mni_transform, "trans", mni_transform), float), 6).tobytes()
-            )
+        subject = src[0].get("subject_his_id")
+        # the talairach transform read from subjects_dir is part of the mapping too
+        ident = repr((src[0]["coord_frame"], subject, None if subjects_dir is None else str(subjects_dir)))
+        key = hashlib.sha256(np.round(rr, 6).tobytes() + ident.encode())
+        for trans in (mri_head_t, mni_transform):
+            if trans is not None:
+                key.update(np.round(_affine(trans), 6).tobytes())
         key = key.hexdigest()
         if key not in self._operators:
-            if np.median(np.linalg.norm(rr, axis=1)) > 1.0:
-                raise ValueError(
-                    "Source positions are more than 1 m from the origin: are they in millimetres? "
-                    "MNE source spaces are in metres."
-                )
             affine, rot = to_template_space(
                 src, mri_head_t=mri_head_t, mni_transform=mni_transform, subjects_dir=subjects_dir
             )
@@ -198,18 +207,18 @@ class PIUNetInverse:
     def _refine_array(self, data, op, rot, normals=None) -> np.ndarray:
         """(n_src, 3, n_times) vectors or (n_src, n_times) + normals -> (n_grid, 3, n_times).
 
-        Rotation and resampling are applied per grid component as sparse
-        products, so no (n_src, 3, n_times) temporary is made.
+        Rotation and resampling are sparse products per grid component, so no
+        (n_src, 3, n_times) temporary is made; the network runs on all time
+        points in batches.
         """
         if data.ndim == 2:
-            if normals is None:
-                raise ValueError("Scalar estimates need source normals to become vectors")
             nn = normals @ rot.T  # normals in the grid frame
-            grid = np.stack([op @ (data * nn[:, [k]]) for k in range(3)], axis=1)
+            grid = np.stack([op @ (data * nn[:, [k]]) for k in range(3)], axis=-1)
         else:
             moved = [op @ data[:, j, :] for j in range(3)]
-            grid = np.stack([sum(rot[k, j] * moved[j] for j in range(3)) for k in range(3)], axis=1)
-        return np.moveaxis(self.predict_grid(np.moveaxis(grid, 2, 0)), 0, 2)
+            grid = np.stack([sum(rot[k, j] * moved[j] for j in range(3)) for k in range(3)], axis=-1)
+        # (n_grid, n_times, 3) -> (n_times, n_grid, 3), the maps predict_maps takes
+        return np.moveaxis(self.predict_grid(np.moveaxis(grid, 1, 0)), 0, 2)
 
     def predict_grid(self, x0: np.ndarray) -> np.ndarray:
         """Run the network on eLORETA maps already on the grid.
@@ -223,22 +232,9 @@ class PIUNetInverse:
         Returns
         -------
         estimate : array, shape (n, n_grid_sources, 3)
-            PIUNet moment vectors in Am: each map is divided by its largest
-            moment norm before the network, which predicts the source map's
-            shape and its peak relative to the input's; the product is
-            multiplied back by the divisor.
+            PIUNet moment vectors in Am (:func:`mne_piunet.inference.predict_maps`).
         """
-        torch = self._torch
-        out = np.empty(x0.shape, np.float64)
-        with torch.inference_mode():
-            for start in range(0, len(x0), self.batch_size):
-                dense, _, scale, _ = normalised_dense(self.grid, x0[start : start + self.batch_size])
-                x = torch.from_numpy(dense).to(self.device)
-                if self.device.type == "cpu":
-                    x = x.to(memory_format=torch.channels_last_3d)
-                pred = self.bundle.network.estimate(x).cpu().numpy()
-                out[start : start + self.batch_size] = self.grid.from_dense(pred) * scale[:, None, None]
-        return out
+        return predict_maps(self.network, self.grid, x0, dtype=self.dtype, batch_size=self.batch_size)
 
     def _make_stc(self, data, tmin, tstep, pick_ori):
         kwargs = dict(vertices=self.grid.vertices, tmin=tmin, tstep=tstep, subject="fsaverage")
@@ -246,11 +242,19 @@ class PIUNetInverse:
             return mne.VolVectorSourceEstimate(data, **kwargs)
         return mne.VolSourceEstimate(np.linalg.norm(data, axis=1), **kwargs)
 
+    def _inverse_geometry(self, inv, mni_transform, subjects_dir) -> tuple:
+        """(operator, rotation, normals or None) of an inverse operator's source space."""
+        normals = None if inv["source_ori"] == FIFF.FIFFV_MNE_FREE_ORI else inv["source_nn"]
+        op, rot = self._operator(inv["src"], inv["mri_head_t"], mni_transform, subjects_dir)
+        return op, rot, normals
+
+    # --------------------------------------------------------- refine
     @verbose
+    @fill_doc
     def refine(
         self,
         stc,
-        src: mne.SourceSpaces,
+        src,
         *,
         pick_ori: str | None = None,
         mri_head_t=None,
@@ -264,22 +268,21 @@ class PIUNetInverse:
         Parameters
         ----------
         stc : SourceEstimate | VectorSourceEstimate | VolSourceEstimate | ...
-            eLORETA estimate: a vector estimate (free/loose orientation,
+            eLORETA estimate: moment vectors (free or loose orientation,
             ``pick_ori="vector"``) or signed amplitudes of a fixed-orientation
-            inverse (``pick_ori=None``), on ``src``.
-        src : mne.SourceSpaces
-            The estimate's source space, e.g. ``inverse_operator["src"]``.
-        pick_ori : None | "vector"
-            Output amplitudes or moment vectors.
+            inverse (``pick_ori=None``).
+        src : mne.SourceSpaces | mne.minimum_norm.InverseOperator
+            The estimate's source space, or the inverse that made the estimate:
+            then its ``mri_head_t`` and, for a fixed-orientation inverse, its
+            source orientations (``source_nn``) are used.
+        %(pick_ori)s
         mri_head_t : Transform | None
             Head <-> MRI transform when ``src`` is in head coordinates (an
             inverse operator's ``"mri_head_t"``).
         normals : array, shape (n_sources, 3) | None
-            Orientations of a scalar estimate; default: the source space normals.
-        mni_transform : Transform | array | None
-            Subject MRI (m) -> MNI (m) affine for a subject other than fsaverage.
-        subjects_dir : path | None
-            Where to find a subject's talairach transform.
+            Orientations of a scalar estimate; default: the inverse's
+            ``source_nn``, or a surface source space's normals.
+        %(template_params)s
         %(verbose)s
 
         Returns
@@ -288,8 +291,13 @@ class PIUNetInverse:
             On :attr:`src`, in Am.
         """
         _check_args(1.0, "eLORETA", pick_ori)
-        if not isinstance(stc, mne.source_estimate._BaseSourceEstimate):
+        if not isinstance(stc, _STC_TYPES):
             raise TypeError(f"stc must be a source estimate, got {type(stc).__name__}")
+        if isinstance(src, InverseOperator):
+            inv, src = src, src["src"]
+            mri_head_t = inv["mri_head_t"] if mri_head_t is None else mri_head_t
+            if normals is None and stc.data.ndim == 2 and inv["source_ori"] != FIFF.FIFFV_MNE_FREE_ORI:
+                normals = inv["source_nn"]
         _validate_src(src)
         n_src = sum(len(v) for v in stc.vertices)
         if n_src != sum(s["nuse"] for s in src):
@@ -300,22 +308,18 @@ class PIUNetInverse:
         if data.ndim == 2 and normals is None:
             if any(s["type"] != "surf" for s in src):
                 raise ValueError(
-                    "A scalar volume estimate has lost its orientations: compute eLORETA with "
-                    'pick_ori="vector" and pass that estimate.'
+                    "A scalar estimate on a volume or discrete source space needs its source "
+                    "orientations: pass the inverse operator as src (its source_nn is used), or "
+                    "normals=inverse_operator['source_nn'], or an eLORETA estimate made with "
+                    'pick_ori="vector".'
                 )
             normals = np.concatenate([s["nn"][v] for s, v in zip(src, stc.vertices)])
+        if data.ndim == 2 and np.shape(normals) != (n_src, 3):
+            raise ValueError(f"normals must have shape ({n_src}, 3), got {np.shape(normals)}")
         if not np.all(np.isfinite(data)):
             raise ValueError("The estimate contains NaN or infinite values")
         op, rot = self._operator(src, mri_head_t, mni_transform, subjects_dir)
         return self._make_stc(self._refine_array(data, op, rot, normals), stc.tmin, stc.tstep, pick_ori)
-
-    def _refine_inverse_stc(self, stc, inv, pick_ori, mni_transform, subjects_dir):
-        normals = None if inv["source_ori"] == FIFF.FIFFV_MNE_FREE_ORI else inv["source_nn"]
-        op, rot = self._operator(inv["src"], inv["mri_head_t"], mni_transform, subjects_dir)
-        return self._make_stc(self._refine_array(stc.data, op, rot, normals), stc.tmin, stc.tstep, pick_ori)
-
-    def _eloreta_ori(self, inverse_operator) -> str | None:
-        return "vector" if inverse_operator["source_ori"] == FIFF.FIFFV_MNE_FREE_ORI else None
 
     def _setup_call(self, inst, inverse_operator, lambda2, method, pick_ori, label, return_residual, data):
         _check_inverse(inverse_operator)
@@ -326,6 +330,7 @@ class PIUNetInverse:
 
     # --------------------------------------------------------- MNE-style API
     @verbose
+    @fill_doc
     def apply(
         self,
         evoked: mne.Evoked,
@@ -342,33 +347,24 @@ class PIUNetInverse:
         mni_transform=None,
         subjects_dir=None,
         verbose=None,
-    ):
+    ) -> mne.VolSourceEstimate | mne.VolVectorSourceEstimate:
         """PIUNet source estimate of an Evoked (mirrors :func:`mne.minimum_norm.apply_inverse`).
 
         Parameters
         ----------
         evoked : mne.Evoked
             EEG evoked data (average reference projector as for any inverse).
-        inverse_operator : InverseOperator
-            Any EEG inverse: surface, volume, discrete or mixed source space;
-            fixed, loose or free orientation; fsaverage, another subject (mapped
-            to MNI by its talairach transform) or a head-only sphere model.
-        lambda2 : float
-            Regularisation of the eLORETA step.
-        method : "eLORETA"
-            The only method PIUNet refines.
-        pick_ori : None | "vector"
-            None: amplitudes (:class:`mne.VolSourceEstimate`); "vector":
-            moment vectors (:class:`mne.VolVectorSourceEstimate`).
-        prepared, method_params, use_cps
-            As for :func:`mne.minimum_norm.apply_inverse`; ``method_params``
-            passes eLORETA options.
-        label, return_residual
-            Not supported (raise): PIUNet estimates the whole brain.
-        mni_transform : Transform | array | None
-            Subject MRI -> MNI affine (m) for a subject without talairach file.
-        subjects_dir : path | None
-            Subjects folder holding the inverse's subject (for its talairach transform).
+        %(inverse_operator)s
+        %(lambda2)s
+        %(method)s
+        %(pick_ori)s
+        %(prepared)s
+        %(label)s
+        %(method_params)s
+        return_residual : False
+            Not supported (raises): PIUNet's estimate has no linear residual.
+        %(use_cps)s
+        %(template_params)s
         %(verbose)s
 
         Returns
@@ -381,12 +377,14 @@ class PIUNetInverse:
             evoked, inverse_operator, lambda2, method, pick_ori, label, return_residual, evoked.data
         )
         stc = mne.minimum_norm.apply_inverse(
-            evoked, inverse_operator, lambda2, "eLORETA", pick_ori=self._eloreta_ori(inverse_operator),
+            evoked, inverse_operator, lambda2, "eLORETA", pick_ori=_eloreta_ori(inverse_operator),
             prepared=prepared, method_params=method_params, use_cps=use_cps, verbose=False,
         )  # fmt: skip
-        return self._refine_inverse_stc(stc, inverse_operator, pick_ori, mni_transform, subjects_dir)
+        op, rot, normals = self._inverse_geometry(inverse_operator, mni_transform, subjects_dir)
+        return self._make_stc(self._refine_array(stc.data, op, rot, normals), stc.tmin, stc.tstep, pick_ori)
 
     @verbose
+    @fill_doc
     def apply_epochs(
         self,
         epochs: mne.BaseEpochs,
@@ -407,12 +405,33 @@ class PIUNetInverse:
     ) -> list | Generator:
         """PIUNet estimates of Epochs (mirrors :func:`mne.minimum_norm.apply_inverse_epochs`).
 
-        Epochs are processed one at a time: memory is bounded by one epoch's
-        estimate; ``return_generator=True`` streams them.
+        eLORETA is prepared once; epochs are refined together in chunks of
+        about 512 time points, so short epochs fill the network's batches.
+        Memory is bounded by one chunk; ``return_generator=True`` streams the
+        estimates. Dropped epochs are skipped, as by MNE.
+
+        Parameters
+        ----------
+        epochs : mne.BaseEpochs
+            EEG epochs, preloaded or not.
+        %(inverse_operator)s
+        %(lambda2)s
+        %(method)s
+        %(label)s
+        %(nave)s
+        %(pick_ori)s
+        return_generator : bool
+            Return a generator of estimates instead of a list.
+        %(prepared)s
+        %(method_params)s
+        %(use_cps)s
+        %(template_params)s
+        %(verbose)s
 
         Returns
         -------
         stcs : list | generator of VolSourceEstimate | VolVectorSourceEstimate
+            One estimate per epoch.
         """
         _validate_inst(epochs, mne.BaseEpochs, "epochs")
         lambda2 = self._setup_call(epochs, inverse_operator, lambda2, method, pick_ori, label, False, None)
@@ -420,37 +439,41 @@ class PIUNetInverse:
             inverse_operator = mne.minimum_norm.prepare_inverse_operator(
                 inverse_operator, nave, lambda2, "eLORETA", method_params, use_cps, verbose=False
             )
-        gen = self._epochs_gen(
-            epochs,
-            inverse_operator,
-            lambda2,
-            nave,
-            pick_ori,
-            method_params,
-            use_cps,
-            mni_transform,
-            subjects_dir,
-        )
+        eloreta = mne.minimum_norm.apply_inverse_epochs(
+            epochs, inverse_operator, lambda2, "eLORETA", nave=nave, pick_ori=_eloreta_ori(inverse_operator),
+            return_generator=True, prepared=True, method_params=method_params, use_cps=use_cps, verbose=False,
+        )  # fmt: skip
+        geometry = self._inverse_geometry(inverse_operator, mni_transform, subjects_dir)
+        gen = self._refine_epochs(eloreta, geometry, pick_ori)
         if return_generator:
             return gen
         n = len(epochs.selection) if epochs.preload else None
         return list(ProgressBar(gen, max_value=n, mesg="PIUNet epochs")) if n else list(gen)
 
-    def _epochs_gen(
-        self, epochs, inv, lambda2, nave, pick_ori, method_params, use_cps, mni_transform, subjects_dir
-    ):
-        stcs = mne.minimum_norm.apply_inverse_epochs(
-            epochs, inv, lambda2, "eLORETA", nave=nave, pick_ori=self._eloreta_ori(inv),
-            return_generator=True, prepared=True, method_params=method_params, use_cps=use_cps, verbose=False,
-        )  # fmt: skip
-        for stc in stcs:
+    def _refine_epochs(self, eloreta: Iterator, geometry: tuple, pick_ori) -> Generator:
+        """Refine eLORETA epochs in chunks of about :data:`_EPOCHS_CHUNK` time points."""
+        pending: list = []
+        for stc in eloreta:
             if not np.all(np.isfinite(stc.data)):
                 raise ValueError(
                     "An epoch contains NaN or infinite values: drop or fix it first (epochs.drop_bad())."
                 )
-            yield self._refine_inverse_stc(stc, inv, pick_ori, mni_transform, subjects_dir)
+            pending.append(stc)
+            if sum(s.shape[-1] for s in pending) >= _EPOCHS_CHUNK:
+                yield from self._refine_stcs(pending, geometry, pick_ori)
+                pending = []
+        yield from self._refine_stcs(pending, geometry, pick_ori)
+
+    def _refine_stcs(self, stcs: list, geometry: tuple, pick_ori) -> Iterator:
+        if not stcs:
+            return
+        refined = self._refine_array(np.concatenate([s.data for s in stcs], axis=-1), *geometry)
+        bounds = np.cumsum([0] + [s.shape[-1] for s in stcs])
+        for stc, t0, t1 in zip(stcs, bounds[:-1], bounds[1:]):
+            yield self._make_stc(refined[..., t0:t1], stc.tmin, stc.tstep, pick_ori)
 
     @verbose
+    @fill_doc
     def apply_raw(
         self,
         raw: mne.io.BaseRaw,
@@ -468,19 +491,50 @@ class PIUNetInverse:
         method_params: dict | None = None,
         use_cps: bool = True,
         *,
+        return_generator: bool = False,
         mni_transform=None,
         subjects_dir=None,
         verbose=None,
     ):
         """PIUNet estimate of Raw data (mirrors :func:`mne.minimum_norm.apply_inverse_raw`).
 
-        The data are processed in chunks of ``buffer_size`` samples (default:
-        2 s) with a progress bar; the eLORETA estimate of only one chunk is in
-        memory at a time, and the output is float32.
+        The data are processed in chunks of ``buffer_size`` samples with a
+        progress bar: only one chunk's eLORETA estimate is in memory at a time,
+        and the output is float32. Times follow MNE's convention:
+        ``stc.tmin == raw.times[start]``.
+
+        Parameters
+        ----------
+        raw : mne.io.BaseRaw
+            EEG data, preloaded or not.
+        %(inverse_operator)s
+        %(lambda2)s
+        %(method)s
+        %(label)s
+        start, stop : int | None
+            First and last (exclusive) sample, relative to ``raw.first_samp``.
+        %(nave)s
+        time_func : None
+            Not supported (raises): apply it to the estimate's data.
+        %(pick_ori)s
+        buffer_size : int | None
+            Samples per chunk; None for 2 s of data.
+        %(prepared)s
+        %(method_params)s
+        %(use_cps)s
+        return_generator : bool
+            Return a generator of estimates, one per chunk, instead of one
+            estimate: for recordings whose estimate does not fit in memory (10
+            minutes at 250 Hz are 2.4 GB of float32 amplitudes, 3x that as
+            vectors). Write each chunk where it belongs, e.g. into a
+            :class:`numpy.memmap`.
+        %(template_params)s
+        %(verbose)s
 
         Returns
         -------
-        stc : VolSourceEstimate | VolVectorSourceEstimate
+        stc : VolSourceEstimate | VolVectorSourceEstimate | generator
+            The estimate, or a generator of consecutive estimates.
         """
         _validate_inst(raw, mne.io.BaseRaw, "raw")
         if time_func is not None:
@@ -494,27 +548,45 @@ class PIUNetInverse:
             inverse_operator = mne.minimum_norm.prepare_inverse_operator(
                 inverse_operator, nave, lambda2, "eLORETA", method_params, use_cps, verbose=False
             )
-        # 2 s chunks: a loose cortical eLORETA chunk is then ~250 MB
+        # 2 s chunks: a loose fsaverage5 eLORETA chunk at 250 Hz is then ~250 MB
         step = int(buffer_size or round(2 * raw.info["sfreq"]))
-        out = np.empty((self.grid.n_sources, 3, stop - start), np.float32)
-        for s0 in ProgressBar(range(start, stop, step), mesg="PIUNet raw"):
-            s1 = min(s0 + step, stop)
-            _check_data(raw, inverse_operator, raw.get_data(start=s0, stop=s1))
-            stc = mne.minimum_norm.apply_inverse_raw(
-                raw, inverse_operator, lambda2, "eLORETA", start=s0, stop=s1, nave=nave,
-                pick_ori=self._eloreta_ori(inverse_operator), prepared=True,
-                method_params=method_params, use_cps=use_cps, verbose=False,
-            )  # fmt: skip
-            out[:, :, s0 - start : s1 - start] = self._refine_inverse_stc(
-                stc, inverse_operator, "vector", mni_transform, subjects_dir
-            ).data
-        tmin = raw.times[start] + raw.first_time if hasattr(raw, "first_time") else raw.times[start]
+        chunks = self._raw_chunks(
+            raw, inverse_operator, lambda2, (start, stop, step), nave, method_params, use_cps,
+            self._inverse_geometry(inverse_operator, mni_transform, subjects_dir),
+        )  # fmt: skip
         tstep = 1.0 / raw.info["sfreq"]
-        if pick_ori == "vector":
-            return self._make_stc(out, tmin, tstep, "vector")
-        amp = np.linalg.norm(out, axis=1)
-        del out
-        return mne.VolSourceEstimate(amp, self.grid.vertices, tmin, tstep, subject="fsaverage")
+        if return_generator:
+            return (self._make_stc(data, raw.times[s0], tstep, pick_ori) for s0, data in chunks)
+        shape = (self.grid.n_sources, 3) if pick_ori == "vector" else (self.grid.n_sources,)
+        out = np.empty(shape + (stop - start,), np.float32)
+        for s0, data in ProgressBar(chunks, max_value=len(range(start, stop, step)), mesg="PIUNet raw"):
+            out[..., s0 - start : s0 - start + data.shape[-1]] = (
+                data if pick_ori == "vector" else np.linalg.norm(data, axis=1)
+            )
+        cls = mne.VolVectorSourceEstimate if pick_ori == "vector" else mne.VolSourceEstimate
+        return cls(out, self.grid.vertices, raw.times[start], tstep, subject="fsaverage")
+
+    def _raw_chunks(self, raw, inv, lambda2, span, nave, method_params, use_cps, geometry) -> Iterator:
+        """(first sample, refined float32 vectors) per chunk of ``span = (start, stop, step)``."""
+        start, stop, step = span
+        for s0 in range(start, stop, step):
+            s1 = min(s0 + step, stop)
+            _check_data(raw, inv, raw.get_data(start=s0, stop=s1))
+            stc = mne.minimum_norm.apply_inverse_raw(
+                raw, inv, lambda2, "eLORETA", start=s0, stop=s1, nave=nave, pick_ori=_eloreta_ori(inv),
+                prepared=True, method_params=method_params, use_cps=use_cps, verbose=False,
+            )  # fmt: skip
+            yield s0, self._refine_array(stc.data, *geometry).astype(np.float32)
+
+
+def _eloreta_ori(inverse_operator) -> str | None:
+    """eLORETA's pick_ori that keeps moment vectors: "vector" unless the inverse is fixed."""
+    return "vector" if inverse_operator["source_ori"] == FIFF.FIFFV_MNE_FREE_ORI else None
+
+
+def _affine(trans) -> np.ndarray:
+    """The 4x4 array of a Transform or of an array-like."""
+    return trans["trans"] if isinstance(trans, mne.transforms.Transform) else np.asarray(trans, float)
 
 
 def _validate_inst(inst, kind, name):
@@ -532,14 +604,16 @@ def _validate_src(src) -> None:
 _DEFAULT: dict[tuple, PIUNetInverse] = {}
 
 
-def _default_inverse(weights, device) -> PIUNetInverse:
-    key = (None if weights is None else str(weights), device)
+def _default_inverse(weights, device, batch_size, precision) -> PIUNetInverse:
+    """One :class:`PIUNetInverse` per network setting and process (its operator cache is reused)."""
+    key = (None if weights is None else str(weights), str(device), batch_size, precision)
     if key not in _DEFAULT:
-        _DEFAULT[key] = PIUNetInverse(weights, device=device)
+        _DEFAULT[key] = PIUNetInverse(weights, device=device, batch_size=batch_size, precision=precision)
     return _DEFAULT[key]
 
 
 @verbose
+@fill_doc
 def apply_piunet(
     evoked,
     inverse_operator,
@@ -552,30 +626,50 @@ def apply_piunet(
     return_residual: bool = False,
     use_cps: bool = True,
     *,
+    mni_transform=None,
+    subjects_dir=None,
     weights=None,
     device: str = "auto",
+    batch_size: int | None = None,
+    precision: str = "auto",
     verbose=None,
 ):
     """Functional mirror of :func:`mne.minimum_norm.apply_inverse` for PIUNet.
 
-    See :meth:`PIUNetInverse.apply`; ``weights`` and ``device`` select the
-    network (the bundled one by default, loaded once per process).
+    The network is loaded once per process and setting; see
+    :meth:`PIUNetInverse.apply`.
+
+    Parameters
+    ----------
+    evoked : mne.Evoked
+        EEG evoked data.
+    %(inverse_operator)s
+    %(lambda2)s
+    %(method)s
+    %(pick_ori)s
+    %(prepared)s
+    %(label)s
+    %(method_params)s
+    return_residual : False
+        Not supported (raises).
+    %(use_cps)s
+    %(template_params)s
+    %(network_params)s
+    %(verbose)s
+
+    Returns
+    -------
+    stc : mne.VolSourceEstimate | mne.VolVectorSourceEstimate
+        On the template grid (subject "fsaverage"), in Am.
     """
-    return _default_inverse(weights, device).apply(
-        evoked,
-        inverse_operator,
-        lambda2,
-        method,
-        pick_ori,
-        prepared,
-        label,
-        method_params,
-        return_residual,
-        use_cps,
-    )
+    return _default_inverse(weights, device, batch_size, precision).apply(
+        evoked, inverse_operator, lambda2, method, pick_ori, prepared, label, method_params,
+        return_residual, use_cps, mni_transform=mni_transform, subjects_dir=subjects_dir,
+    )  # fmt: skip
 
 
 @verbose
+@fill_doc
 def apply_piunet_epochs(
     epochs,
     inverse_operator,
@@ -589,27 +683,50 @@ def apply_piunet_epochs(
     method_params: dict | None = None,
     use_cps: bool = True,
     *,
+    mni_transform=None,
+    subjects_dir=None,
     weights=None,
     device: str = "auto",
+    batch_size: int | None = None,
+    precision: str = "auto",
     verbose=None,
-) -> list | Iterable:
-    """Functional mirror of :func:`mne.minimum_norm.apply_inverse_epochs` (see :meth:`PIUNetInverse.apply_epochs`)."""
-    return _default_inverse(weights, device).apply_epochs(
-        epochs,
-        inverse_operator,
-        lambda2,
-        method,
-        label,
-        nave,
-        pick_ori,
-        return_generator,
-        prepared,
-        method_params,
-        use_cps,
-    )
+) -> list | Generator:
+    """Functional mirror of :func:`mne.minimum_norm.apply_inverse_epochs` for PIUNet.
+
+    See :meth:`PIUNetInverse.apply_epochs`.
+
+    Parameters
+    ----------
+    epochs : mne.BaseEpochs
+        EEG epochs, preloaded or not.
+    %(inverse_operator)s
+    %(lambda2)s
+    %(method)s
+    %(label)s
+    %(nave)s
+    %(pick_ori)s
+    return_generator : bool
+        Return a generator of estimates instead of a list.
+    %(prepared)s
+    %(method_params)s
+    %(use_cps)s
+    %(template_params)s
+    %(network_params)s
+    %(verbose)s
+
+    Returns
+    -------
+    stcs : list | generator of VolSourceEstimate | VolVectorSourceEstimate
+        One estimate per epoch.
+    """
+    return _default_inverse(weights, device, batch_size, precision).apply_epochs(
+        epochs, inverse_operator, lambda2, method, label, nave, pick_ori, return_generator, prepared,
+        method_params, use_cps, mni_transform=mni_transform, subjects_dir=subjects_dir,
+    )  # fmt: skip
 
 
 @verbose
+@fill_doc
 def apply_piunet_raw(
     raw,
     inverse_operator,
@@ -626,12 +743,51 @@ def apply_piunet_raw(
     method_params: dict | None = None,
     use_cps: bool = True,
     *,
+    return_generator: bool = False,
+    mni_transform=None,
+    subjects_dir=None,
     weights=None,
     device: str = "auto",
+    batch_size: int | None = None,
+    precision: str = "auto",
     verbose=None,
 ):
-    """Functional mirror of :func:`mne.minimum_norm.apply_inverse_raw` (see :meth:`PIUNetInverse.apply_raw`)."""
-    return _default_inverse(weights, device).apply_raw(
+    """Functional mirror of :func:`mne.minimum_norm.apply_inverse_raw` for PIUNet.
+
+    See :meth:`PIUNetInverse.apply_raw`.
+
+    Parameters
+    ----------
+    raw : mne.io.BaseRaw
+        EEG data, preloaded or not.
+    %(inverse_operator)s
+    %(lambda2)s
+    %(method)s
+    %(label)s
+    start, stop : int | None
+        First and last (exclusive) sample, relative to ``raw.first_samp``.
+    %(nave)s
+    time_func : None
+        Not supported (raises).
+    %(pick_ori)s
+    buffer_size : int | None
+        Samples per chunk; None for 2 s of data.
+    %(prepared)s
+    %(method_params)s
+    %(use_cps)s
+    return_generator : bool
+        Return a generator of estimates, one per chunk.
+    %(template_params)s
+    %(network_params)s
+    %(verbose)s
+
+    Returns
+    -------
+    stc : VolSourceEstimate | VolVectorSourceEstimate | generator
+        The estimate, or a generator of consecutive estimates.
+    """
+    return _default_inverse(weights, device, batch_size, precision).apply_raw(
         raw, inverse_operator, lambda2, method, label, start, stop, nave, time_func, pick_ori,
-        buffer_size, prepared, method_params, use_cps,
+        buffer_size, prepared, method_params, use_cps, return_generator=return_generator,
+        mni_transform=mni_transform, subjects_dir=subjects_dir,
     )  # fmt: skip

@@ -53,9 +53,47 @@ def test_resampler_identity_on_grid_and_mass_conserving(grid):
     np.testing.assert_allclose(com[interior], pts[interior], atol=1e-6)
 
 
-def test_resampler_rejects_far_sources(grid):
-    with pytest.raises(ValueError, match="outside the template brain.*metres"):
-        grid.resampler(np.array([[0.0, 0.0, 0.5]]))
+def _outward(grid, dist, quantile=0.98):
+    """Points ``dist`` (m) beyond the grid's outermost points, along rays from the centroid."""
+    centre = grid.pos.mean(0)
+    radial = np.linalg.norm(grid.pos - centre, axis=1)
+    edge = grid.pos[radial > np.quantile(radial, quantile)]
+    direction = (edge - centre) / np.linalg.norm(edge - centre, axis=1, keepdims=True)
+    return edge + dist * direction
+
+
+def test_resampler_snaps_a_few_far_sources(grid, caplog):
+    """A sphere model larger than the brain: a few sources 2-3 cm out go to the nearest voxels."""
+    from mne.utils import use_log_level
+
+    far = _outward(grid, 0.025)[:20]
+    pos = np.concatenate([grid.pos, far])
+    with use_log_level("info"), caplog.at_level("INFO", logger="mne"):
+        op = grid.resampler(pos)
+    assert "20 source(s) lie up to" in caplog.text and "nearest brain voxels" in caplog.text
+    nearest = np.argmin(np.linalg.norm(grid.pos[:, None] - far[None], axis=2), axis=0)
+    cols = op[:, len(grid.pos) :].toarray()
+    np.testing.assert_array_equal(cols.argmax(0), nearest)
+    np.testing.assert_allclose(cols.sum(0), 1.0)
+
+
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("shifted", "of 200 source.*not in the frame"),  # most sources out: a frame mistake
+        ("one_very_far", "farthest 8[0-9] mm"),  # beyond any head model
+        ("millimetres", "millimetres"),
+    ],
+)
+def test_resampler_refuses_frame_and_unit_mistakes(grid, case, match):
+    inside = grid.pos[:20]
+    pos = {
+        "shifted": np.concatenate([inside, _outward(grid, 0.03, quantile=0.8)[:180]]),
+        "one_very_far": np.concatenate([grid.pos, _outward(grid, 0.085)[:1]]),
+        "millimetres": grid.pos * 1e3,
+    }[case]
+    with pytest.raises(ValueError, match=match):
+        grid.resampler(pos)
 
 
 def test_spacing_out_of_range():
@@ -87,3 +125,19 @@ def test_to_template_space_frames(grid):
     affine3, rot3 = to_template_space(src, mri_head_t=trans, mni_transform=scale)
     np.testing.assert_allclose(affine3, scale @ affine, atol=1e-12)
     np.testing.assert_allclose(rot3 @ rot3.T, np.eye(3), atol=1e-12)
+
+
+def test_mri_head_t_either_direction_and_checked(grid):
+    from mne_piunet.anatomy import template_trans
+
+    head_mri = template_trans()
+    src = grid.src.copy()
+    src._transform_to("head", mne.transforms.invert_transform(head_mri))
+    # an inverse's own mri_head_t (MRI -> head) works as well as its inverse
+    affine, _ = to_template_space(src, mri_head_t=head_mri)
+    affine_inv, _ = to_template_space(src, mri_head_t=mne.transforms.invert_transform(head_mri))
+    np.testing.assert_allclose(affine_inv, affine, atol=1e-12)
+    with pytest.raises(ValueError, match="between head and MRI coordinates, got MEG device -> head"):
+        to_template_space(src, mri_head_t=mne.transforms.Transform("meg", "head"))
+    with pytest.raises(TypeError, match="mri_head_t must be an mne.transforms.Transform"):
+        to_template_space(src, mri_head_t=np.eye(4))

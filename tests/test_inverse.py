@@ -5,8 +5,6 @@ import numpy as np
 import pytest
 from conftest import simulated_evoked
 
-torch = pytest.importorskip("torch")
-
 
 @pytest.fixture(scope="module")
 def volume_case(volume_setup):
@@ -51,7 +49,7 @@ def test_refine_matches_apply_and_functional_api(piu, volume_case, tiny_weights)
     stc_e = mne.minimum_norm.apply_inverse(evoked, inv, 1 / 9, "eLORETA", pick_ori="vector", verbose=False)
     refined = piu.refine(stc_e, inv["src"], mri_head_t=inv["mri_head_t"])
     np.testing.assert_allclose(refined.data, piu.apply(evoked, inv, 1 / 9).data, rtol=1e-6)
-    functional = apply_piunet(evoked, inv, 1 / 9, weights=tiny_weights, device="cpu")
+    functional = apply_piunet(evoked, inv, 1 / 9, weights=tiny_weights, device="cpu", precision="float32")
     np.testing.assert_allclose(functional.data, refined.data, rtol=1e-6)
 
 
@@ -87,7 +85,8 @@ def test_epochs_and_raw(piu, volume_case):
     np.testing.assert_allclose(next(iter(gen)).data, stcs[0].data, rtol=1e-6)
     # one epoch through apply (nave=1 as in apply_epochs) gives the same map
     ev0 = mne.EvokedArray(data[0], info, nave=1)
-    np.testing.assert_allclose(piu.apply(ev0, inv, 1 / 9).data, stcs[0].data, rtol=1e-5)
+    # epochs are refined together, so in other batches: equal to fp32 round-off
+    np.testing.assert_allclose(piu.apply(ev0, inv, 1 / 9).data, stcs[0].data, rtol=1e-3)
     raw = mne.io.RawArray(np.concatenate(list(data), axis=1), info, verbose=False)
     stc = piu.apply_raw(raw, inv, 1 / 9, buffer_size=5)  # chunks that straddle epochs
     # raw output is float32
@@ -141,12 +140,7 @@ def test_sources_in_millimetres_are_refused(piu, volume_case):
 def test_meg_only_inverse_is_refused(piu, volume_case):
     evoked, inv, _ = volume_case
     meg = inv.copy()
-    meg["info"] = inv["info"].copy()
-    with meg["info"]._unlock():
-        for ch in meg["info"]["chs"]:
-            ch["kind"] = mne.io.constants.FIFF.FIFFV_MEG_CH
-            ch["coil_type"] = mne.io.constants.FIFF.FIFFV_COIL_POINT_MAGNETOMETER
-            ch["unit"] = mne.io.constants.FIFF.FIFF_UNIT_T
+    meg["info"] = mne.create_info(inv["info"]["ch_names"], evoked.info["sfreq"], "mag")
     with pytest.raises(ValueError, match="no EEG channels"):
         piu.apply(evoked, meg, 1 / 9)
 
@@ -166,16 +160,6 @@ def test_weights_are_checked(tiny_weights, tmp_path):
         PIUNetInverse(bad)
     with pytest.raises(FileNotFoundError, match="missing"):
         PIUNetInverse(tmp_path / "nothing.pt")
-
-
-def test_missing_torch_gives_install_hint(monkeypatch):
-    import sys
-
-    from mne_piunet import inverse
-
-    monkeypatch.setitem(sys.modules, "torch", None)
-    with pytest.raises(ImportError, match="pip install torch"):
-        inverse.PIUNetInverse()
 
 
 @pytest.mark.parametrize("mode", ["stat_map", "glass_brain"])

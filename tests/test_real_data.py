@@ -64,3 +64,23 @@ def test_visual_p100_is_contralateral(peaks):
 def test_visual_p100_is_occipital(peaks):
     left, right = peaks["Left visual"][0], peaks["Right visual"][0]
     assert left[1] < -60 and right[1] < -60, "visual peaks should be occipital"
+
+
+def test_combined_meg_eeg_inverse_warns_and_matches_mne():
+    """A combined MEG+EEG inverse runs, with a warning that training saw EEG only."""
+    from mne_piunet import PIUNetInverse
+
+    evoked = mne.read_evokeds(SHARED_EVOKED / "test-ave.fif.gz", 0, baseline=(None, 0), verbose=False)
+    evoked = evoked.pick(["meg", "eeg"], exclude="bads").crop(0.09, 0.11)
+    evoked.set_eeg_reference(projection=True, verbose=False)
+    cov = mne.read_cov(SHARED_EVOKED / "test-cov.fif", verbose=False)
+    sphere = mne.make_sphere_model("auto", "auto", evoked.info, verbose=False)
+    src = mne.setup_volume_source_space(pos=20.0, sphere=sphere, exclude=20.0, verbose=False)
+    fwd = mne.make_forward_solution(evoked.info, None, src, sphere, meg=True, eeg=True, verbose=False)
+    inv = mne.minimum_norm.make_inverse_operator(evoked.info, fwd, cov, loose=1.0, verbose=False)
+    ref = mne.minimum_norm.apply_inverse(evoked, inv, 1 / 9, "eLORETA", verbose=False)
+    piu = PIUNetInverse(precision="float32")
+    with pytest.warns(RuntimeWarning, match="combines EEG with other sensors"):
+        stc = piu.apply(evoked, inv, 1 / 9)
+    np.testing.assert_allclose(stc.times, ref.times)
+    assert stc.subject == "fsaverage" and np.all(np.isfinite(stc.data)) and stc.data.max() > 0

@@ -1,0 +1,95 @@
+"""Shared parameter docs: each parameter's text is written once, as in MNE's docdict.
+
+Decorate with :func:`fill_doc` *below* :func:`mne.utils.verbose`: ours fills the
+project's entries and leaves ``%(verbose)s`` for MNE's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+_F = TypeVar("_F", bound=Callable)
+
+docdict: dict[str, str] = {}
+
+docdict["verbose"] = "%(verbose)s"  # filled by mne.utils.verbose
+docdict["inverse_operator"] = """
+inverse_operator : mne.minimum_norm.InverseOperator
+    Any EEG inverse: surface, volume, discrete or mixed source space; fixed,
+    loose or free orientation; fsaverage, another subject (mapped to MNI by its
+    talairach transform) or a head-only sphere model."""
+docdict["lambda2"] = """
+lambda2 : float
+    Regularisation of the eLORETA step (``1 / SNR ** 2``, e.g. ``1 / 9``)."""
+docdict["method"] = """
+method : "eLORETA"
+    The only method PIUNet refines."""
+docdict["pick_ori"] = """
+pick_ori : None | "vector"
+    None: amplitudes (:class:`mne.VolSourceEstimate`); ``"vector"``: moment
+    vectors (:class:`mne.VolVectorSourceEstimate`)."""
+docdict["label"] = """
+label : None
+    Not supported (raises): PIUNet estimates the whole brain at once; restrict
+    the result afterwards, e.g. with ``stc.in_label``."""
+docdict["nave"] = """
+nave : int
+    Number of averages, as for :func:`mne.minimum_norm.apply_inverse_epochs`."""
+docdict["prepared"] = """
+prepared : bool
+    Whether ``inverse_operator`` is already prepared for eLORETA with this
+    ``lambda2`` and ``nave`` (:func:`mne.minimum_norm.prepare_inverse_operator`)."""
+docdict["method_params"] = """
+method_params : dict | None
+    eLORETA options, as for :func:`mne.minimum_norm.apply_inverse`."""
+docdict["use_cps"] = """
+use_cps : bool
+    Whether to use cortical patch statistics for loose orientations, as in MNE."""
+docdict["mni_transform"] = """
+mni_transform : mne.transforms.Transform | array, shape (4, 4) | None
+    Subject MRI (m) -> MNI (m) affine, for a subject other than fsaverage
+    without a talairach transform in ``subjects_dir``."""
+docdict["subjects_dir"] = """
+subjects_dir : path-like | None
+    Subjects folder holding the inverse's subject (for its talairach transform)."""
+docdict["weights"] = """
+weights : path-like | None
+    Weights written by :func:`mne_piunet.network.save_network`; None for the
+    pretrained weights bundled with the package."""
+docdict["device"] = """
+device : "auto" | str
+    Torch device; ``"auto"`` picks CUDA when available, else the CPU."""
+docdict["batch_size"] = """
+batch_size : int | None
+    Maps (time points) per network call; None: 16 on the CPU, 256 on CUDA."""
+docdict["precision"] = """
+precision : "auto" | "float32" | "bfloat16" | "float16"
+    Arithmetic of the network. ``"auto"``: bf16 on a CPU that computes it
+    natively (AVX512-BF16 or AMX), fp32 on other CPUs, bf16 or fp16 on CUDA.
+    Reduced precision moves the estimate by about a hundredth of its peak."""
+docdict["network_params"] = "\n".join(
+    docdict[k].strip("\n") for k in ("weights", "device", "batch_size", "precision")
+)
+docdict["template_params"] = "\n".join(docdict[k].strip("\n") for k in ("mni_transform", "subjects_dir"))
+
+_indented: dict[int, dict[str, str]] = {}
+
+
+def fill_doc(func: _F) -> _F:
+    """Fill ``%(name)s`` entries of ``func``'s docstring from :data:`docdict`."""
+    doc = func.__doc__
+    if not doc:
+        return func
+    lines = doc.splitlines()
+    indent = min((len(x) - len(x.lstrip()) for x in lines[1:] if x.strip()), default=0)
+    if indent not in _indented:
+        pad = " " * indent
+        _indented[indent] = {
+            name: text.strip("\n").replace("\n", "\n" + pad) for name, text in docdict.items()
+        }
+    try:
+        func.__doc__ = doc % _indented[indent]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RuntimeError(f"Error documenting {func.__qualname__}: {exc!r}") from None
+    return func
