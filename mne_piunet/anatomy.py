@@ -1,4 +1,4 @@
-"""Offline template anatomy: BEM and sphere heads, montage forwards, subjects folder.
+"""The offline template head: surfaces, subjects folder, BEM and sphere models, forwards.
 
 Everything here is built from files that MNE-Python and nilearn ship, so nothing
 is downloaded at run or test time:
@@ -10,30 +10,35 @@ is downloaded at run or test time:
   plotting works with ``subjects_dir=template_subjects_dir()``;
 - nilearn's fsaverage5 white-matter surfaces, for cortical source spaces.
 
-Expensive results (BEM solutions, forwards) are cached on disk under
-:func:`cache_dir`, keyed by every parameter that changes them and by the
-installed MNE and nilearn versions, whose code and data build them.
+Expensive results (BEM solutions, forwards) are cached on disk by
+:func:`mne_piunet._cache.cached` under :func:`cache_dir`, keyed by every
+parameter that changes them and by the installed MNE and nilearn versions,
+whose code and data build them.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import mne
 import numpy as np
 from mne.utils import logger, verbose
 
-#: Bumped whenever a change here alters what is built, so old caches rebuild.
-CACHE_VERSION = 1
+# cache_dir stays importable from here: error messages point users to it.
+from ._cache import CACHE_VERSION, _library_versions, cache_dir, cached
+
 TEMPLATE_SUBJECT = "fsaverage"
 #: Brain, skull, scalp conductivities (S/m) of MNE's default 3-layer BEM.
 DEFAULT_CONDUCTIVITY = (0.3, 0.006, 0.3)
+#: Accepted (low, high) brain, skull, scalp conductivities (S/m). Brain and
+#: scalp are ~0.3 S/m (MNE's defaults: 0.3 for the BEM, 0.33 for spheres),
+#: allowed a factor ~3 either way. The skull's is 1/80 (Rush & Driscoll, 1968)
+#: to 1/15 (Oostendorp et al., 2000) of the brain's, ~0.004-0.02 S/m (MNE's
+#: 0.006 is 1/50), with headroom for deliberately extreme models. Beyond these a
+#: value is more likely a unit slip than a head.
 _CONDUCTIVITY_RANGES = ((0.1, 1.0), (0.001, 0.05), (0.1, 1.0))
 _ICO_VERTICES = {2: 162, 3: 642, 4: 2562, 5: 10242}
 
@@ -42,85 +47,10 @@ def _mne_fsaverage_dir() -> Path:
     return Path(mne.__file__).parent / "data" / "fsaverage"
 
 
-def cache_dir() -> Path:
-    """Folder of the on-disk cache.
-
-    ``$MNE_PIUNET_CACHE`` when set, else ``~/.cache/mne-piunet``.
-    """
-    root = os.environ.get("MNE_PIUNET_CACHE") or Path.home() / ".cache" / "mne-piunet"
-    path = Path(root).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _library_versions() -> dict[str, str]:
-    """Versions of the libraries whose code and data build the cached artefacts.
-
-    MNE computes the BEMs, forwards, source spaces and eLORETA kernels; nilearn
-    ships the MNI T1 and fsaverage5 surfaces of the template. A new version of
-    either may change them, so both are part of every cache key.
-    """
-    import nilearn
-
-    return dict(mne=mne.__version__, nilearn=nilearn.__version__)
-
-
-def _hash_params(params: dict[str, Any], libs: dict[str, str]) -> str:
-    text = json.dumps({"v": CACHE_VERSION, "libs": libs, **params}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def _subjects_folder_name() -> str:
     """Name of the template subjects folder: the cache version and the library versions."""
     libs = "-".join(f"{name}{version}" for name, version in sorted(_library_versions().items()))
     return f"subjects-v{CACHE_VERSION}-{libs}"
-
-
-def _sha256(fname: Path) -> str:
-    h = hashlib.sha256()
-    with open(fname, "rb") as fid:
-        for block in iter(lambda: fid.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def cached(
-    kind: str,
-    params: dict[str, Any],
-    suffix: str,
-    build: Callable[[], Any],
-    write: Callable[[Path, Any], None],
-    read: Callable[[Path], Any],
-) -> Any:
-    """Return ``read(file)`` of a cached artefact, building it when needed.
-
-    The file lives at ``cache_dir()/kind/<hash><suffix>``, the hash covering the
-    parameters, :data:`CACHE_VERSION` and the installed MNE and nilearn versions
-    (so upgrading either rebuilds), with a JSON sidecar holding the parameters,
-    those versions and the file's sha256. A file whose sidecar is missing, whose
-    checksum differs or that fails to read is rebuilt, never trusted.
-    """
-    folder = cache_dir() / kind
-    folder.mkdir(parents=True, exist_ok=True)
-    libs = _library_versions()
-    key = _hash_params(params, libs)
-    fname = folder / f"{key}{suffix}"
-    meta_fname = folder / f"{key}.json"
-    if fname.exists() and meta_fname.exists():
-        try:
-            meta = json.loads(meta_fname.read_text())
-            if meta.get("sha256") == _sha256(fname):
-                return read(fname)
-            logger.info(f"Cached {kind} {fname.name} failed its checksum: rebuilding")
-        except Exception as exc:  # a corrupt cache entry is rebuilt, not trusted
-            logger.info(f"Cached {kind} {fname.name} is unreadable ({exc}): rebuilding")
-    obj = build()
-    tmp = folder / f"{key}.tmp{os.getpid()}{suffix}"
-    write(tmp, obj)
-    os.replace(tmp, fname)
-    meta = {"kind": kind, "params": params, "libs": libs, "sha256": _sha256(fname)}
-    meta_fname.write_text(json.dumps(meta, indent=1, default=str))
-    return read(fname)
 
 
 # ---------------------------------------------------------------- surfaces
@@ -447,6 +377,8 @@ def make_template_sphere(
         while np.linalg.norm(avoid - r0, axis=1).min() < min_dist:
             r0 = r0 + step
     if contain is not None:
+        # The brain layer's radius is 0.90 of the head's (MNE's relative_radii);
+        # 0.89 puts the farthest point ~1 % inside it, not on its boundary.
         radius = max(radius, np.linalg.norm(np.asarray(contain) - r0, axis=1).max() / 0.89)
     return mne.make_sphere_model(r0, radius, None, verbose=False)
 
@@ -485,6 +417,47 @@ def src_fingerprint(src: mne.SourceSpaces) -> str:
     return h.hexdigest()[:16]
 
 
+def _eeg_info_and_name(montage: str | mne.Info) -> tuple[mne.Info, str]:
+    """EEG info of a montage name or of a measurement info, and its name in cache keys.
+
+    A measurement info is named by a hash of its channel names and positions,
+    so two recordings with one layout share their forward.
+    """
+    if not isinstance(montage, mne.Info):
+        return montage_info(montage), montage
+    info = mne.pick_info(montage, mne.pick_types(montage, meg=False, eeg=True, exclude=()))
+    eeg = np.array([ch["loc"][:3] for ch in info["chs"]])
+    digest = hashlib.sha256(np.round(eeg, 6).tobytes() + repr(info["ch_names"]).encode()).hexdigest()
+    return info, f"info-{digest[:12]}"
+
+
+def _template_head_model(
+    info: mne.Info,
+    src: mne.SourceSpaces,
+    head: str,
+    conductivity: tuple[float, float, float] | None,
+    trans: mne.transforms.Transform,
+) -> mne.bem.ConductorModel:
+    """The template BEM, or a sphere fitted to the montage that holds every source."""
+    if head == "bem":
+        return make_template_bem(conductivity)
+    rr = np.concatenate([s["rr"][s["vertno"]] for s in src])
+    rr_head = mne.transforms.apply_trans(mne.transforms.invert_transform(trans), rr)
+    # MNE tests sphere containment on MRI-frame positions against the
+    # head-frame centre, so the brain layer must contain both.
+    return make_template_sphere(info, avoid=rr_head, contain=np.concatenate([rr, rr_head]))
+
+
+def _check_forward(fwd: mne.Forward, src: mne.SourceSpaces) -> mne.Forward:
+    """Refuse a forward that dropped sources or holds non-finite values."""
+    n_in, n_out = sum(s["nuse"] for s in src), fwd["nsource"]
+    if n_out != n_in:
+        raise RuntimeError(f"The forward dropped {n_in - n_out} of {n_in} sources outside the head model")
+    if not np.all(np.isfinite(fwd["sol"]["data"])):
+        raise RuntimeError("The forward has non-finite values (a source at a sphere's centre?)")
+    return fwd
+
+
 @verbose
 def make_template_forward(
     montage: str | mne.Info,
@@ -515,39 +488,19 @@ def make_template_forward(
     fwd : mne.Forward
         Free-orientation forward; every source of ``src`` is kept.
     """
-    if isinstance(montage, mne.Info):
-        info = mne.pick_info(montage, mne.pick_types(montage, meg=False, eeg=True, exclude=()))
-        eeg = np.array([ch["loc"][:3] for ch in info["chs"]])
-        name = (
-            "info-"
-            + hashlib.sha256(np.round(eeg, 6).tobytes() + repr(info["ch_names"]).encode()).hexdigest()[:12]
-        )
-    else:
-        info, name = montage_info(montage), montage
+    info, name = _eeg_info_and_name(montage)
     if head not in ("bem", "sphere"):
         raise ValueError(f'head must be "bem" or "sphere", got {head!r}')
     cond = check_conductivity(conductivity) if head == "bem" else None
     trans = template_trans()
 
     def build():
-        if head == "bem":
-            bem = make_template_bem(cond)
-        else:
-            rr = np.concatenate([s["rr"][s["vertno"]] for s in src])
-            rr_head = mne.transforms.apply_trans(mne.transforms.invert_transform(trans), rr)
-            # MNE tests sphere containment on MRI-frame positions against the
-            # head-frame centre, so the brain layer must contain both.
-            bem = make_template_sphere(info, avoid=rr_head, contain=np.concatenate([rr, rr_head]))
+        bem = _template_head_model(info, src, head, cond, trans)
         logger.info(f"Computing the {name} forward on the template {head} (once; cached)")
         fwd = mne.make_forward_solution(
             info, trans, src, bem, meg=False, eeg=True, mindist=0.0, verbose=False
         )
-        n_in, n_out = sum(s["nuse"] for s in src), fwd["nsource"]
-        if n_out != n_in:
-            raise RuntimeError(f"The forward dropped {n_in - n_out} of {n_in} sources outside the head model")
-        if not np.all(np.isfinite(fwd["sol"]["data"])):
-            raise RuntimeError("The forward has non-finite values (a source at a sphere's centre?)")
-        return fwd
+        return _check_forward(fwd, src)
 
     return cached(
         "fwd", dict(montage=name, head=head, conductivity=cond, src=src_fingerprint(src)),

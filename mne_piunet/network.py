@@ -1,4 +1,4 @@
-"""The 3-D U-Net that refines an eLORETA estimate on the grid (torch only).
+"""The 3-D U-Net that refines an eLORETA estimate on the grid, and its weight files.
 
 In the spirit of 3D-PIUNet's network (a diffusion-model U-Net): residual blocks
 (GroupNorm, SiLU, 3x3x3 convolutions, 1x1x1 skip when the width changes),
@@ -6,12 +6,11 @@ multi-head self-attention at the coarsest level and in the middle, skip
 connections, 3 input and 3 output channels (the moment vector per voxel), no
 output activation, and a brain mask so voxels outside the brain stay zero.
 
-This module knows nothing of MNE: the grid arrives as a mask tensor.
+This module knows nothing of MNE (torch only): the grid arrives as a mask tensor.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from importlib.resources import files
@@ -21,6 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+# file_sha256 stays importable from here: weights' provenance is checked with it.
+from ._cache import file_sha256
 
 #: Version of the network/config format; stored with the weights.
 FORMAT_VERSION = 1
@@ -218,11 +220,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def bundled_weights_path() -> Path:
     """Path of the pretrained weights shipped in the package."""
     return Path(str(files("mne_piunet") / "weights" / f"{WEIGHTS_NAME}.pt"))
-
-
-def file_sha256(fname: str | Path) -> str:
-    """Hex sha256 of a file's bytes (recorded with, and checked against, weight files)."""
-    return hashlib.sha256(Path(fname).read_bytes()).hexdigest()
 
 
 def save_network(network: UNet3d, fname: str | Path, meta: dict) -> Path:

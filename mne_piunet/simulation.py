@@ -20,9 +20,9 @@ import numpy as np
 from mne.utils import logger, verbose
 from scipy import sparse
 
+from ._cache import cached
 from .anatomy import (
     DEFAULT_CONDUCTIVITY,
-    cached,
     make_cortex_src,
     make_template_forward,
     montage_info,

@@ -1,8 +1,9 @@
-"""Training: on-the-fly simulation, L1 loss, checkpoints, resume, export.
+"""Training runs: the loop, its checkpoints and resume, validation and weight export.
 
 ``mne-piunet train --config CONFIG --out DIR`` runs :func:`train`. Data are drawn
 by :class:`~mne_piunet.simulation.SimulationEngine` over the configured
-(domain-randomised) setups; a fixed validation set from *held-out* setups is
+(domain-randomised) setups and scored by the losses of
+:mod:`mne_piunet.losses`; a fixed validation set from *held-out* setups is
 scored by NEMD on a coarsened grid. The loop checkpoints every few minutes and
 resumes from ``DIR/checkpoint.pt``; ``export`` writes package-ready weights.
 """
@@ -13,6 +14,7 @@ import json
 import math
 import platform
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -20,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from mne.utils import logger
-from torch.nn import functional as F
 
 from .grid import DEFAULT_MINDIST_MM, DEFAULT_SPACING_MM, SourceGrid, get_grid, grid_meta
 from .inference import predict_maps, prepare_network
+from .losses import TransportLoss, distill_loss, relative_loss, shape_amplitude_loss
 from .metrics import coarse_nemd
 from .network import (
     UNet3d,
@@ -35,6 +37,30 @@ from .network import (
     save_network,
 )
 from .simulation import HeadSetup, SimulationEngine, SourcePrior, prepare_setup, simulate
+
+# relative_loss and TransportLoss lived here: ``from mne_piunet.training import ...`` still works.
+__all__ = [
+    "TrainConfig",
+    "TransportLoss",
+    "blend_weights",
+    "default_config_path",
+    "export_checkpoint",
+    "finetune_config_path",
+    "make_validation_set",
+    "mean_coarse_nemd",
+    "relative_loss",
+    "train",
+    "validate",
+    "validate_by_sources",
+    "validation_nemd",
+]
+
+#: Seed offset of the fixed validation set. Validation samples are drawn from a
+#: stream seeded apart from training's (``config.seed``), so they never overlap.
+_VAL_SEED_OFFSET = 10_000
+#: Default seed of :func:`validate_by_sources`, apart from both training's and the
+#: validation set's streams, so candidates are compared on samples none saw.
+_BY_SOURCES_SEED = 20_000
 
 
 @dataclass
@@ -92,10 +118,11 @@ def finetune_config_path() -> Path:
     return Path(str(files("mne_piunet") / "weights" / "finetune_config.json"))
 
 
+# ------------------------------------------------------------- validation
 def make_validation_set(config: TrainConfig, grid: SourceGrid) -> dict:
     """Fixed validation samples from the held-out setups (seeded)."""
     prior = SourcePrior(**config.prior)
-    engine = SimulationEngine(_val_setups(config, grid), grid, prior, seed=config.seed + 10_000)
+    engine = SimulationEngine(_val_setups(config, grid), grid, prior, seed=config.seed + _VAL_SEED_OFFSET)
     chunks = engine.sample(config.val_size)
     x0 = np.concatenate([c.eloreta_grid for c in chunks])
     x = np.concatenate([c.true_grid for c in chunks])
@@ -122,106 +149,39 @@ def _setup_kwargs(spec: dict) -> dict:
     return spec
 
 
-def validate(network: UNet3d, val: dict, grid: SourceGrid) -> float:
-    """Mean coarse NEMD of the network on the validation set (fp32)."""
+def validation_nemd(network: UNet3d, val: dict, grid: SourceGrid) -> float:
+    """Mean coarse NEMD of the network on one validation set (fp32).
+
+    Parameters
+    ----------
+    network : UNet3d
+        The network; it is put in eval mode.
+    val : dict
+        A validation set from :func:`make_validation_set`.
+    grid : SourceGrid
+        The network's grid.
+
+    Returns
+    -------
+    nemd : float
+        Mean NEMD on 16 mm cells (:func:`mean_coarse_nemd`).
+    """
     network.eval()
     return mean_coarse_nemd(predict_maps(network, grid, val["eloreta"]), val["truth"], grid)
 
 
-def relative_loss(
-    pred: torch.Tensor, target: torch.Tensor, scales: tuple[int, ...] = (1,), norms: tuple[str, ...] = ("l1",)
-) -> torch.Tensor:
-    """L1 and/or L2 in source space relative to the target's norm, averaged over scales.
-
-    Each term is per sample relative to the target's norm, so focal and diffuse
-    maps weigh the same (the all-zero map scores 1 per term). L1 is what the
-    paper's ablation favours, but from the all-zero start it settles on
-    near-zero maps (the median of an uncertain posterior is 0) and leaves them
-    slowly; adding L2 (the posterior mean) keeps mass where sources may be.
-    With ``scales=(1, 2, 4)`` the maps are also compared after average pooling
-    by 2 and 4 voxels: mass put near the right place earns credit, as it does
-    in the earth mover's distance.
-    """
-    losses = []
-    for s in scales:
-        p = F.avg_pool3d(pred, s) if s > 1 else pred
-        t = F.avg_pool3d(target, s) if s > 1 else target
-        dims = tuple(range(1, t.ndim))
-        for norm in norms:
-            power = {"l1": 1, "l2": 2}[norm]
-            err = (p - t).abs().pow(power).sum(dims)
-            losses.append((err / t.abs().pow(power).sum(dims).clamp_min(1e-12)).mean())
-    return torch.stack(losses).mean()
+def validate(network: UNet3d, val: dict, grid: SourceGrid) -> float:
+    """Deprecated alias of :func:`validation_nemd`, removed after 0.2."""
+    warnings.warn(
+        "mne_piunet.training.validate is deprecated and will be removed after 0.2; "
+        "use validation_nemd (one validation set) or validate_by_sources (per number of sources)",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return validation_nemd(network, val, grid)
 
 
-class TransportLoss(torch.nn.Module):
-    """A differentiable stand-in for NEMD: a Sinkhorn divergence on coarse cells.
-
-    The relative L1/L2 loss rewards dropping a source the network is unsure
-    of (its median is zero), while NEMD must then carry that source's mass
-    across the head. This term scores what NEMD scores: both maps' moment
-    magnitudes are summed into ``pool``-voxel cubes (24 mm on the 8 mm grid:
-    225 cells, 0.2-0.3 s per batch of 16 here; 635 cells of 16 mm cost ~20x), normalised
-    to unit mass and compared by the debiased entropic transport cost
-    (Euclidean ground distance, blur ``blur`` cells), divided by the truth's
-    cost from the uniform map. For Gaussian blobs (sigma 1-2.5 cm) shifted by
-    1-5 cm it is within 0.12 of the exact EMD ratio on the same cells.
-
-    Potentials come from log-domain Sinkhorn iterations without autograd, with
-    the blur annealed from the head's diameter; at convergence the gradient of
-    the divergence with respect to the estimate's masses is the difference of
-    its potentials, so one inner product carries it (the envelope theorem).
-    """
-
-    def __init__(self, mask: torch.Tensor, pool: int = 3, blur: float = 0.1, n_iter: int = 20):
-        super().__init__()
-        coarse = F.max_pool3d(mask.float()[None, None], pool, ceil_mode=True)[0, 0] > 0
-        self.pool = pool
-        self.register_buffer("index", torch.nonzero(coarse.flatten()).ravel())
-        cells = torch.nonzero(coarse).float()
-        self.register_buffer("cost", torch.cdist(cells, cells))
-        # blur annealed from the head's diameter down to ``blur`` (cells), fixed per grid
-        self.blurs = np.geomspace(float(self.cost.max()), blur, n_iter).tolist()
-        n = len(cells)
-        self.register_buffer("uniform", torch.full((n,), 1.0 / n))
-        self.self_cost_uniform = float((self.uniform * self._self_cost(self.uniform[None])).sum())
-
-    def masses(self, x: torch.Tensor) -> torch.Tensor:
-        """Unit-mass coarse magnitude maps, shape (n, n_cells), of (n, 3, *grid)."""
-        magnitude = x.float().pow(2).sum(1, keepdim=True).add(1e-12).sqrt()
-        cells = F.avg_pool3d(magnitude, self.pool, ceil_mode=True).flatten(1)[:, self.index]
-        return cells / cells.sum(1, keepdim=True).clamp_min(1e-12)
-
-    @torch.no_grad()
-    def _potentials(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        log_a, log_b = a.clamp_min(1e-30).log(), b.clamp_min(1e-30).log()
-        f, g = torch.zeros_like(a), torch.zeros_like(b)
-        for eps in self.blurs:
-            c = self.cost / eps
-            f = -eps * torch.logsumexp(log_b[:, None, :] + g[:, None, :] / eps - c, dim=2)
-            # g from the new f: a consistent pair, whose dual value is the cost
-            g = -eps * torch.logsumexp(log_a[:, :, None] + f[:, :, None] / eps - c, dim=1)
-        return f, g
-
-    def _self_cost(self, a: torch.Tensor) -> torch.Tensor:
-        """OT(a, a) / 2 as (potential per cell); its inner product with ``a`` is the value."""
-        f, g = self._potentials(a, a)
-        return (f + g) / 2  # f and g may differ by a constant; their mean is symmetric
-
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        a, b = self.masses(pred), self.masses(target)
-        f_ab, g_ab = self._potentials(a, b)
-        h_aa, h_bb = self._self_cost(a), self._self_cost(b)
-        # debiased S(a, b) = OT(a, b) - OT(a, a) / 2 - OT(b, b) / 2: the inner products
-        # with the potentials carry the value and, at convergence, the gradient in a
-        divergence = (a * (f_ab - h_aa)).sum(1) + (b * (g_ab - h_bb)).sum(1)
-        with torch.no_grad():
-            u = self.uniform.expand_as(b)
-            f_ub, g_ub = self._potentials(u, b)
-            reference = (u * f_ub).sum(1) + (b * (g_ub - h_bb)).sum(1) - self.self_cost_uniform
-        return (divergence / reference.clamp_min(1e-6)).mean()
-
-
+# ------------------------------------------------------------ the training run
 def _load_teacher(config: TrainConfig, device: torch.device) -> UNet3d | None:
     if not config.teacher:
         return None
@@ -229,16 +189,13 @@ def _load_teacher(config: TrainConfig, device: torch.device) -> UNet3d | None:
     return teacher.requires_grad_(False).eval()
 
 
-def _distill_loss(
-    teacher: UNet3d, inputs: torch.Tensor, shape: torch.Tensor, log_ratio: torch.Tensor, config: TrainConfig
-) -> torch.Tensor:
-    """The student's loss against the teacher's outputs, in the units of the truth's loss."""
-    # bf16 halves the teacher's cost; its ~1e-2 relative error is far below the
-    # student's, and on CPUs without native bf16 autocast only costs time.
-    with torch.no_grad(), torch.autocast(inputs.device.type, dtype=torch.bfloat16):
-        t_shape, t_log_ratio = teacher(inputs)
-    loss = relative_loss(shape.float(), t_shape.float(), tuple(config.loss_scales), tuple(config.loss_norms))
-    return loss + config.amplitude_weight * (log_ratio.float() - t_log_ratio.float()).abs().mean()
+def _loss_kwargs(config: TrainConfig) -> dict:
+    """Keyword arguments of :func:`~mne_piunet.losses.shape_amplitude_loss` for a run."""
+    return dict(
+        scales=tuple(config.loss_scales),
+        norms=tuple(config.loss_norms),
+        amplitude_weight=config.amplitude_weight,
+    )
 
 
 def _lr_factor(step: int, config: TrainConfig) -> float:
@@ -255,6 +212,209 @@ def _log(out: Path, message: str) -> None:
         fid.write(line + "\n")
 
 
+@dataclass
+class _Run:
+    """The live objects of one training run, and its resumable ``state``.
+
+    ``state`` (step, elapsed seconds, best validation NEMD, curve) is saved in
+    every checkpoint with the network, optimiser, scheduler and both RNGs.
+    """
+
+    config: TrainConfig
+    out: Path
+    device: torch.device
+    grid: SourceGrid
+    network: UNet3d
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    transport: TransportLoss | None
+    teacher: UNet3d | None
+    engine: SimulationEngine | None = None
+    val: dict | None = None
+    meta: dict = field(default_factory=dict)
+    state: dict = field(default_factory=lambda: dict(step=0, elapsed=0.0, best=float("inf"), curve=[]))
+    t_start: float = 0.0
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+
+def _make_network(config: TrainConfig, grid: SourceGrid, device: torch.device, init) -> UNet3d:
+    """A fresh network (seeded by the caller), or one loaded from ``init``."""
+    network = UNet3d(UNetConfig(**config.network), torch.from_numpy(grid.mask)).to(device)
+    if device.type == "cpu":
+        # channels_last is ~20% faster for 3-D convolutions on this kind of CPU
+        network = network.to(memory_format=torch.channels_last_3d)
+    if init is not None:
+        network.load_state_dict(torch.load(init, map_location=device, weights_only=True))
+    return network
+
+
+def _make_transport(config: TrainConfig, grid: SourceGrid, device: torch.device) -> TransportLoss | None:
+    if not config.transport_weight:
+        return None
+    torch.set_flush_denormal(True)  # the transport term's exp() underflows; denormals are slow on CPU
+    return TransportLoss(torch.from_numpy(grid.mask)).to(device)
+
+
+def _start_run(config: TrainConfig, out: Path, init) -> _Run:
+    """Network, losses and optimiser, in the order that fixes the torch RNG's draws."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    grid = get_grid(config.grid_spacing_mm, config.grid_mindist_mm)
+    network = _make_network(config, grid, device, init)
+    transport = _make_transport(config, grid, device)
+    teacher = _load_teacher(config, device)
+    opt = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, config))
+    return _Run(config, out, device, grid, network, opt, sched, transport, teacher)
+
+
+def _prepare_data(run: _Run) -> None:
+    """The training engine over the train setups and the fixed validation set."""
+    config = run.config
+    _log(
+        run.out,
+        f"preparing {len(config.train_setups)} training and {len(config.val_setups)} validation setups",
+    )
+    setups = [
+        prepare_setup(
+            HeadSetup(**_setup_kwargs(s)), run.grid, lambda2=config.lambda2[i % len(config.lambda2)]
+        )
+        for i, s in enumerate(config.train_setups)
+    ]
+    run.engine = SimulationEngine(setups, run.grid, SourcePrior(**config.prior), seed=config.seed)
+    run.val = make_validation_set(config, run.grid)
+
+
+def _resume(run: _Run) -> None:
+    """Restore the network, optimiser, scheduler, RNGs and state from the run's checkpoint."""
+    if not run.checkpoint.exists():
+        return
+    saved = torch.load(run.checkpoint, map_location=run.device, weights_only=False)
+    run.network.load_state_dict(saved["network"])
+    run.opt.load_state_dict(saved["opt"])
+    run.sched.load_state_dict(saved["sched"])
+    run.engine.rng.bit_generator.state = saved["rng"]
+    torch.set_rng_state(saved["torch_rng"])
+    run.state = saved["state"]
+    _log(run.out, f"resumed at step {run.state['step']}")
+
+
+def _save_checkpoint(run: _Run) -> None:
+    """Write the resume state (written aside, then renamed: a crash never leaves half a file)."""
+    tmp = run.out / "checkpoint.tmp"
+    torch.save(
+        dict(network=run.network.state_dict(), opt=run.opt.state_dict(), sched=run.sched.state_dict(),
+             rng=run.engine.rng.bit_generator.state, torch_rng=torch.get_rng_state(), state=run.state),
+        tmp,
+    )  # fmt: skip
+    tmp.replace(run.checkpoint)
+
+
+def _run_meta(run: _Run, init) -> dict:
+    """What the exported weights record: grid, config and provenance (hardware, init, teacher)."""
+    config = run.config
+    meta = dict(
+        grid=grid_meta(run.grid), train_config=asdict(config),
+        provenance=dict(hardware=f"{platform.machine()} {run.device}", torch=torch.__version__),
+    )  # fmt: skip
+    if init is not None:  # a fine-tune is reproducible only from the weights it started from
+        meta["provenance"]["init"] = dict(file=Path(init).name, sha256=file_sha256(init))
+    if run.teacher is not None:
+        teacher_file = bundled_weights_path() if config.teacher == "bundled" else Path(config.teacher)
+        meta["provenance"]["teacher"] = dict(file=teacher_file.name, sha256=file_sha256(teacher_file))
+    return meta
+
+
+def _train_step(run: _Run) -> tuple[float, int]:
+    """One optimiser step on a fresh batch; return its loss and number of samples."""
+    config, device = run.config, run.device
+    run.network.train()
+    inputs, targets, batch_meta = run.engine.batch(config.batch_size)
+    inputs, targets = inputs.to(device), targets.to(device)
+    log_ratio = batch_meta["log_ratio"].to(device)
+    if device.type == "cpu":
+        inputs = inputs.to(memory_format=torch.channels_last_3d)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        shape, pred_log_ratio = run.network(inputs)
+    loss = shape_amplitude_loss(shape, pred_log_ratio, targets, log_ratio, **_loss_kwargs(config))
+    if run.transport is not None:
+        loss = loss + config.transport_weight * run.transport(shape, targets)
+    if run.teacher is not None:
+        loss = loss + config.distill_weight * distill_loss(
+            run.teacher, inputs, shape, pred_log_ratio, **_loss_kwargs(config)
+        )
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(run.network.parameters(), 1.0)
+    run.opt.step()
+    run.sched.step()
+    run.state["step"] += 1
+    return loss.item(), len(inputs)
+
+
+@dataclass
+class _Window:
+    """Training loss and throughput since the last validation."""
+
+    samples: int = 0
+    t0: float = field(default_factory=time.time)
+    loss_sum: float = 0.0
+    n_steps: int = 0
+
+    def add(self, loss: float, samples: int) -> None:
+        self.samples += samples
+        self.loss_sum += loss
+        self.n_steps += 1
+
+
+def _validate_and_keep_best(run: _Run, window: _Window) -> None:
+    """Score the validation set, extend the curve and log; export ``best.pt`` on a new best."""
+    step, state, val = run.state["step"], run.state, run.val
+    nemd = validation_nemd(run.network, val, run.grid)
+    rate = window.samples / (time.time() - window.t0)
+    state["elapsed"] = time.time() - run.t_start
+    loss = window.loss_sum / window.n_steps
+    state["curve"].append(dict(step=step, minutes=state["elapsed"] / 60, loss=loss, val_nemd=nemd))
+    _log(run.out, f"step {step} loss {loss:.4g} val NEMD {nemd:.3f} "
+                  f"(eLORETA {val['eloreta_nemd']:.3f}) lr {run.sched.get_last_lr()[0]:.2e} {rate:.1f} samples/s")  # fmt: skip
+    if nemd < state["best"]:
+        state["best"] = nemd
+        provenance = dict(run.meta["provenance"], steps=step, samples=step * run.config.batch_size,
+                          minutes=round(state["elapsed"] / 60, 1), val_nemd=nemd,
+                          val_eloreta_nemd=val["eloreta_nemd"])  # fmt: skip
+        save_network(
+            run.network, run.out / "best.pt", dict(run.meta, provenance=provenance, curve=state["curve"])
+        )
+
+
+def _loop(run: _Run) -> None:
+    """Step until ``max_steps`` or the time budget: validate on schedule, checkpoint on time."""
+    config, state = run.config, run.state
+    t_last_ckpt = time.time()
+    run.t_start = time.time() - state["elapsed"]
+    window = _Window()
+    while state["step"] < config.max_steps:
+        if config.max_minutes and (time.time() - run.t_start) / 60 > config.max_minutes:
+            _log(run.out, f"time budget of {config.max_minutes} min reached")
+            break
+        window.add(*_train_step(run))
+        step = state["step"]
+        if step % config.val_every_steps == 0 or step == config.max_steps:
+            _validate_and_keep_best(run, window)
+            window = _Window()
+        if time.time() - t_last_ckpt > config.checkpoint_every_s:
+            state["elapsed"] = time.time() - run.t_start
+            _save_checkpoint(run)
+            t_last_ckpt = time.time()
+    state["elapsed"] = time.time() - run.t_start
+    _save_checkpoint(run)
+
+
 def train(config: TrainConfig, out: str | Path, init: str | Path | None = None) -> Path:
     """Train (or resume) a PIUNet; return the path of the best checkpoint's export.
 
@@ -264,136 +424,29 @@ def train(config: TrainConfig, out: str | Path, init: str | Path | None = None) 
         The run's configuration.
     out : path
         Output folder: ``train.log``, ``checkpoint.pt`` (resume state),
-        ``best.pt``/``best.json`` (exported weights of the best validation NEMD).
+        ``best.pt``/``best.json`` (exported weights of the best validation NEMD)
+        and ``final.pt``/``final.json`` (the last checkpoint's export).
     init : path | None
         Weights (``.pt`` from :func:`~mne_piunet.network.save_network`) to
         fine-tune from instead of a random start.
+
+    Returns
+    -------
+    best : pathlib.Path
+        ``out / "best.pt"``.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
-    grid = get_grid(config.grid_spacing_mm, config.grid_mindist_mm)
-    network = UNet3d(UNetConfig(**config.network), torch.from_numpy(grid.mask)).to(device)
-    if device.type == "cpu":
-        # channels_last is ~20% faster for 3-D convolutions on this kind of CPU
-        network = network.to(memory_format=torch.channels_last_3d)
-    if init is not None:
-        state = torch.load(init, map_location=device, weights_only=True)
-        network.load_state_dict(state)
-    transport = None
-    if config.transport_weight:
-        torch.set_flush_denormal(True)  # the transport term's exp() underflows; denormals are slow on CPU
-        transport = TransportLoss(torch.from_numpy(grid.mask)).to(device)
-    teacher = _load_teacher(config, device)
-    opt = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, config))
-
-    _log(out, f"preparing {len(config.train_setups)} training and {len(config.val_setups)} validation setups")
-    prior = SourcePrior(**config.prior)
-    setups = [
-        prepare_setup(HeadSetup(**_setup_kwargs(s)), grid, lambda2=config.lambda2[i % len(config.lambda2)])
-        for i, s in enumerate(config.train_setups)
-    ]
-    engine = SimulationEngine(setups, grid, prior, seed=config.seed)
-    val = make_validation_set(config, grid)
-    state = dict(step=0, elapsed=0.0, best=float("inf"), curve=[])
-    ckpt = out / "checkpoint.pt"
-    if ckpt.exists():
-        saved = torch.load(ckpt, map_location=device, weights_only=False)
-        network.load_state_dict(saved["network"])
-        opt.load_state_dict(saved["opt"])
-        sched.load_state_dict(saved["sched"])
-        engine.rng.bit_generator.state = saved["rng"]
-        torch.set_rng_state(saved["torch_rng"])
-        state = saved["state"]
-        _log(out, f"resumed at step {state['step']}")
-    _log(out, f"device {device}, {sum(p.numel() for p in network.parameters()):,} parameters, "
-              f"grid {grid.shape}, eLORETA validation NEMD {val['eloreta_nemd']:.3f}")  # fmt: skip
-
-    def save_checkpoint():
-        torch.save(
-            dict(network=network.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
-                 rng=engine.rng.bit_generator.state, torch_rng=torch.get_rng_state(), state=state),
-            out / "checkpoint.tmp",
-        )  # fmt: skip
-        (out / "checkpoint.tmp").replace(ckpt)
-
-    meta = dict(
-        grid=grid_meta(grid), train_config=asdict(config),
-        provenance=dict(hardware=f"{platform.machine()} {device}", torch=torch.__version__),
-    )  # fmt: skip
-    if init is not None:  # a fine-tune is reproducible only from the weights it started from
-        meta["provenance"]["init"] = dict(file=Path(init).name, sha256=file_sha256(init))
-    if teacher is not None:
-        teacher_file = bundled_weights_path() if config.teacher == "bundled" else Path(config.teacher)
-        meta["provenance"]["teacher"] = dict(file=teacher_file.name, sha256=file_sha256(teacher_file))
-    t_last_ckpt = time.time()
-    t_start = time.time() - state["elapsed"]
-    samples, t_window, loss_sum, n_window = 0, time.time(), 0.0, 0
-    while state["step"] < config.max_steps:
-        if config.max_minutes and (time.time() - t_start) / 60 > config.max_minutes:
-            _log(out, f"time budget of {config.max_minutes} min reached")
-            break
-        network.train()
-        inputs, targets, batch_meta = engine.batch(config.batch_size)
-        inputs, targets = inputs.to(device), targets.to(device)
-        log_ratio = batch_meta["log_ratio"].to(device)
-        if device.type == "cpu":
-            inputs = inputs.to(memory_format=torch.channels_last_3d)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            shape, pred_log_ratio = network(inputs)
-        loss = relative_loss(shape.float(), targets, tuple(config.loss_scales), tuple(config.loss_norms))
-        loss = loss + config.amplitude_weight * (pred_log_ratio.float() - log_ratio).abs().mean()
-        if transport is not None:
-            loss = loss + config.transport_weight * transport(shape, targets)
-        if teacher is not None:
-            loss = loss + config.distill_weight * _distill_loss(
-                teacher, inputs, shape, pred_log_ratio, config
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        state["step"] += 1
-        samples += len(inputs)
-        loss_sum += loss.item()
-        n_window += 1
-        step = state["step"]
-        if step % config.val_every_steps == 0 or step == config.max_steps:
-            nemd = validate(network, val, grid)
-            rate = samples / (time.time() - t_window)
-            state["elapsed"] = time.time() - t_start
-            state["curve"].append(
-                dict(
-                    step=step,
-                    minutes=state["elapsed"] / 60,
-                    loss=loss_sum / n_window,
-                    val_nemd=nemd,
-                )
-            )
-            _log(out, f"step {step} loss {loss_sum / n_window:.4g} val NEMD {nemd:.3f} "
-                      f"(eLORETA {val['eloreta_nemd']:.3f}) lr {sched.get_last_lr()[0]:.2e} {rate:.1f} samples/s")  # fmt: skip
-            if nemd < state["best"]:
-                state["best"] = nemd
-                provenance = dict(meta["provenance"], steps=step, samples=step * config.batch_size,
-                                  minutes=round(state["elapsed"] / 60, 1), val_nemd=nemd,
-                                  val_eloreta_nemd=val["eloreta_nemd"])  # fmt: skip
-                save_network(
-                    network, out / "best.pt", dict(meta, provenance=provenance, curve=state["curve"])
-                )
-            samples, t_window, loss_sum, n_window = 0, time.time(), 0.0, 0
-        if time.time() - t_last_ckpt > config.checkpoint_every_s:
-            state["elapsed"] = time.time() - t_start
-            save_checkpoint()
-            t_last_ckpt = time.time()
-    state["elapsed"] = time.time() - t_start
-    save_checkpoint()
+    run = _start_run(config, out, init)
+    _prepare_data(run)
+    _resume(run)
+    n_params = sum(p.numel() for p in run.network.parameters())
+    _log(out, f"device {run.device}, {n_params:,} parameters, "
+              f"grid {run.grid.shape}, eLORETA validation NEMD {run.val['eloreta_nemd']:.3f}")  # fmt: skip
+    run.meta = _run_meta(run, init)
+    _loop(run)
     if not (out / "best.pt").exists():
-        save_network(network, out / "best.pt", dict(meta, curve=state["curve"]))
+        save_network(run.network, out / "best.pt", dict(run.meta, curve=run.state["curve"]))
     export_checkpoint(out)
     return out / "best.pt"
 
@@ -465,7 +518,7 @@ def validate_by_sources(
     config: TrainConfig,
     n_sources: tuple[int, ...] = (1, 2, 3, 5, 10),
     n_per_setup: int = 12,
-    seed: int = 20_000,
+    seed: int = _BY_SOURCES_SEED,
 ) -> dict[str, dict[int, float]]:
     """Mean coarse NEMD per number of sources on the config's *validation* setups.
 

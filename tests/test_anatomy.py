@@ -1,4 +1,4 @@
-"""Template anatomy: BEM surfaces, subjects folder, montages, cache."""
+"""Template anatomy (BEM surfaces, subjects folder, montages) and the on-disk cache."""
 
 import json
 
@@ -6,7 +6,7 @@ import mne
 import numpy as np
 import pytest
 
-from mne_piunet import anatomy
+from mne_piunet import _cache, anatomy
 
 
 def test_bem_surfaces_nested_with_plausible_skull():
@@ -86,19 +86,19 @@ def test_cache_rebuilds_corrupted_and_stale_entries(tmp_path, monkeypatch):
         return np.load(f)
 
     args = ("thing", dict(a=1), ".npy", build, lambda f, x: write(open(f, "wb"), x), read)
-    np.testing.assert_array_equal(anatomy.cached(*args), np.arange(5.0))
-    anatomy.cached(*args)
+    np.testing.assert_array_equal(_cache.cached(*args), np.arange(5.0))
+    _cache.cached(*args)
     assert len(calls) == 1  # second call read the cache
     (fname,) = (tmp_path / "thing").glob("*.npy")
     fname.write_bytes(b"garbage")  # corrupted: checksum no longer matches
-    np.testing.assert_array_equal(anatomy.cached(*args), np.arange(5.0))
+    np.testing.assert_array_equal(_cache.cached(*args), np.arange(5.0))
     assert len(calls) == 2
     meta = fname.with_suffix(".json")
     meta.write_text("{not json")  # unreadable sidecar
-    anatomy.cached(*args)
+    _cache.cached(*args)
     assert len(calls) == 3
     # other parameters -> another key -> rebuilt
-    anatomy.cached("thing", dict(a=2), ".npy", build, args[4], read)
+    _cache.cached("thing", dict(a=2), ".npy", build, args[4], read)
     assert len(calls) == 4
     assert json.loads(meta.read_text())["params"] == dict(a=1)
 
@@ -117,20 +117,34 @@ def test_cache_rebuilds_when_mne_or_nilearn_changes(tmp_path, monkeypatch, libra
         return np.arange(3.0)
 
     args = ("thing", dict(a=1), ".npy", build, np.save, np.load)
-    anatomy.cached(*args)
-    anatomy.cached(*args)
+    _cache.cached(*args)
+    _cache.cached(*args)
     assert len(calls) == 1
     subjects = anatomy._subjects_folder_name()
     old = module.__version__
     monkeypatch.setattr(module, "__version__", old + ".post1")
-    anatomy.cached(*args)
+    _cache.cached(*args)
     assert len(calls) == 2  # same parameters, another library version: rebuilt
     assert anatomy._subjects_folder_name() != subjects
     metas = [json.loads(f.read_text()) for f in (tmp_path / "thing").glob("*.json")]
     assert sorted(m["libs"][library] for m in metas) == [old, old + ".post1"]
     monkeypatch.setattr(module, "__version__", old)
-    anatomy.cached(*args)
+    _cache.cached(*args)
     assert len(calls) == 2  # back on the first version: its entry is still valid
+
+
+def test_one_file_checksum_for_cache_and_weights(tmp_path):
+    """The cache and the weight files share one sha256 helper, old import paths included."""
+    import hashlib
+
+    from mne_piunet import network
+
+    assert network.file_sha256 is _cache.file_sha256
+    assert anatomy.cache_dir is _cache.cache_dir and anatomy.cached is _cache.cached
+    fname = tmp_path / "blob.bin"
+    data = np.random.default_rng(0).bytes(3 << 20)  # several 1 MiB blocks
+    fname.write_bytes(data)
+    assert _cache.file_sha256(fname) == hashlib.sha256(data).hexdigest()
 
 
 def test_sphere_avoids_sources_at_centre():

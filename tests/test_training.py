@@ -56,7 +56,11 @@ def test_tiny_training_loss_falls_and_resumes(tmp_path, volume_setup, surface_se
 
 
 def test_relative_loss():
-    from mne_piunet.training import relative_loss
+    from mne_piunet import training
+    from mne_piunet.losses import TransportLoss, relative_loss
+
+    # the losses moved to mne_piunet.losses; the old import path gives the same objects
+    assert training.relative_loss is relative_loss and training.TransportLoss is TransportLoss
 
     target = torch.zeros(2, 3, 4, 4, 4)
     target[0, 0, 1, 1, 1] = 2.0
@@ -72,6 +76,42 @@ def test_relative_loss():
     shifted = torch.roll(target, 1, dims=-1)
     assert relative_loss(shifted, target).item() == pytest.approx(2.0)
     assert relative_loss(shifted, target, scales=(1, 2, 4)).item() < 2.0
+
+
+def test_shape_amplitude_and_distill_losses():
+    from mne_piunet.losses import distill_loss, relative_loss, shape_amplitude_loss
+    from mne_piunet.network import UNet3d, UNetConfig
+
+    torch.manual_seed(0)
+    target = torch.randn(2, 3, 8, 8, 8)
+    shape = torch.randn(2, 3, 8, 8, 8)
+    log_ratio, target_log_ratio = torch.tensor([1.0, 2.0]), torch.tensor([1.5, 2.0])
+    loss = shape_amplitude_loss(shape, log_ratio, target, target_log_ratio, amplitude_weight=0.1)
+    assert loss.item() == pytest.approx(relative_loss(shape, target).item() + 0.1 * 0.25)
+    # a student identical to its teacher is (to bf16 round-off) at zero distillation loss
+    net = UNet3d(UNetConfig(width=8, levels=2, heads=2, groups=4), torch.ones(8, 8, 8, dtype=torch.bool))
+    torch.nn.init.normal_(net.out[-1].weight, std=0.05)
+    inputs = torch.randn(2, 3, 8, 8, 8)
+    with torch.no_grad():
+        student, student_log_ratio = net(inputs)
+    assert distill_loss(net, inputs, student, student_log_ratio).item() < 0.1
+    assert distill_loss(net, inputs, torch.zeros_like(student), student_log_ratio).item() == pytest.approx(
+        1.0
+    )
+
+
+def test_validate_is_a_deprecated_alias_of_validation_nemd(grid, tiny_weights):
+    from mne_piunet.network import load_network
+    from mne_piunet.training import validate, validation_nemd
+
+    network = load_network(tiny_weights).network
+    rng = np.random.default_rng(0)
+    val = dict(
+        eloreta=rng.standard_normal((2, grid.n_sources, 3)), truth=rng.standard_normal((2, grid.n_sources, 3))
+    )
+    expected = validation_nemd(network, val, grid)
+    with pytest.warns(FutureWarning, match="validation_nemd"):
+        assert validate(network, val, grid) == expected
 
 
 def test_blend_interpolates_weights_and_records_inputs(tmp_path, tiny_weights, grid):
@@ -140,8 +180,8 @@ def _blob(grid, centre, sigma=0.01):
 
 
 def test_transport_loss_tracks_nemd_and_its_gradient_moves_mass(grid):
+    from mne_piunet.losses import TransportLoss
     from mne_piunet.metrics import coarse_nemd
-    from mne_piunet.training import TransportLoss
 
     loss = TransportLoss(torch.from_numpy(grid.mask))
     centre = grid.pos[np.argmin(np.linalg.norm(grid.pos - grid.pos.mean(0), axis=1))]
