@@ -426,6 +426,10 @@ def evaluate(
         The requested metrics, in the requested order. ``"nmse"`` and
         ``"wcos"`` compare sources one to one, so they are ``nan`` when
         ``true_pos`` differs from ``pos``.
+
+    See Also
+    --------
+    mne_piunet.evaluation.evaluate_methods : Score whole inverse methods on simulated data.
     """
     if isinstance(metrics, str):
         metrics = (metrics,)

@@ -1,4 +1,4 @@
-"""The method comparison: kernels, sparse solvers and the ``benchmark`` command."""
+"""The method comparison: kernels, sparse solvers, the ``benchmark`` command and its old module."""
 
 import csv
 
@@ -23,7 +23,7 @@ def test_linear_kernel_is_apply_inverse(volume_setup, method):
 
 
 def test_sparse_solvers_explain_a_focal_source(volume_setup, piu):
-    from mne_piunet.benchmark import MethodRunner, score_all
+    from mne_piunet.evaluation import MethodRunner, score_map
     from mne_piunet.simulation import simulate
 
     batch = simulate(volume_setup, 2, np.random.default_rng(3), snr_db=30.0, n_sources=1, sigma_mm=(4.0, 4.0))
@@ -42,20 +42,20 @@ def test_sparse_solvers_explain_a_focal_source(volume_setup, piu):
             peak = est[np.argmax(np.linalg.norm(est, axis=1))]
             assert abs(peak @ true_peak) > 0.9 * np.linalg.norm(peak) * np.linalg.norm(true_peak), method
         # Gamma-MAP finds a near-point source at 30 dB exactly (MxNE's shrinkage biases it outwards)
-        scores = score_all(estimates["Gamma-MAP"][i], batch.true_grid[i], piu.grid.pos, am=True)
+        scores = score_map(estimates["Gamma-MAP"][i], batch.true_grid[i], piu.grid.pos, am=True)
         assert not scores["empty"] and scores["ple"] < 10
 
 
 def test_unknown_method_is_refused(volume_setup):
-    from mne_piunet.benchmark import MethodRunner
+    from mne_piunet.evaluation import MethodRunner
 
     with pytest.raises(ValueError, match="Unknown methods.*LCMV"):
         MethodRunner(volume_setup, methods=("eLORETA", "LCMV"))
 
 
 def test_benchmark_quick_writes_scores_plots_and_summary(tiny_weights, tmp_path, capsys):
-    from mne_piunet.benchmark import AM_METHODS, METHODS, benchmark_cells
     from mne_piunet.cli import main
+    from mne_piunet.evaluation import AM_METHODS, METHODS, benchmark_cells
 
     assert (
         main(["benchmark", "--quick", "--n", "1", "--weights", str(tiny_weights), "--out", str(tmp_path)])
@@ -82,3 +82,39 @@ def test_benchmark_quick_writes_scores_plots_and_summary(tiny_weights, tmp_path,
     assert "mne-piunet benchmark --quick --n 1 --seed 0" in summary
     for method in METHODS:
         assert f"| {method} |" in summary
+
+
+def test_score_map_of_an_empty_map():
+    from mne_piunet.evaluation import score_map
+
+    pos = np.random.default_rng(0).uniform(-0.05, 0.05, (50, 3))
+    true = np.zeros((50, 3))
+    true[3] = (0, 0, 1e-8)
+    scores = score_map(np.zeros((50, 3)), true, pos, am=True)
+    assert scores["empty"] and np.isnan(scores["nemd"]) and scores["peak_ratio"] == 0
+    scores = score_map(2 * true, true, pos, am=False)
+    assert not scores["empty"] and scores["ple"] == 0 and np.isnan(scores["nmse"])
+    assert np.isnan(scores["peak_ratio"]) and np.isnan(scores["mass_ratio"])
+
+
+@pytest.mark.parametrize(
+    "old, module, new",
+    [
+        ("evaluate", "evaluation", "evaluate_methods"),
+        ("score_all", "evaluation", "score_map"),
+        ("run_benchmark", "evaluation", "run_benchmark"),
+        ("METHODS", "evaluation", "METHODS"),
+        ("benchmark_summary", "report", "benchmark_summary"),
+        ("run_evaluation", "report", "run_evaluation"),
+    ],
+)
+def test_old_benchmark_module_warns(old, module, new):
+    import importlib
+
+    import mne_piunet.benchmark as benchmark
+
+    with pytest.warns(FutureWarning, match=f"benchmark.{old} is deprecated.*{module}.{new}"):
+        obj = getattr(benchmark, old)
+    assert obj is getattr(importlib.import_module(f"mne_piunet.{module}"), new)
+    with pytest.raises(AttributeError, match="no attribute"):
+        benchmark.not_a_name  # noqa: B018

@@ -1,4 +1,4 @@
-"""The command line: demo and apply, with an untrained network."""
+"""The command line: demo, apply and evaluation, with an untrained network."""
 
 import mne
 import numpy as np
@@ -34,10 +34,11 @@ def test_apply_writes_volume_stc(tiny_weights, volume_setup, tmp_path):
 
 
 def test_evaluate_rows_and_tables(piu, volume_setup):
-    from mne_piunet.benchmark import evaluate, markdown_table, summarise
+    from mne_piunet.evaluation import evaluate_methods
+    from mne_piunet.report import markdown_table, summarise
     from mne_piunet.simulation import HeadSetup
 
-    rows = evaluate(piu, (HeadSetup("easycap-M10"),), snrs=(20.0,), n_sources=(1,), n_per_cell=2)
+    rows = evaluate_methods(piu, (HeadSetup("easycap-M10"),), snrs=(20.0,), n_sources=(1,), n_per_cell=2)
     assert len(rows) == 4 and {r["method"] for r in rows} == {"eLORETA", "PIUNet"}
     for r in rows:
         assert 0 <= r["nemd"] < 2 and r["ple"] >= 0 and 0 <= r["wcos"] <= 2
@@ -45,3 +46,39 @@ def test_evaluate_rows_and_tables(piu, volume_setup):
     assert summary[0]["nemd_ratio"] == pytest.approx(summary[0]["PIUNet:nemd"] / summary[0]["eLORETA:nemd"])
     table = markdown_table(summary)
     assert table.count("\n") == 2 and "NEMD PIUNet" in table
+
+
+def test_every_command_has_a_handler():
+    from mne_piunet.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert list(commands) == [
+        "demo", "apply", "train", "blend", "validate", "evaluate", "benchmark", "bench-data", "bench-speed",
+    ]  # fmt: skip
+    args = parser.parse_args(["benchmark", "--quick", "--methods", "eLORETA", "PIUNet"])
+    assert args.func.__name__ == "_benchmark" and args.methods == ["eLORETA", "PIUNet"] and args.n is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["benchmark", "--methods", "LCMV"])
+
+
+def test_demo_evoked_has_the_requested_snr(volume_setup):
+    from mne_piunet.evaluation import DEMO_SOURCE_POS, simulate_demo_evoked
+
+    evoked, centre = simulate_demo_evoked(volume_setup, snr_db=10.0, seed=1)
+    assert np.linalg.norm(centre - DEMO_SOURCE_POS) < 0.01
+    clean, _ = simulate_demo_evoked(volume_setup, snr_db=300.0, seed=1)
+    peak = np.argmax(np.abs(clean.data).max(axis=0))
+    signal, noise = clean.data[:, peak], evoked.data - clean.data
+    ratio = (signal - signal.mean()).std() / noise.std(axis=0).mean()
+    assert ratio**2 == pytest.approx(10.0, rel=0.05)
+
+
+@pytest.mark.parametrize("name", ["simulate_demo_evoked", "DEMO_SOURCE_POS", "demo"])
+def test_old_cli_names_warn(name):
+    import mne_piunet.cli as cli
+
+    with pytest.warns(FutureWarning, match=f"cli.{name} is deprecated"):
+        assert getattr(cli, name) is not None
+    with pytest.raises(AttributeError):
+        cli.not_a_name  # noqa: B018

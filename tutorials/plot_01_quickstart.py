@@ -19,7 +19,7 @@ import mne
 import numpy as np
 
 from mne_piunet import PIUNetInverse
-from mne_piunet.cli import simulate_demo_evoked
+from mne_piunet.evaluation import simulate_demo_evoked
 from mne_piunet.simulation import HeadSetup, prepare_setup
 
 mne.set_log_level("WARNING")

@@ -27,8 +27,9 @@ from dataclasses import asdict
 import mne
 
 from mne_piunet import PIUNetInverse
-from mne_piunet.benchmark import evaluate, markdown_table, summarise
+from mne_piunet.evaluation import evaluate_methods
 from mne_piunet.network import bundled_weights_path
+from mne_piunet.report import markdown_table, summarise
 from mne_piunet.simulation import HeadSetup
 from mne_piunet.training import TrainConfig, finetune_config_path, train
 
@@ -65,5 +66,7 @@ print(open(os.path.join(out, "train.log")).read().splitlines()[-1])
 # Bundled vs fine-tuned, on fresh samples of your setup
 # -----------------------------------------------------
 for name, weights in (("bundled", None), ("fine-tuned", best)):
-    rows = evaluate(PIUNetInverse(weights), (mine,), snrs=(10.0,), n_sources=(1, 3), n_per_cell=5, seed=7)
+    rows = evaluate_methods(
+        PIUNetInverse(weights), (mine,), snrs=(10.0,), n_sources=(1, 3), n_per_cell=5, seed=7
+    )
     print(f"\n{name}\n" + markdown_table(summarise(rows)))

@@ -1,0 +1,639 @@
+"""Reports of evaluation runs: Markdown tables, CSV files and figures.
+
+The rows are those of :mod:`mne_piunet.evaluation` (one per sample and
+method). :func:`summarise` is the one path from rows to per-group statistics;
+:func:`markdown_table` (the model card's eLORETA-vs-PIUNet tables) and
+:func:`benchmark_summary` (``mne-piunet benchmark``) lay them out.
+
+Figures are :class:`matplotlib.figure.Figure` objects, written with
+``fig.savefig``: nothing here touches pyplot's global state or backend.
+"""
+
+# License: BSD-3-Clause
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .evaluation import (
+    GAMMA_MAP_ALPHA,
+    HELD_OUT_SETUPS,
+    IN_DISTRIBUTION_SETUP,
+    METHODS,
+    MXNE_ALPHA,
+    DemoResult,
+    evaluate_model_card,
+)
+from .simulation import SourcePrior
+
+__all__ = (
+    "benchmark_header",
+    "benchmark_summary",
+    "demo_summary",
+    "markdown_table",
+    "model_card_tables",
+    "plot_benchmark",
+    "plot_demo",
+    "profile_summary",
+    "run_evaluation",
+    "speed_summary",
+    "summarise",
+    "validation_table",
+    "write_benchmark",
+    "write_csv",
+)
+
+SWEEP_LABELS = dict(
+    snr_db="SNR (dB)", n_sources="number of sources", extent_mm="source extent (2 sigma, mm)",
+    montage="montage", head="head model",
+)  # fmt: skip
+METRIC_LABELS = dict(
+    nemd="NEMD", ple="peak localisation error (mm)", sd="spatial dispersion (mm)",
+    wcos="weighted cosine distance", nmse="NMSE",
+)  # fmt: skip
+#: Columns and headings of :func:`markdown_table` after the grouping columns.
+_TABLE_COLUMNS = {
+    "eLORETA:nemd": "NEMD eLORETA", "PIUNet:nemd": "NEMD PIUNet", "nemd_ratio": "ratio",
+    "eLORETA:ple": "PLE eLORETA (mm)", "PIUNet:ple": "PLE PIUNet (mm)",
+    "eLORETA:wcos": "wcos eLORETA", "PIUNet:wcos": "wcos PIUNet",
+}  # fmt: skip
+_BY_HEADINGS = dict(source_space="source space", snr_db="SNR dB", n_sources="sources")
+
+
+# --------------------------------------------------------------------------------------------------
+# Statistics of rows
+
+
+def _median_iqr(values) -> tuple[float, float, float]:
+    """Median, 25th and 75th percentile of the finite values (NaN if none)."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return (np.nan,) * 3
+    lo, med, hi = np.percentile(values, [25, 50, 75])
+    return med, lo, hi
+
+
+def _groups(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
+    """Rows grouped by the values of ``keys``, in order of first appearance."""
+    out: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        out[tuple(r[k] for k in keys)].append(r)
+    return out
+
+
+_STATS: dict[str, Callable] = dict(
+    mean=lambda v: float(np.nanmean(v)), median=lambda v: float(_median_iqr(v)[0])
+)
+
+
+def _methods(rows: list[dict]) -> list[str]:
+    """The methods of the rows, in :data:`~mne_piunet.evaluation.METHODS` order."""
+    present = {r["method"] for r in rows}
+    return [m for m in METHODS if m in present] + sorted(present - set(METHODS))
+
+
+def summarise(
+    rows: list[dict],
+    by: Sequence[str] = ("source_space", "snr_db", "n_sources"),
+    metrics: Sequence[str] = ("nemd", "ple", "wcos"),
+    stat: str = "mean",
+) -> list[dict]:
+    """Statistic of each metric per group and method.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Rows of :mod:`mne_piunet.evaluation`.
+    by : sequence of str
+        The grouping columns.
+    metrics : sequence of str
+        The metrics.
+    stat : "mean" | "median"
+        The statistic (NaNs ignored).
+
+    Returns
+    -------
+    summary : list of dict
+        One dict per group, sorted by group: the ``by`` columns, then
+        ``"<method>:<metric>"``, and ``nemd_ratio`` (PIUNet's NEMD over
+        eLORETA's) when both methods and NEMD are there.
+    """
+    summary = []
+    for key, group in sorted(_groups(rows, *by).items(), key=lambda kv: kv[0]):
+        row = dict(zip(by, key))
+        for method in _methods(group):
+            for m in metrics:
+                row[f"{method}:{m}"] = _STATS[stat]([r[m] for r in group if r["method"] == method])
+        if {"PIUNet:nemd", "eLORETA:nemd"} <= set(row):
+            row["nemd_ratio"] = row["PIUNet:nemd"] / row["eLORETA:nemd"]
+        summary.append(row)
+    return summary
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables
+
+
+def markdown_table(summary: list[dict], by: Sequence[str] = ("source_space", "snr_db", "n_sources")) -> str:
+    """A Markdown table of :func:`summarise`'s output: eLORETA beside PIUNet.
+
+    Parameters
+    ----------
+    summary : list of dict
+        The output of :func:`summarise` with its default metrics.
+    by : sequence of str
+        The grouping columns it was computed with.
+
+    Returns
+    -------
+    table : str
+        NEMD, their ratio, PLE and weighted cosine distance per group.
+    """
+    head = [_BY_HEADINGS.get(b, b) for b in by] + list(_TABLE_COLUMNS.values())
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in summary:
+        cells = [str(r[b]) for b in by] + [f"{r[c]:.3g}" for c in _TABLE_COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _calibration_table(rows: list[dict]) -> list[str]:
+    """Median and quartiles of the amplitude ratios per method."""
+    lines = ["| method | peak moment / true peak | summed moment / true sum |", "|---|---|---|"]
+    for method in _methods(rows):
+        cells = []
+        for key in ("peak_ratio", "mass_ratio"):
+            q = np.percentile([r[key] for r in rows if r["method"] == method], [50, 25, 75])
+            cells.append(f"{q[0]:.2g} [{q[1]:.2g}, {q[2]:.2g}]")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def model_card_tables(in_distribution: list[dict], held_out: list[dict], seed: int) -> str:
+    """The model card's tables (Markdown) of :func:`~mne_piunet.evaluation.evaluate_model_card`'s rows.
+
+    Parameters
+    ----------
+    in_distribution, held_out : list of dict
+        The two sets of rows.
+    seed : int
+        The seed they were simulated with.
+
+    Returns
+    -------
+    text : str
+        In-distribution and held-out NEMD, PLE and wcos, then amplitude calibration.
+    """
+    n = len({r["sample"] for r in held_out})
+    by_space = ("source_space",)
+    return "\n".join(
+        [
+            f"Seed {seed}, {n} samples per cell ({2 * n} in distribution); "
+            f"sources drawn from {asdict(SourcePrior())}.",
+            "",
+            "In distribution (" + IN_DISTRIBUTION_SETUP.name + ", 1 source, SNR 20 dB):",
+            "",
+            markdown_table(summarise(in_distribution, by=by_space), by=by_space),
+            "",
+            "Held out (" + ", ".join(s.name for s in HELD_OUT_SETUPS) + "), per SNR and number of sources:",
+            "",
+            markdown_table(summarise(held_out)),
+            "",
+            "Amplitude calibration on the held-out samples (median [25th, 75th percentile]; 1 = calibrated):",
+            "",
+            *_calibration_table(held_out),
+        ]
+    )
+
+
+def _space_label(space: str) -> str:
+    return "cortex, fixed orientation" if space == "surface" else "volume, free orientation"
+
+
+def _sweep_order(key: tuple) -> tuple:
+    """Sort key of (source space, sweep, value): sweeps in :data:`SWEEP_LABELS` order."""
+    space, sweep, value = key
+    return list(SWEEP_LABELS).index(sweep), space, value
+
+
+def _nemd_by_condition(rows: list[dict], methods: list[str]) -> list[str]:
+    """Median NEMD per condition and method, the best in bold."""
+    lines = [
+        "NEMD per condition (median over the cell's samples; lower is better; best in bold):",
+        "",
+        "| source space | sweep | value | " + " | ".join(methods) + " |",
+        "|---|---|---|" + "---|" * len(methods),
+    ]
+    summary = summarise(rows, by=("source_space", "sweep", "value"), metrics=("nemd",), stat="median")
+    for r in sorted(summary, key=lambda r: _sweep_order((r["source_space"], r["sweep"], r["value"]))):
+        meds = [r[f"{m}:nemd"] for m in methods]
+        best = np.nanmin(meds)
+        cells = [f"**{v:.2f}**" if v == best else f"{v:.2f}" for v in meds]
+        value = f"{r['value']:g}" if isinstance(r["value"], float) else str(r["value"])
+        sweep = SWEEP_LABELS[r["sweep"]]
+        lines.append(f"| {_space_label(r['source_space'])} | {sweep} | {value} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _pooled(rows: list[dict], methods: list[str]) -> list[str]:
+    """Every metric pooled per source space and method: median [interquartile range]."""
+    lines = [
+        "All samples pooled, per source space (median [interquartile range]; NMSE only for outputs in Am;",
+        "seconds per sample exclude the one-off kernel computation of the linear methods):",
+        "",
+        "| source space | method | NEMD | PLE (mm) | SD (mm) | wcos | NMSE | s/sample | empty maps |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    groups = _groups(rows, "source_space", "method")
+    for space, method in sorted(groups, key=lambda k: (k[0], methods.index(k[1]))):
+        group, cells = groups[(space, method)], []
+        for metric, fmt in (("nemd", ".2f"), ("ple", ".0f"), ("sd", ".0f"), ("wcos", ".2f"), ("nmse", ".2f")):
+            med, lo, hi = _median_iqr([r[metric] for r in group])
+            cells.append("n/a" if np.isnan(med) else f"{med:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]")
+        secs = np.median([r["seconds"] for r in group])
+        cells += [f"{secs:.2g}", f"{sum(r['empty'] for r in group)}/{len(group)}"]
+        lines.append(f"| {_space_label(space)} | {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def benchmark_summary(rows: list[dict], header: str = "") -> str:
+    """The benchmark's Markdown summary.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Rows of :func:`~mne_piunet.evaluation.run_benchmark`.
+    header : str
+        A first paragraph (see :func:`benchmark_header`).
+
+    Returns
+    -------
+    summary : str
+        NEMD per condition and method (best in bold), then every metric pooled
+        per source space and method.
+    """
+    methods = _methods(rows)
+    lines = [header, ""] if header else []
+    return "\n".join(lines + _nemd_by_condition(rows, methods) + [""] + _pooled(rows, methods))
+
+
+def benchmark_header(n_per_cell: int, seed: int, quick: bool, elapsed_s: float) -> str:
+    """Date, machine and the command that reproduces a benchmark run.
+
+    Parameters
+    ----------
+    n_per_cell : int
+        Samples per cell.
+    seed : int
+        The run's seed.
+    quick : bool
+        Whether it was a ``--quick`` run.
+    elapsed_s : float
+        Its duration (s).
+
+    Returns
+    -------
+    header : str
+        One paragraph.
+    """
+    import datetime
+    import os
+    import platform
+
+    import mne
+    import torch
+
+    command = "mne-piunet benchmark" + (" --quick" if quick else "") + f" --n {n_per_cell} --seed {seed}"
+    return (
+        f"`{command}` on {datetime.date.today().isoformat()}: {platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"torch {torch.__version__}, mne {mne.__version__}; {elapsed_s / 60:.1f} min. {n_per_cell} samples per "
+        f"cell; MxNE alpha {MXNE_ALPHA:g} %, Gamma-MAP alpha {GAMMA_MAP_ALPHA:g}, lambda2 1/9 for the linear "
+        "methods. All maps are scored on PIUNet's 8 mm grid; NEMD on 16 mm cells."
+    )
+
+
+def validation_table(results: dict[str, dict[int, float]]) -> str:
+    """Markdown table of :func:`mne_piunet.training.validate_by_sources`' mean NEMD.
+
+    Parameters
+    ----------
+    results : dict
+        Mean NEMD per weights (and ``"eLORETA"``) and number of sources.
+
+    Returns
+    -------
+    table : str
+        NEMD per number of sources, then its ratio to eLORETA's.
+    """
+    ks = list(results["eLORETA"])
+    lines = [
+        "| weights | "
+        + " | ".join(f"{k} src" for k in ks)
+        + " | "
+        + " | ".join(f"ratio {k}" for k in ks)
+        + " |",
+        "|---|" + "---|" * 2 * len(ks),
+    ]
+    for name, by_k in results.items():
+        ratios = [by_k[k] / results["eLORETA"][k] for k in ks]
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{by_k[k]:.3f}" for k in ks)
+            + " | "
+            + " | ".join(f"{r:.2f}" for r in ratios)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def demo_summary(result: DemoResult) -> str:
+    """The demo's source and each method's localisation error, as text.
+
+    Parameters
+    ----------
+    result : DemoResult
+        The output of :func:`~mne_piunet.evaluation.localise_demo`.
+
+    Returns
+    -------
+    text : str
+        One line on the simulation, one per method.
+    """
+    lines = [
+        f"True source at {np.round(result.centre * 1e3)} mm (MNI), SNR {result.snr_db} dB, {result.montage}; "
+        f"peak time {result.t_peak:.3f} s"
+    ]
+    lines += [f"  {name:8s} localisation error {error:5.1f} mm" for name, error in result.errors.items()]
+    return "\n".join(lines)
+
+
+def speed_summary(res: dict, montage: str, n_epochs: int, raw_minutes: float) -> str:
+    """The text of ``mne-piunet bench-speed``.
+
+    Parameters
+    ----------
+    res : dict
+        The output of :func:`mne_piunet.speed.bench_speed`.
+    montage : str
+        Its montage.
+    n_epochs : int
+        Its number of epochs.
+    raw_minutes : float
+        Its Raw's length (min).
+
+    Returns
+    -------
+    text : str
+        Times per map and per call, eLORETA beside PIUNet; apply_raw's memory.
+    """
+    import platform
+
+    p = res["precision"]
+    lines = [
+        f"{platform.machine()}, {res['threads']} torch threads, default precision {p}",
+        f"{montage} at 250 Hz, fsaverage5 cortex inverse (fixed orientation):",
+        f"  apply_epochs end to end: {res['epochs_ms_per_map']:.2f} ms per map ({p}), "
+        f"{res['epochs_ms_per_map_fp32']:.2f} ms (float32)",
+        f"  network forward alone: {res['forward_ms_per_map']:.2f} ms per map ({p}), "
+        f"{res['forward_ms_per_map_fp32']:.2f} ms (float32)",
+        f"  1-s evoked: apply_inverse eLORETA {res['evoked_eloreta_s']:.2f} s | PIUNet apply "
+        f"{res['evoked_piunet_s']:.2f} s | ratio {res['evoked_ratio']:.2f}",
+        f"  {n_epochs} epochs of 1 s: apply_inverse_epochs eLORETA {res['epochs_eloreta_s']:.1f} s | "
+        f"PIUNet apply_epochs {res['epochs_piunet_s']:.1f} s | ratio {res['epochs_ratio']:.2f}",
+    ]
+    if "raw_s" in res:
+        lines.append(
+            f"  apply_raw on {raw_minutes:g} min: {res['raw_s']:.0f} s, peak memory beyond the output "
+            f"{res['raw_peak_beyond_output_mb']:.0f} MB (output {res['raw_output_mb']:.0f} MB)"
+        )
+    return "\n".join(lines)
+
+
+def profile_summary(times_ms: dict[str, float], precision: str) -> str:
+    """The text of ``mne-piunet bench-speed --profile``.
+
+    Parameters
+    ----------
+    times_ms : dict of str to float
+        The output of :func:`mne_piunet.speed.profile_forward`.
+    precision : str
+        The network's arithmetic.
+
+    Returns
+    -------
+    text : str
+        Milliseconds per map of each part of the forward pass.
+    """
+    lines = [f"forward pass by part, ms per map ({precision}, batch 16):"]
+    return "\n".join(lines + [f"  {name:8s} {ms:6.2f}" for name, ms in times_ms.items()])
+
+
+# --------------------------------------------------------------------------------------------------
+# Files
+
+
+def write_csv(rows: list[dict], fname: str | Path) -> Path:
+    """Write rows to CSV.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Rows with the same keys (the first row's give the columns).
+    fname : path-like
+        The file; its folder is created.
+
+    Returns
+    -------
+    fname : Path
+        The file written.
+    """
+    fname = Path(fname)
+    fname.parent.mkdir(parents=True, exist_ok=True)
+    with open(fname, "w", newline="") as fid:
+        writer = csv.DictWriter(fid, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return fname
+
+
+def write_benchmark(rows: list[dict], out: str | Path, header: str = "") -> tuple[str, list[Path]]:
+    """Write a benchmark's ``scores.csv``, ``summary.md`` and plots.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Rows of :func:`~mne_piunet.evaluation.run_benchmark`.
+    out : path-like
+        The folder.
+    header : str
+        The summary's first paragraph (see :func:`benchmark_header`).
+
+    Returns
+    -------
+    summary : str
+        The Markdown summary (:func:`benchmark_summary`).
+    written : list of Path
+        ``scores.csv``, ``summary.md``, then the plots.
+    """
+    out = Path(out)
+    summary = benchmark_summary(rows, header)
+    written = [write_csv(rows, out / "scores.csv"), out / "summary.md"]
+    written[1].write_text(summary + "\n")
+    return summary, written + plot_benchmark(rows, out)
+
+
+def run_evaluation(piu, out: str | Path | None = None, quick: bool = False, seed: int = 1234) -> str:
+    """Run the model card's evaluation and report it.
+
+    Parameters
+    ----------
+    piu : PIUNetInverse
+        The model.
+    out : path-like | None
+        Folder for ``evaluation.csv`` (every sample's scores); ``None`` writes nothing.
+    quick : bool
+        A small sweep (see :func:`~mne_piunet.evaluation.evaluate_model_card`).
+    seed : int
+        The seed.
+
+    Returns
+    -------
+    text : str
+        The Markdown tables of :func:`model_card_tables`.
+    """
+    ind, held = evaluate_model_card(piu, quick=quick, seed=seed)
+    if out is not None:
+        write_csv(ind + held, Path(out) / "evaluation.csv")
+    return model_card_tables(ind, held, seed)
+
+
+# --------------------------------------------------------------------------------------------------
+# Figures
+
+
+def _panel(ax, rows: list[dict], methods: list[str], sweep: str, metric: str) -> None:
+    """One metric against one sweep's values: a median line and an interquartile band per method."""
+    from matplotlib import colormaps
+    from matplotlib.ticker import ScalarFormatter
+
+    colours = dict(zip(METHODS, colormaps["tab10"].colors))
+    for method in methods:
+        by_value = _groups([r for r in rows if r["method"] == method], "value")
+        xs = sorted(v for (v,) in by_value)
+        stats = np.array([_median_iqr([r[metric] for r in by_value[(x,)]]) for x in xs])
+        if not len(xs) or np.all(np.isnan(stats[:, 0])):
+            continue
+        lw = 2.5 if method == "PIUNet" else 1.2
+        ax.plot(xs, stats[:, 0], "o-", color=colours[method], lw=lw, ms=3, label=method)
+        ax.fill_between(xs, stats[:, 1], stats[:, 2], color=colours[method], alpha=0.12, lw=0)
+    if sweep != "snr_db":
+        ax.set_xscale("log")
+        ax.set_xticks(sorted({r["value"] for r in rows}))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.minorticks_off()
+    ax.set_xlabel(SWEEP_LABELS[sweep])
+    ax.grid(alpha=0.3)
+
+
+def _sweep_rows(rows: list[dict], space: str, sweep: str) -> list[dict]:
+    return [r for r in rows if r["sweep"] == sweep and r["source_space"] == space]
+
+
+def _nemd_figure(rows: list[dict], spaces: list[str], sweeps: list[str], methods: list[str]) -> Figure:
+    """NEMD against every sweep, one row of panels per source space."""
+    fig = Figure(figsize=(4 * len(sweeps), 3.2 * len(spaces)))
+    axes = fig.subplots(len(spaces), len(sweeps), squeeze=False)
+    for i, space in enumerate(spaces):
+        for j, sweep in enumerate(sweeps):
+            _panel(axes[i, j], _sweep_rows(rows, space, sweep), methods, sweep, "nemd")
+        axes[i, 0].set_ylabel(f"NEMD, {_space_label(space)}")
+    axes[0, -1].legend(fontsize=7, loc="best")
+    fig.suptitle("NEMD (lower is better): median and interquartile range")
+    fig.tight_layout()
+    return fig
+
+
+def _metrics_figure(rows: list[dict], space: str, sweeps: list[str], methods: list[str]) -> Figure:
+    """Every metric against every sweep on one source space."""
+    fig = Figure(figsize=(4 * len(sweeps), 2.8 * len(METRIC_LABELS)))
+    axes = fig.subplots(len(METRIC_LABELS), len(sweeps), squeeze=False)
+    for i, metric in enumerate(METRIC_LABELS):
+        for j, sweep in enumerate(sweeps):
+            _panel(axes[i, j], _sweep_rows(rows, space, sweep), methods, sweep, metric)
+            if metric == "nmse":  # sparse solvers' NMSE is orders of magnitude above the others'
+                axes[i, j].set_yscale("log")
+        axes[i, 0].set_ylabel(METRIC_LABELS[metric])
+    axes[0, -1].legend(fontsize=7, loc="best")
+    fig.suptitle(f"All metrics, {_space_label(space)} (median, interquartile range)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_benchmark(rows: list[dict], out: str | Path) -> list[Path]:
+    """PNG plots: each metric against SNR, number of sources and extent, one line per method.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Rows of :func:`~mne_piunet.evaluation.run_benchmark`.
+    out : path-like
+        The folder.
+
+    Returns
+    -------
+    written : list of Path
+        ``benchmark_nemd.png`` (NEMD, one row per source space), the main
+        plot, then ``benchmark_<space>.png`` (all metrics of one source
+        space). Lines are medians over the cell's samples, bands the
+        interquartile range.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sweeps = [s for s in ("snr_db", "n_sources", "extent_mm") if any(r["sweep"] == s for r in rows)]
+    spaces = sorted({r["source_space"] for r in rows if r["sweep"] in sweeps})
+    methods = _methods(rows)
+    figures = {"benchmark_nemd.png": _nemd_figure(rows, spaces, sweeps, methods)}
+    figures.update({f"benchmark_{s}.png": _metrics_figure(rows, s, sweeps, methods) for s in spaces})
+    for name, fig in figures.items():
+        fig.savefig(out / name, dpi=100)
+    return [out / name for name in figures]
+
+
+def plot_demo(result: DemoResult, piu) -> Figure:
+    """Glass-brain views of each method's map at the peak time, the true source in cyan.
+
+    Parameters
+    ----------
+    result : DemoResult
+        The output of :func:`~mne_piunet.evaluation.localise_demo`.
+    piu : PIUNetInverse
+        The model whose source space the maps live on.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        One row per method.
+    """
+    from nilearn.plotting import plot_glass_brain
+
+    fig = Figure(figsize=(8, 2.6 * len(result.stcs)))
+    axes = fig.subplots(len(result.stcs), 1)
+    for ax, (name, stc) in zip(axes, result.stcs.items()):
+        values = np.abs(stc.data[:, stc.time_as_index(result.t_peak)[0]])
+        img = stc.copy().crop(result.t_peak, result.t_peak).as_volume(piu.src, mri_resolution=False)
+        display = plot_glass_brain(
+            img, axes=ax, display_mode="lyrz", title=f"{name}: {result.errors[name]:.0f} mm", cmap="hot",
+            vmin=0, vmax=values.max(), threshold=0.25 * values.max(), plot_abs=True, symmetric_cbar=False,
+            colorbar=False,
+        )  # fmt: skip
+        display.add_markers([result.centre * 1e3], marker_color="cyan", marker_size=40)
+    fig.suptitle("Simulated source (cyan) and each method's map at the peak time")
+    return fig
