@@ -204,6 +204,12 @@ def _bench_speed(args: argparse.Namespace) -> None:
 
     res = bench_speed(args.weights, args.montage, n_epochs=args.epochs, raw_minutes=args.raw_minutes)
     print(speed_summary(res, args.montage, args.epochs, args.raw_minutes))
+    if args.frontier:
+        from .grid import get_grid
+        from .report import frontier_summary
+        from .speed import frontier_costs
+
+        print(frontier_summary(frontier_costs(get_grid())))
     if args.profile:
         from . import PIUNetInverse
 
@@ -219,6 +225,9 @@ def _add_bench_speed(sub) -> None:
     )
     p.add_argument("--epochs", type=int, default=200, help="number of 1-s epochs")
     p.add_argument("--profile", action="store_true", help="also time the network's forward pass by part")
+    p.add_argument(
+        "--frontier", action="store_true", help="also time the candidate architectures' forward pass"
+    )
     p.add_argument("--weights", default=None)
     p.set_defaults(func=_bench_speed)
 

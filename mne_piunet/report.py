@@ -637,3 +637,30 @@ def plot_demo(result: DemoResult, piu) -> Figure:
         display.add_markers([result.centre * 1e3], marker_color="cyan", marker_size=40)
     fig.suptitle("Simulated source (cyan) and each method's map at the peak time")
     return fig
+
+
+def frontier_summary(costs: dict[str, dict]) -> str:
+    """Markdown table of :func:`mne_piunet.speed.frontier_costs`: parameters and forward ms per map.
+
+    Parameters
+    ----------
+    costs : dict
+        Candidate name -> ``parameters`` and ms per map per precision.
+
+    Returns
+    -------
+    table : str
+        One row per candidate.
+    """
+    precisions = [k for k in next(iter(costs.values())) if k != "parameters"]
+    lines = [
+        "Forward pass alone, untrained candidates, batch 16 (ms per map):",
+        "",
+        "| candidate | parameters | " + " | ".join(precisions) + " |",
+        "|---|---|" + "---|" * len(precisions),
+    ]
+    for name, row in costs.items():
+        lines.append(
+            f"| {name} | {row['parameters']:,} | " + " | ".join(f"{row[p]:.2f}" for p in precisions) + " |"
+        )
+    return "\n".join(lines)

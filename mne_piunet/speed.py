@@ -126,6 +126,32 @@ def bench_generation(
     return rates
 
 
+#: The fast-inference issue's candidates: the first bundled U-Net, narrower ones,
+#: and space-to-depth ("s2d") ones that run the U-Net on 16 mm (10 x 12 x 10).
+FRONTIER = {
+    "width 16, 3 levels (first bundled)": dict(width=16, levels=3),
+    "width 12, 3 levels": dict(width=12, levels=3, groups=4),
+    "width 8, 3 levels": dict(width=8, levels=3, groups=4),
+    "s2d, width 32, 2 levels": dict(width=32, levels=2, space_to_depth=2),
+    "s2d, width 24, 2 levels": dict(width=24, levels=2, space_to_depth=2),
+    "s2d, width 16, 2 levels": dict(width=16, levels=2, space_to_depth=2),
+}
+
+
+def frontier_costs(grid: SourceGrid, dtypes: tuple = (torch.float32, torch.bfloat16)) -> dict[str, dict]:
+    """Parameters and forward ms per map (batch 16) of each :data:`FRONTIER` candidate, untrained."""
+    from .inference import prepare_network
+    from .network import UNetConfig
+
+    out = {}
+    for name, kwargs in FRONTIER.items():
+        net = prepare_network(UNet3d(UNetConfig(**kwargs), torch.from_numpy(grid.mask)), torch.device("cpu"))
+        out[name] = dict(parameters=sum(p.numel() for p in net.parameters()))
+        for dtype in dtypes:
+            out[name][str(dtype).removeprefix("torch.")] = forward_ms_per_map(net, grid, dtype)
+    return out
+
+
 def bench_speed(
     weights=None,
     montage: str = "biosemi64",

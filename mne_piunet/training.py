@@ -46,6 +46,7 @@ __all__ = [
     "default_config_path",
     "export_checkpoint",
     "finetune_config_path",
+    "distill_config_path",
     "make_validation_set",
     "mean_coarse_nemd",
     "relative_loss",
@@ -116,6 +117,19 @@ def default_config_path() -> Path:
 def finetune_config_path() -> Path:
     """The bundled config of the shipped model's second stage (fine-tuning, transport term)."""
     return Path(str(files("mne_piunet") / "weights" / "finetune_config.json"))
+
+
+def distill_config_path() -> Path:
+    """The bundled config of the shipped model: a space-to-depth U-Net distilled from stage 2.
+
+    Returns
+    -------
+    path : pathlib.Path
+        ``weights/distill_config.json``; its ``teacher`` was ``"bundled"``, the
+        weights the package shipped before (their sha256 is in the shipped
+        weights' ``provenance["teacher"]``).
+    """
+    return Path(str(files("mne_piunet") / "weights" / "distill_config.json"))
 
 
 # ------------------------------------------------------------- validation

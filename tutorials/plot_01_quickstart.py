@@ -14,7 +14,6 @@ import matplotlib
 
 matplotlib.use("Agg")  # runs as a plain script too
 
-import matplotlib.pyplot as plt
 import mne
 import numpy as np
 
@@ -65,4 +64,3 @@ for name, stc in stcs.items():
 stc = stcs["PIUNet"]
 fig = stc.plot(piu.src, subjects_dir=piu.subjects_dir, mode="glass_brain", initial_time=t_peak, show=False)
 fig = stc.plot(piu.src, subjects_dir=piu.subjects_dir, mode="stat_map", initial_time=t_peak, show=False)
-plt.close("all")

@@ -95,10 +95,12 @@ for name, evoked in means.items():
 # What the data show
 # ------------------
 # Read the peaks printed above with two points in mind:
+#
 # - x < 0 is the left hemisphere, and y < -60 mm is occipital.
 # - With this few trials the auditory N100 is weak in EEG. On this excerpt eLORETA's auditory
 #   peaks are parietal and superior, not temporal, so do not expect a method that starts from
 #   eLORETA to recover the temporal sources.
+#
 # The visual P100 is the stronger test: both methods should place it in the occipital lobe,
 # opposite to the stimulated hemifield. The project's real-data test checks exactly this.
 stc = piu.apply(means["Left visual"], inv, 1 / 9)

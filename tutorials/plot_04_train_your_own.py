@@ -31,7 +31,7 @@ from mne_piunet.evaluation import evaluate_methods
 from mne_piunet.network import bundled_weights_path
 from mne_piunet.report import markdown_table, summarise
 from mne_piunet.simulation import HeadSetup
-from mne_piunet.training import TrainConfig, finetune_config_path, train
+from mne_piunet.training import TrainConfig, distill_config_path, train
 
 mne.set_log_level("WARNING")
 minutes = float(os.environ.get("PIUNET_TUTORIAL_MINUTES", 2))
@@ -43,11 +43,14 @@ minutes = float(os.environ.get("PIUNET_TUTORIAL_MINUTES", 2))
 mine = HeadSetup("GSN-HydroCel-129", "bem", (0.33, 0.004, 0.33), "surface")
 
 # %%
-# A config: the bundled fine-tuning one, retargeted
-# -------------------------------------------------
-# It keeps the shipped model's loss, including the transport term (a
-# differentiable NEMD) that stops a fine-tune from dropping uncertain sources.
-config = TrainConfig.from_json(finetune_config_path())
+# A config: the shipped model's own, retargeted
+# ---------------------------------------------
+# It keeps the shipped model's architecture and loss, including the transport
+# term (a differentiable NEMD) that stops a fine-tune from dropping uncertain
+# sources. The shipped model was distilled from a larger one; a fine-tune
+# learns from your simulations alone.
+config = TrainConfig.from_json(distill_config_path())
+config.teacher, config.distill_weight = None, 0.0
 config.train_setups = [
     asdict(mine),
     asdict(HeadSetup("GSN-HydroCel-129", "bem", (0.33, 0.004, 0.33), "volume")),
