@@ -177,6 +177,10 @@ def _calibration_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+#: How the held-out cells are pooled for comparisons between models and precisions.
+_POOLINGS = (("source_space",), ("source_space", "n_sources"), ("source_space", "snr_db"))
+
+
 def model_card_tables(in_distribution: list[dict], held_out: list[dict], seed: int) -> str:
     """The model card's tables (Markdown) of :func:`~mne_piunet.evaluation.evaluate_model_card`'s rows.
 
@@ -207,6 +211,9 @@ def model_card_tables(in_distribution: list[dict], held_out: list[dict], seed: i
             "",
             markdown_table(summarise(held_out)),
             "",
+            "Held out, pooled (means over the other factor; the rows compared between models):",
+            "",
+            *(markdown_table(summarise(held_out, by=by), by=by) + "\n" for by in _POOLINGS),
             "Amplitude calibration on the held-out samples (median [25th, 75th percentile]; 1 = calibrated):",
             "",
             *_calibration_table(held_out),
