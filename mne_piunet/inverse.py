@@ -19,6 +19,7 @@ import numpy as np
 from mne.io.constants import FIFF
 from mne.minimum_norm import InverseOperator
 from mne.utils import ProgressBar, logger, verbose, warn
+from scipy import sparse
 
 from .anatomy import template_subjects_dir
 from .grid import DEFAULT_MINDIST_MM, SourceGrid, get_grid, grid_meta, to_template_space
@@ -213,7 +214,9 @@ class PIUNetInverse:
         """
         if data.ndim == 2:
             nn = normals @ rot.T  # normals in the grid frame
-            grid = np.stack([op @ (data * nn[:, [k]]) for k in range(3)], axis=-1)
+            # fold each normal component into the sparse operator's columns
+            # (O(nnz)) rather than scaling a dense (n_src, n_times) copy per component
+            grid = np.stack([(op @ sparse.diags(nn[:, k])) @ data for k in range(3)], axis=-1)
         else:
             moved = [op @ data[:, j, :] for j in range(3)]
             grid = np.stack([sum(rot[k, j] * moved[j] for j in range(3)) for k in range(3)], axis=-1)

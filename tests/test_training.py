@@ -213,14 +213,24 @@ def test_bundled_configs_reproduce_the_shipped_weights():
     from dataclasses import asdict
 
     from mne_piunet.network import load_network
-    from mne_piunet.training import TrainConfig, default_config_path, finetune_config_path
+    from mne_piunet.training import (
+        TrainConfig,
+        default_config_path,
+        distill_config_path,
+        finetune_config_path,
+    )
 
-    stage1, stage2 = (TrainConfig.from_json(p) for p in (default_config_path(), finetune_config_path()))
+    stage1, stage2, distilled = (
+        TrainConfig.from_json(p)
+        for p in (default_config_path(), finetune_config_path(), distill_config_path())
+    )
     assert stage1.transport_weight == 0 and stage2.transport_weight > 0
+    assert stage1.network == stage2.network  # stage 2 fine-tuned stage 1's network
     meta = load_network().meta
-    # the shipped file was trained with the bundled fine-tuning config, from stage 1's weights
-    # (fields added since default to what the run did: no teacher, no distillation)
-    recorded = TrainConfig(**meta["train_config"])
-    assert json.loads(json.dumps(asdict(recorded))) == json.loads(json.dumps(asdict(stage2)))
-    assert set(meta["provenance"]["init"]) == {"file", "sha256"}
-    assert stage1.network == stage2.network == meta["train_config"]["network"]
+    # the shipped file was distilled with the bundled distillation config, from a teacher it names
+    assert json.loads(json.dumps(asdict(TrainConfig(**meta["train_config"])))) == json.loads(
+        json.dumps(asdict(distilled))
+    )
+    assert distilled.teacher and distilled.distill_weight > 0
+    assert set(meta["provenance"]["teacher"]) == {"file", "sha256"}
+    assert {**distilled.network, "in_channels": 3, "out_channels": 3} == meta["config"]
