@@ -103,12 +103,13 @@ def normalise_inputs(grid: SourceGrid, x0: np.ndarray) -> tuple[np.ndarray, np.n
     Returns
     -------
     inputs : array of float32, shape (n, 3, *grid.shape)
+        The normalised maps (all zeros for an all-zero map).
     scale : array, shape (n,)
-        The divisors (1 for an all-zero map).
+        The divisors: each map's largest moment norm, 0 for an all-zero map.
     """
-    scale = np.linalg.norm(x0, axis=-1).max(axis=-1)
-    scale = np.where(scale > 0, scale, 1.0)
-    return grid.to_dense((x0 / scale[:, None, None]).astype(np.float32)), scale
+    scale = np.sqrt(np.einsum("nij,nij->ni", x0, x0).max(axis=-1))
+    safe = np.where(scale > 0, scale, 1.0)
+    return grid.to_dense((x0 / safe[:, None, None]).astype(np.float32)), scale
 
 
 def uses_channels_last(network: UNet3d, device: torch.device) -> bool:
@@ -183,14 +184,15 @@ def predict_maps(
 
     Returns
     -------
-    estimate : array, shape (n, n_grid_sources, 3)
-        Moment vectors in Am: each map is divided by its largest moment norm
-        before the network, which predicts the map's shape and its peak
-        relative to the input's; the product is multiplied back by the divisor.
+    estimate : array of float32, shape (n, n_grid_sources, 3)
+        Moment vectors in Am, float32 (finer than the network's own
+        precision): each map is divided by its largest moment norm before the
+        network, which predicts the map's shape and its peak relative to the
+        input's; the product is multiplied back by the divisor.
     """
     device = next(network.parameters()).device
     batch_size = batch_size or default_batch_size(device)
-    out = np.empty(x0.shape, np.float64) if out is None else out
+    out = np.empty(x0.shape, np.float32) if out is None else out
     channels_last = uses_channels_last(network, device)
     for start in range(0, len(x0), batch_size):
         stop = min(start + batch_size, len(x0))
@@ -200,7 +202,6 @@ def predict_maps(
             x = x.to(memory_format=torch.channels_last_3d)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             pred = network.estimate(x)
-        # an all-zero map (flat data) has no sources: zero, not the network's bias
-        scale[~np.any(x0[start:stop], axis=(1, 2))] = 0.0
+        # scale 0 (an all-zero map, flat data) makes the estimate zero, not the network's bias
         out[start:stop] = grid.from_dense(pred.float().cpu().numpy()) * scale[:, None, None]
     return out

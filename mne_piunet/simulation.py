@@ -430,6 +430,7 @@ def normalised_dense(
     scale, ratio : array, shape (n,)
     """
     inputs, scale = normalise_inputs(grid, x0)
+    scale = np.where(scale > 0, scale, 1.0)  # an all-zero map keeps its (zero) truth
     if x is None:
         return inputs, None, scale, None
     ratio = np.linalg.norm(x, axis=-1).max(axis=-1) / scale
