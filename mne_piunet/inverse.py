@@ -214,14 +214,13 @@ class PIUNetInverse:
         (n_src, 3, n_times) temporary is made; the network runs on all time
         points in batches.
         """
+        data = data.astype(np.float32, copy=False)  # op and rot are float32 too
         if data.ndim == 2:
-            data = data.astype(np.float32, copy=False)
             nn = (normals @ rot.T).astype(np.float32)  # normals in the grid frame
             # fold each normal component into the sparse operator's columns
             # (O(nnz)) rather than scaling a dense (n_src, n_times) copy per component
             grid = np.stack([(op @ sparse.diags(nn[:, k])) @ data for k in range(3)], axis=-1)
         else:
-            data = data.astype(np.float32, copy=False)
             moved = [op @ data[:, j, :] for j in range(3)]
             grid = np.stack([sum(rot[k, j] * moved[j] for j in range(3)) for k in range(3)], axis=-1)
         # (n_grid, n_times, 3) -> (n_times, n_grid, 3), the maps predict_maps takes

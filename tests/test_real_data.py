@@ -71,7 +71,8 @@ def test_combined_meg_eeg_inverse_warns_and_matches_mne():
     from mne_piunet import PIUNetInverse
 
     evoked = mne.read_evokeds(SHARED_EVOKED / "test-ave.fif.gz", 0, baseline=(None, 0), verbose=False)
-    evoked = evoked.pick(["meg", "eeg"], exclude="bads").crop(0.09, 0.11)  # has an average-reference projector
+    # the file's evoked already carries an average-reference projector
+    evoked = evoked.pick(["meg", "eeg"], exclude="bads").crop(0.09, 0.11)
     cov = mne.read_cov(SHARED_EVOKED / "test-cov.fif", verbose=False)
     sphere = mne.make_sphere_model("auto", "auto", evoked.info, verbose=False)
     src = mne.setup_volume_source_space(pos=20.0, sphere=sphere, exclude=20.0, verbose=False)
