@@ -199,6 +199,11 @@ def template_subjects_dir() -> Path:
     :func:`template_bem_surfaces` in ``bem/`` and fsaverage5 ``surf/?h.white``.
     Built once in the cache (per MNE and nilearn version, as they ship its
     files); pass it as ``subjects_dir=`` to MNE's plotting.
+
+    Returns
+    -------
+    subjects_dir : pathlib.Path
+        The folder holding subject ``"fsaverage"``.
     """
     root = cache_dir() / _subjects_folder_name()
     subj = root / TEMPLATE_SUBJECT
@@ -224,7 +229,14 @@ def template_subjects_dir() -> Path:
 
 
 def make_cortex_src() -> mne.SourceSpaces:
-    """Fsaverage5 white-matter cortical source space (20,484 vertices), template MRI frame."""
+    """Fsaverage5 white-matter cortical source space (20,484 vertices), template MRI frame.
+
+    Returns
+    -------
+    src : mne.SourceSpaces
+        Two surface source spaces (left and right hemisphere), every vertex in
+        use, in fsaverage MRI coordinates.
+    """
     return mne.setup_source_space(
         TEMPLATE_SUBJECT, spacing="all", subjects_dir=template_subjects_dir(), add_dist=False, verbose=False
     )
@@ -274,13 +286,32 @@ def make_template_inverse(
 
 
 def template_trans() -> mne.transforms.Transform:
-    """Head -> MRI transform of the fsaverage template."""
+    """Head -> MRI transform of the fsaverage template.
+
+    Returns
+    -------
+    trans : mne.transforms.Transform
+        The head -> MRI transform MNE ships (``fsaverage-trans.fif``).
+    """
     return mne.read_trans(_mne_fsaverage_dir() / "fsaverage-trans.fif", verbose=False)
 
 
 # ------------------------------------------------------------ head models
 def check_conductivity(conductivity: tuple[float, float, float]) -> tuple[float, float, float]:
-    """Validate (brain, skull, scalp) conductivities in S/m."""
+    """Validate (brain, skull, scalp) conductivities in S/m.
+
+    Parameters
+    ----------
+    conductivity : tuple of float
+        Brain, skull and scalp conductivity in S/m. A value outside its
+        plausible range (brain and scalp 0.1-1, skull 0.001-0.05) raises: it is
+        more likely a unit slip than a head.
+
+    Returns
+    -------
+    conductivity : tuple of float
+        The three values as Python floats.
+    """
     cond = tuple(float(c) for c in np.atleast_1d(conductivity))
     if len(cond) != 3:
         raise ValueError(f"conductivity must be (brain, skull, scalp) in S/m, got {conductivity!r}")
@@ -385,12 +416,29 @@ def make_template_sphere(
 
 # ------------------------------------------------------------- montages
 def builtin_montages() -> list[str]:
-    """Names of the montages MNE ships."""
+    """Names of the montages MNE ships.
+
+    Returns
+    -------
+    names : list of str
+        As :func:`mne.channels.get_builtin_montages`.
+    """
     return list(mne.channels.get_builtin_montages())
 
 
 def check_montage(montage: str) -> str:
-    """Validate a built-in montage name."""
+    """Validate a built-in montage name.
+
+    Parameters
+    ----------
+    montage : str
+        A name from :func:`builtin_montages`.
+
+    Returns
+    -------
+    montage : str
+        The same name; an unknown one raises, listing the valid names.
+    """
     names = builtin_montages()
     if not isinstance(montage, str) or montage not in names:
         raise ValueError(f"Unknown montage {montage!r}. Valid built-in montages are: {', '.join(names)}")
@@ -398,7 +446,21 @@ def check_montage(montage: str) -> str:
 
 
 def montage_info(montage: str, sfreq: float = 250.0) -> mne.Info:
-    """EEG :class:`mne.Info` of a built-in montage with an average-reference projector."""
+    """EEG :class:`mne.Info` of a built-in montage with an average-reference projector.
+
+    Parameters
+    ----------
+    montage : str
+        A built-in montage name (:func:`builtin_montages`).
+    sfreq : float
+        Sampling rate (Hz).
+
+    Returns
+    -------
+    info : mne.Info
+        One EEG channel per electrode, positions set, average reference as a
+        projector (as an inverse needs).
+    """
     mont = mne.channels.make_standard_montage(check_montage(montage))
     info = mne.create_info(mont.ch_names, sfreq, "eeg")
     info.set_montage(mont, verbose=False)
@@ -408,7 +470,18 @@ def montage_info(montage: str, sfreq: float = 250.0) -> mne.Info:
 
 
 def src_fingerprint(src: mne.SourceSpaces) -> str:
-    """Short hash of a source space's types, active positions and normals (cache keys)."""
+    """Short hash of a source space's types, active positions and normals (cache keys).
+
+    Parameters
+    ----------
+    src : mne.SourceSpaces
+        Any source space.
+
+    Returns
+    -------
+    fingerprint : str
+        16 hex digits of a sha256 over the rounded positions and normals.
+    """
     h = hashlib.sha256()
     for s in src:
         h.update(s["type"].encode())

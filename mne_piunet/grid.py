@@ -26,6 +26,7 @@ from scipy import sparse
 
 from ._cache import cached
 from .anatomy import TEMPLATE_SUBJECT, template_subjects_dir
+from .utils._docs import fill_doc
 
 DEFAULT_SPACING_MM = 8.0
 DEFAULT_MINDIST_MM = 3.0
@@ -88,6 +89,14 @@ def make_grid_src(
 @dataclass
 class SourceGrid:
     """The grid's active sources and the dense tensor the network sees.
+
+    Parameters
+    ----------
+    src : mne.SourceSpaces
+        A single volume source space (:func:`make_grid_src`).
+    mindist : float
+        Its minimum distance from the inner skull (mm), as built; stored with
+        the weights (:func:`grid_meta`).
 
     Attributes
     ----------
@@ -154,7 +163,18 @@ class SourceGrid:
         return (self._lookup >= 0).reshape(self.shape)
 
     def to_dense(self, values: np.ndarray) -> np.ndarray:
-        """Scatter (..., n_sources, 3) onto a (..., 3, *shape) zero tensor."""
+        """Scatter moment vectors onto a zero tensor of the grid's shape.
+
+        Parameters
+        ----------
+        values : array, shape (..., n_sources, 3)
+            Moment vectors at the active sources.
+
+        Returns
+        -------
+        dense : array, shape (..., 3, ``*shape``)
+            Same dtype; zero outside the brain.
+        """
         values = np.asarray(values)
         if values.shape[-2:] != (self.n_sources, 3):
             raise ValueError(f"Expected (..., {self.n_sources}, 3) values, got {values.shape}")
@@ -163,7 +183,20 @@ class SourceGrid:
         return out.reshape(values.shape[:-2] + (3,) + self.shape)
 
     def from_dense(self, dense: np.ndarray) -> np.ndarray:
-        """Gather (..., 3, *shape) back to (..., n_sources, 3)."""
+        """Gather a dense tensor back to moment vectors at the active sources.
+
+        The inverse of :meth:`to_dense` (voxels outside the brain are dropped).
+
+        Parameters
+        ----------
+        dense : array, shape (..., 3, ``*shape``)
+            A tensor of the grid's shape.
+
+        Returns
+        -------
+        values : array, shape (..., n_sources, 3)
+            Same dtype.
+        """
         dense = np.asarray(dense)
         if dense.shape[-4:] != (3,) + self.shape:
             raise ValueError(f"Expected (..., 3, {self.shape}) tensor, got {dense.shape}")
@@ -253,7 +286,20 @@ _GRIDS: dict[tuple[float, float], SourceGrid] = {}
 
 
 def get_grid(spacing: float = DEFAULT_SPACING_MM, mindist: float = DEFAULT_MINDIST_MM) -> SourceGrid:
-    """The template :class:`SourceGrid` (built once per process)."""
+    """The template :class:`SourceGrid` (built once per process).
+
+    Parameters
+    ----------
+    spacing : float
+        Grid spacing in mm, within 4-12 mm.
+    mindist : float
+        Minimum distance of a grid point from the inner skull, in mm.
+
+    Returns
+    -------
+    grid : SourceGrid
+        The same object for every call with the same arguments.
+    """
     key = (float(spacing), float(mindist))
     if key not in _GRIDS:
         _GRIDS[key] = SourceGrid(make_grid_src(spacing, mindist), float(mindist))
@@ -261,7 +307,19 @@ def get_grid(spacing: float = DEFAULT_SPACING_MM, mindist: float = DEFAULT_MINDI
 
 
 def grid_meta(grid: SourceGrid) -> dict:
-    """What identifies a grid: stored with weights, checked at load."""
+    """What identifies a grid: stored with weights, checked at load.
+
+    Parameters
+    ----------
+    grid : SourceGrid
+        The grid.
+
+    Returns
+    -------
+    meta : dict
+        JSON-ready spacing and minimum distance (mm), tensor shape, number of
+        sources, origin (m) and a sha256 of the active vertices.
+    """
     vertno = np.ascontiguousarray(grid.src[0]["vertno"], np.int64)
     return dict(
         spacing_mm=round(grid.spacing * 1e3, 6), mindist_mm=grid.mindist, shape=list(grid.shape),
@@ -350,6 +408,7 @@ def _mri_to_mni(
         ) from None
 
 
+@fill_doc
 def to_template_space(
     src: mne.SourceSpaces,
     *,
@@ -366,6 +425,18 @@ def to_template_space(
     - another subject's MRI coordinates go to MNI through ``mni_transform``
       (4x4, MRI m -> MNI m) or the subject's talairach transform found in
       ``subjects_dir``.
+
+    Parameters
+    ----------
+    src : mne.SourceSpaces
+        The source space, in head or MRI coordinates.
+    mri_head_t : mne.transforms.Transform | None
+        Head <-> MRI transform (either direction) for head-coordinate sources,
+        e.g. an inverse operator's ``"mri_head_t"``.
+    %(mni_transform)s
+    subjects_dir : path-like | None
+        Subjects folder holding the source space's subject (for its talairach
+        transform).
 
     Returns
     -------

@@ -102,7 +102,7 @@ def normalise_inputs(grid: SourceGrid, x0: np.ndarray) -> tuple[np.ndarray, np.n
 
     Returns
     -------
-    inputs : array of float32, shape (n, 3, *grid.shape)
+    inputs : array of float32, shape (n, 3, ``*grid.shape``)
         The normalised maps (all zeros for an all-zero map).
     scale : array, shape (n,)
         The divisors: each map's largest moment norm, 0 for an all-zero map.

@@ -31,7 +31,30 @@ WEIGHTS_NAME = "piunet"
 
 @dataclass
 class UNetConfig:
-    """Architecture of :class:`UNet3d` (saved with the weights)."""
+    """Architecture of :class:`UNet3d` (saved with the weights).
+
+    Parameters
+    ----------
+    width : int
+        Channels at the finest level, doubled at each coarser level; a
+        multiple of ``groups``.
+    levels : int
+        Resolution levels (>= 2); each grid dimension must be divisible by
+        ``space_to_depth * 2 ** (levels - 1)``.
+    blocks : int
+        Residual blocks per level, down and up.
+    heads : int
+        Attention heads at the coarsest level and in the middle.
+    groups : int
+        GroupNorm groups.
+    in_channels, out_channels : int
+        Channels of the input and output maps (3: a moment vector per voxel).
+    space_to_depth : int
+        ``f``: fold each ``f x f x f`` block of voxels into channels before the
+        U-Net and unfold after it (:func:`fold_blocks`), so the U-Net runs on a
+        grid ``f`` times coarser while still predicting every voxel. 2 cuts the
+        cost ~4x (the fast-inference issue's frontier); 1 is the plain U-Net.
+    """
 
     width: int = 16
     levels: int = 3
@@ -40,10 +63,6 @@ class UNetConfig:
     groups: int = 8
     in_channels: int = 3
     out_channels: int = 3
-    #: Fold each ``f x f x f`` block of voxels into channels before the U-Net and
-    #: unfold after it (space-to-depth), so the U-Net runs on a grid ``f`` times
-    #: coarser while still predicting every voxel. 2 cuts the cost ~4x (the
-    #: fast-inference issue's frontier); 1 is the plain U-Net.
     space_to_depth: int = 1
 
     def __post_init__(self):
@@ -57,7 +76,20 @@ class UNetConfig:
 
 
 def fold_blocks(x: torch.Tensor, f: int) -> torch.Tensor:
-    """Space-to-depth: (b, c, D, H, W) -> (b, c * f**3, D / f, H / f, W / f)."""
+    """Space-to-depth: (b, c, D, H, W) -> (b, c * f**3, D / f, H / f, W / f).
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape (b, c, D, H, W)
+        Each of D, H and W divisible by ``f``.
+    f : int
+        Block size (1: ``x`` unchanged).
+
+    Returns
+    -------
+    folded : torch.Tensor, shape (b, c * f**3, D / f, H / f, W / f)
+        Each ``f x f x f`` block of voxels in channels.
+    """
     if f == 1:
         return x
     b, c, d, h, w = x.shape
@@ -66,7 +98,20 @@ def fold_blocks(x: torch.Tensor, f: int) -> torch.Tensor:
 
 
 def unfold_blocks(x: torch.Tensor, f: int) -> torch.Tensor:
-    """Depth-to-space, the inverse of :func:`fold_blocks`."""
+    """Depth-to-space, the inverse of :func:`fold_blocks`.
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape (b, c * f**3, d, h, w)
+        A folded tensor.
+    f : int
+        Block size (1: ``x`` unchanged).
+
+    Returns
+    -------
+    unfolded : torch.Tensor, shape (b, c, d * f, h * f, w * f)
+        The blocks back in space.
+    """
     if f == 1:
         return x
     b, c, d, h, w = x.shape
@@ -76,6 +121,16 @@ def unfold_blocks(x: torch.Tensor, f: int) -> torch.Tensor:
 
 
 class ResBlock(nn.Module):
+    """Residual block: two GroupNorm-SiLU-3x3x3 convolutions, plus the input (1x1x1 conv if widths differ).
+
+    Parameters
+    ----------
+    c_in, c_out : int
+        Input and output channels.
+    groups : int
+        GroupNorm groups (at most ``c_in`` for the first norm).
+    """
+
     def __init__(self, c_in: int, c_out: int, groups: int):
         super().__init__()
         self.body = nn.Sequential(
@@ -89,7 +144,17 @@ class ResBlock(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention over all voxels (used where the grid is coarsest)."""
+    """Multi-head self-attention over all voxels (used where the grid is coarsest).
+
+    Parameters
+    ----------
+    channels : int
+        Input and output channels, a multiple of ``heads`` and ``groups``.
+    heads : int
+        Attention heads.
+    groups : int
+        GroupNorm groups.
+    """
 
     def __init__(self, channels: int, heads: int, groups: int):
         super().__init__()
@@ -106,7 +171,7 @@ class Attention(nn.Module):
 
 
 class UNet3d(nn.Module):
-    """3-D U-Net mapping (batch, 3, *grid) eLORETA to (batch, 3, *grid) moments.
+    """3-D U-Net mapping eLORETA maps to moment maps, both ``(batch, 3, *grid.shape)``.
 
     The input is an eLORETA map divided by its largest moment norm. The network
     returns two things: the *shape* of the source map (peak norm about 1) and
@@ -118,9 +183,9 @@ class UNet3d(nn.Module):
     ----------
     config : UNetConfig
         Architecture.
-    mask : tensor of bool, shape grid
+    mask : torch.Tensor of bool, shape (D, H, W)
         True inside the brain; the output is zero elsewhere. Each grid dimension
-        must be divisible by ``2 ** (levels - 1)``.
+        must be divisible by ``space_to_depth * 2 ** (levels - 1)``.
     """
 
     def __init__(self, config: UNetConfig, mask: torch.Tensor):
@@ -166,7 +231,7 @@ class UNet3d(nn.Module):
         nn.init.constant_(self.amplitude.bias, 2.0)  # typical log peak ratio
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the map's shape (batch, 3, *grid) and its log peak ratio (batch,)."""
+        """Return the map's shape, ``(batch, 3, *grid.shape)``, and its log peak ratio, ``(batch,)``."""
         h = self.stem(fold_blocks(x * self.mask, self.config.space_to_depth))
         skips = []
         for i, block in enumerate(self.down):
@@ -190,6 +255,17 @@ class UNet3d(nn.Module):
         for the first bundled model), so its own scale is not an amplitude.
         Setting its peak to 1 makes the map's peak the amplitude head's
         estimate, which is trained for exactly that.
+
+        Parameters
+        ----------
+        x : torch.Tensor, shape (batch, 3, ``*grid.shape``)
+            eLORETA maps, each divided by its largest moment norm.
+
+        Returns
+        -------
+        estimate : torch.Tensor of float32, shape (batch, 3, ``*grid.shape``)
+            Moment maps in the input's units (multiply by each map's divisor
+            for Am).
         """
         shape, log_ratio = self(x)
         shape = shape.float()
@@ -202,25 +278,51 @@ class UNet3d(nn.Module):
 # ------------------------------------------------------------------ weights
 @dataclass
 class ModelBundle:
-    """A network with everything needed to use it: grid, scaling, provenance."""
+    """A network with everything needed to use it: grid, scaling, provenance.
+
+    Parameters
+    ----------
+    network : UNet3d
+        The network.
+    meta : dict
+        Its JSON metadata (:func:`save_network`): grid, config, training provenance.
+    """
 
     network: UNet3d
     meta: dict = field(default_factory=dict)
 
     @property
     def grid(self) -> dict:
+        """The grid the network was trained on (:func:`mne_piunet.grid.grid_meta`)."""
         return self.meta["grid"]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"``: CUDA when available, else CPU."""
+    """The torch device of a device name; ``"auto"``: CUDA when available, else CPU.
+
+    Parameters
+    ----------
+    device : str | torch.device
+        ``"auto"``, or anything :class:`torch.device` accepts.
+
+    Returns
+    -------
+    device : torch.device
+        The device.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
 def bundled_weights_path() -> Path:
-    """Path of the pretrained weights shipped in the package."""
+    """Path of the pretrained weights shipped in the package.
+
+    Returns
+    -------
+    fname : pathlib.Path
+        The ``.pt`` file; its JSON metadata sits next to it.
+    """
     return Path(str(files("mne_piunet") / "weights" / f"{WEIGHTS_NAME}.pt"))
 
 
@@ -229,6 +331,21 @@ def save_network(network: UNet3d, fname: str | Path, meta: dict) -> Path:
 
     The JSON next to it (same stem) holds the network config, ``meta`` (grid,
     training provenance) and the weights file's sha256, checked at load.
+
+    Parameters
+    ----------
+    network : UNet3d
+        The network; its weights are written as float32 on the CPU.
+    fname : path-like
+        The ``.pt`` file to write (its folder is created).
+    meta : dict
+        JSON-serialisable metadata. :class:`mne_piunet.PIUNetInverse` needs its
+        ``"grid"`` (:func:`mne_piunet.grid.grid_meta`).
+
+    Returns
+    -------
+    fname : pathlib.Path
+        The weights file written.
     """
     fname = Path(fname)
     fname.parent.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ from .evaluation import (
     evaluate_model_card,
 )
 from .simulation import SourcePrior
+from .utils._defaults import DEFAULT_LAMBDA2
 
 __all__ = (
     "benchmark_header",
@@ -322,7 +323,7 @@ def benchmark_header(n_per_cell: int, seed: int, quick: bool, elapsed_s: float) 
     return (
         f"`{command}` on {datetime.date.today().isoformat()}: {platform.machine()}, {os.cpu_count()} CPU cores, "
         f"torch {torch.__version__}, mne {mne.__version__}; {elapsed_s / 60:.1f} min. {n_per_cell} samples per "
-        f"cell; MxNE alpha {MXNE_ALPHA:g} %, Gamma-MAP alpha {GAMMA_MAP_ALPHA:g}, lambda2 1/9 for the linear "
+        f"cell; MxNE alpha {MXNE_ALPHA:g} %, Gamma-MAP alpha {GAMMA_MAP_ALPHA:g}, lambda2 1/{1 / DEFAULT_LAMBDA2:.0f} for the linear "
         "methods. All maps are scored on PIUNet's 8 mm grid; NEMD on 16 mm cells."
     )
 

@@ -27,6 +27,7 @@ from .grid import SourceGrid, get_grid
 from .inference import normalise_inputs, uses_channels_last
 from .network import UNet3d
 from .simulation import HeadSetup, prepare_setup, simulate
+from .utils._defaults import DEFAULT_LAMBDA2
 
 
 def _seconds(func: Callable[[], object]) -> float:
@@ -80,7 +81,26 @@ def forward_ms_per_map(
     batch_size: int = 16,
     n_batches: int = 8,
 ) -> float:
-    """The network's forward cost alone, in ms per map (after one warm-up batch)."""
+    """The network's forward cost alone, in ms per map (after one warm-up batch).
+
+    Parameters
+    ----------
+    network : UNet3d
+        The network, on the CPU (:func:`mne_piunet.inference.prepare_network`).
+    grid : SourceGrid
+        Its grid; the inputs are random maps on it.
+    dtype : torch.dtype
+        Autocast precision; float32 runs without autocast.
+    batch_size : int
+        Maps per forward pass.
+    n_batches : int
+        Timed forward passes.
+
+    Returns
+    -------
+    ms_per_map : float
+        Wall time per map, in milliseconds.
+    """
     x = _random_inputs(grid, batch_size, network)
     with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
         network(x)
@@ -100,6 +120,25 @@ def profile_forward(
 
     Timed with forward hooks around each child module, so the parts add up to
     the forward pass minus the folding, masking and skip concatenations.
+
+    Parameters
+    ----------
+    network : UNet3d
+        The network, on the CPU (:func:`mne_piunet.inference.prepare_network`).
+    grid : SourceGrid
+        Its grid; the inputs are random maps on it.
+    dtype : torch.dtype
+        Autocast precision; float32 runs without autocast.
+    batch_size : int
+        Maps per forward pass.
+    n_batches : int
+        Timed forward passes (after one warm-up pass).
+
+    Returns
+    -------
+    ms_per_map : dict of str to float
+        Milliseconds per map of each part: ``"stem"``, ``"down i"``,
+        ``"pool i"``, ``"middle"``, ``"up i"`` and ``"out"``.
     """
     parts = {"stem": network.stem, "middle": network.middle, "out": network.out}
     parts.update({f"down {i}": m for i, m in enumerate(network.down)})
@@ -138,6 +177,22 @@ def bench_generation(
 
     Volume (the grid, free orientation) and cortical (fsaverage5, fixed)
     setups on the template BEM; the forward and kernel are built beforehand.
+
+    Parameters
+    ----------
+    montage : str
+        Built-in montage of the simulated EEG.
+    n : int
+        Samples timed per setup (rounded down to whole batches).
+    batch : int
+        Samples per :func:`mne_piunet.simulation.simulate` call.
+    seed : int
+        Seed of the simulated sources and noise.
+
+    Returns
+    -------
+    samples_per_s : dict of str to float
+        Samples per second for ``"volume"`` and ``"surface"``.
     """
     grid = get_grid()
     rates = {}
@@ -165,7 +220,21 @@ FRONTIER = {
 
 
 def frontier_costs(grid: SourceGrid, dtypes: tuple = (torch.float32, torch.bfloat16)) -> dict[str, dict]:
-    """Parameters and forward ms per map (batch 16) of each :data:`FRONTIER` candidate, untrained."""
+    """Parameters and forward ms per map (batch 16) of each :data:`FRONTIER` candidate, untrained.
+
+    Parameters
+    ----------
+    grid : SourceGrid
+        The grid the candidates are built for.
+    dtypes : tuple of torch.dtype
+        Precisions to time each candidate in (:func:`forward_ms_per_map`).
+
+    Returns
+    -------
+    costs : dict of str to dict
+        Per candidate name: ``"parameters"`` (count) and the forward ms per map
+        under each dtype's name (e.g. ``"float32"``, ``"bfloat16"``).
+    """
     from .inference import prepare_network
     from .network import UNetConfig
 
@@ -219,45 +288,64 @@ def bench_speed(
     n = int(round(sfreq))
     evoked = mne.EvokedArray(simulate(prepared, n, rng).sensor.T, info, nave=1, verbose=False)
     for p in (piu, piu32):
-        p.apply(evoked, inv, 1 / 9)  # warm-up: operator cache, torch kernels
+        p.apply(evoked, inv, DEFAULT_LAMBDA2)  # warm-up: operator cache, torch kernels
     out: dict[str, float] = dict(
         precision=str(piu.dtype).removeprefix("torch."), threads=torch.get_num_threads()
     )
     if raw_minutes:
-        raw = mne.io.RawArray(
-            rng.standard_normal((len(info["ch_names"]), int(raw_minutes * 60 * sfreq))) * 1e-6,
-            info,
-            verbose=False,
-        )
-        t0 = time.perf_counter()
-        stc, added = _measure_peak_mb(lambda: piu.apply_raw(raw, inv, 1 / 9, verbose=False))
-        out["raw_s"] = time.perf_counter() - t0
-        out["raw_output_mb"] = stc.data.nbytes / 2**20
-        out["raw_peak_beyond_output_mb"] = added - out["raw_output_mb"]
-        del stc, raw
-    out["evoked_eloreta_s"] = _seconds(
-        lambda: mne.minimum_norm.apply_inverse(evoked, inv, 1 / 9, "eLORETA", verbose=False)
-    )
-    out["evoked_piunet_s"] = _seconds(lambda: piu.apply(evoked, inv, 1 / 9))
-    out["evoked_ratio"] = out["evoked_piunet_s"] / out["evoked_eloreta_s"]
+        out.update(_bench_raw(piu, inv, info, raw_minutes, rng))
+    out.update(_bench_evoked(piu, evoked, inv))
     data = rng.standard_normal((n_epochs, len(info["ch_names"]), n)) * 1e-6
-    epochs = mne.EpochsArray(data, info, verbose=False)
-    # generators, each estimate dropped once made: MNE's 200 fsaverage5 estimates alone are 8 GB
-    out["epochs_eloreta_s"] = _seconds(
-        lambda: _consume(
-            mne.minimum_norm.apply_inverse_epochs(
-                epochs, inv, 1 / 9, "eLORETA", return_generator=True, verbose=False
-            )
-        )
-    )
-    out["epochs_piunet_s"] = _seconds(
-        lambda: _consume(piu.apply_epochs(epochs, inv, 1 / 9, return_generator=True))
-    )
-    out["epochs_ratio"] = out["epochs_piunet_s"] / out["epochs_eloreta_s"]
-    out["epochs_ms_per_map"] = 1e3 * out["epochs_piunet_s"] / (n_epochs * n)
-    quarter = epochs[: max(1, n_epochs // 4)]
-    seconds = _seconds(lambda: _consume(piu32.apply_epochs(quarter, inv, 1 / 9, return_generator=True)))
-    out["epochs_ms_per_map_fp32"] = 1e3 * seconds / (len(quarter) * n)
+    out.update(_bench_epochs(piu, piu32, mne.EpochsArray(data, info, verbose=False), inv))
     out["forward_ms_per_map"] = forward_ms_per_map(piu.network, piu.grid, piu.dtype)
     out["forward_ms_per_map_fp32"] = forward_ms_per_map(piu.network, piu.grid)
+    return out
+
+
+def _bench_raw(piu, inv, info: mne.Info, raw_minutes: float, rng: np.random.Generator) -> dict[str, float]:
+    """``apply_raw`` on minutes of noise: seconds, output MB and peak memory beyond the output (MB)."""
+    n_times = int(raw_minutes * 60 * info["sfreq"])
+    raw = mne.io.RawArray(rng.standard_normal((len(info["ch_names"]), n_times)) * 1e-6, info, verbose=False)
+    t0 = time.perf_counter()
+    stc, added = _measure_peak_mb(lambda: piu.apply_raw(raw, inv, DEFAULT_LAMBDA2, verbose=False))
+    out = dict(raw_s=time.perf_counter() - t0, raw_output_mb=stc.data.nbytes / 2**20)
+    out["raw_peak_beyond_output_mb"] = added - out["raw_output_mb"]
+    return out  # the estimate and the Raw are freed here, before the next benchmarks
+
+
+def _bench_evoked(piu, evoked: mne.Evoked, inv) -> dict[str, float]:
+    """Seconds of ``apply_inverse(method="eLORETA")`` and ``piu.apply`` on one evoked, and their ratio."""
+    out = dict(
+        evoked_eloreta_s=_seconds(
+            lambda: mne.minimum_norm.apply_inverse(evoked, inv, DEFAULT_LAMBDA2, "eLORETA", verbose=False)
+        ),
+        evoked_piunet_s=_seconds(lambda: piu.apply(evoked, inv, DEFAULT_LAMBDA2)),
+    )
+    out["evoked_ratio"] = out["evoked_piunet_s"] / out["evoked_eloreta_s"]
+    return out
+
+
+def _bench_epochs(piu, piu32, epochs: mne.BaseEpochs, inv) -> dict[str, float]:
+    """Seconds of eLORETA and PIUNet on all epochs, their ratio, and PIUNet's ms per map (fp32 on a quarter)."""
+    n_times = len(epochs.times)
+    # generators, each estimate dropped once made: MNE's 200 fsaverage5 estimates alone are 8 GB
+    out = dict(
+        epochs_eloreta_s=_seconds(
+            lambda: _consume(
+                mne.minimum_norm.apply_inverse_epochs(
+                    epochs, inv, DEFAULT_LAMBDA2, "eLORETA", return_generator=True, verbose=False
+                )
+            )
+        ),
+        epochs_piunet_s=_seconds(
+            lambda: _consume(piu.apply_epochs(epochs, inv, DEFAULT_LAMBDA2, return_generator=True))
+        ),
+    )
+    out["epochs_ratio"] = out["epochs_piunet_s"] / out["epochs_eloreta_s"]
+    out["epochs_ms_per_map"] = 1e3 * out["epochs_piunet_s"] / (len(epochs) * n_times)
+    quarter = epochs[: max(1, len(epochs) // 4)]
+    seconds = _seconds(
+        lambda: _consume(piu32.apply_epochs(quarter, inv, DEFAULT_LAMBDA2, return_generator=True))
+    )
+    out["epochs_ms_per_map_fp32"] = 1e3 * seconds / (len(quarter) * n_times)
     return out

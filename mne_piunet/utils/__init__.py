@@ -1,1 +1,1 @@
-"""Small helpers shared across the package (docstrings)."""
+"""Small helpers shared across the package: docstrings and defaults."""

@@ -40,6 +40,18 @@ docdict["prepared"] = """
 prepared : bool
     Whether ``inverse_operator`` is already prepared for eLORETA with this
     ``lambda2`` and ``nave`` (:func:`mne.minimum_norm.prepare_inverse_operator`)."""
+docdict["return_generator"] = """
+return_generator : bool
+    Return a generator of estimates instead of a list."""
+docdict["start_stop"] = """
+start, stop : int | None
+    First and last (exclusive) sample, relative to ``raw.first_samp``."""
+docdict["time_func"] = """
+time_func : None
+    Not supported (raises): apply it to the estimate's data."""
+docdict["buffer_size"] = """
+buffer_size : int | None
+    Samples per chunk; None for 2 s of data."""
 docdict["method_params"] = """
 method_params : dict | None
     eLORETA options, as for :func:`mne.minimum_norm.apply_inverse`."""
@@ -77,7 +89,18 @@ _indented: dict[int, dict[str, str]] = {}
 
 
 def fill_doc(func: _F) -> _F:
-    """Fill ``%(name)s`` entries of ``func``'s docstring from :data:`docdict`."""
+    """Fill ``%(name)s`` entries of ``func``'s docstring from :data:`docdict`.
+
+    Parameters
+    ----------
+    func : callable
+        A function or method whose docstring holds ``%(name)s`` entries.
+
+    Returns
+    -------
+    func : callable
+        The same object, its docstring filled in (indented as the docstring is).
+    """
     doc = func.__doc__
     if not doc:
         return func
