@@ -14,8 +14,9 @@ import warnings
 from pathlib import Path
 
 from .inference import PRECISIONS
+from .utils._defaults import DEFAULT_LAMBDA2, N_SOURCES_SWEEP
 
-DESCRIPTION = "``mne-piunet``: demo, apply, train, validate, blend, evaluate, benchmark."
+DESCRIPTION = "``mne-piunet``: demo, apply, train, fine-tune, validate, blend, evaluate, benchmark."
 
 
 def _demo(args: argparse.Namespace) -> dict[str, float]:
@@ -64,7 +65,7 @@ def _add_apply(sub) -> None:
     p.add_argument("-o", "--out", required=True, help="output stem (writes OUT-vl.stc)")
     p.add_argument("--condition", default=0, type=lambda c: int(c) if c.isdigit() else c)
     p.add_argument("--baseline", nargs=2, type=float, default=None, metavar=("TMIN", "TMAX"))
-    p.add_argument("--lambda2", type=float, default=1 / 9)
+    p.add_argument("--lambda2", type=float, default=DEFAULT_LAMBDA2)
     p.add_argument("--pick-ori", choices=["vector"], default=None)
     p.add_argument("--weights", default=None)
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="the network's arithmetic")
@@ -91,6 +92,39 @@ def _add_train(sub) -> None:
     p.set_defaults(func=_train)
 
 
+def _fine_tune(args: argparse.Namespace) -> int | None:
+    from .finetune import fine_tune
+
+    out = fine_tune(
+        args.inv, args.fwd, out=args.out, minutes=args.minutes, weights=args.weights, lambda2=args.lambda2,
+        subjects_dir=args.subjects_dir, run_dir=args.run_dir, overwrite=args.overwrite, seed=args.seed,
+        device=args.device, threads=args.threads,
+    )  # fmt: skip
+    if out is None:
+        print("The fine-tuned weights validated no better than the starting ones; nothing was written.")
+        return 1
+    print(f"Fine-tuned weights: {out} (use them with PIUNetInverse({str(out)!r}) and this inverse)")
+
+
+def _add_fine_tune(sub) -> None:
+    p = sub.add_parser("fine-tune", help="adapt the bundled model to your own forward model and inverse")
+    p.add_argument("--fwd", required=True, help="-fwd.fif file (with EEG) the inverse was made from")
+    p.add_argument("--inv", required=True, help="-inv.fif file")
+    p.add_argument("-o", "--out", required=True, help="output .pt (its JSON is written beside it)")
+    p.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget; a larger one resumes")
+    p.add_argument("--weights", default=None, help="weights to start from (default: the bundled ones)")
+    p.add_argument("--lambda2", type=float, default=DEFAULT_LAMBDA2)
+    p.add_argument("--subjects-dir", default=None, help="where the subject's talairach.xfm is found")
+    p.add_argument(
+        "--run-dir", default=None, help="log and checkpoint folder (default: OUT without .pt + _run)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_fine_tune)
+
+
 def _blend(args: argparse.Namespace) -> None:
     from .training import blend_weights
 
@@ -115,7 +149,8 @@ def _validate(args: argparse.Namespace) -> None:
     from .training import TrainConfig, default_config_path, validate_by_sources
 
     config = TrainConfig.from_json(args.config or default_config_path())
-    res = validate_by_sources(args.weights, config, tuple(args.sources), n_per_setup=args.n, seed=args.seed)
+    seed = {} if args.seed is None else dict(seed=args.seed)
+    res = validate_by_sources(args.weights, config, tuple(args.sources), n_per_setup=args.n, **seed)
     print(
         f"Mean NEMD (16 mm cells) on the validation setups, {args.n} samples per setup and number of sources"
     )
@@ -126,9 +161,9 @@ def _add_validate(sub) -> None:
     p = sub.add_parser("validate", help="NEMD per number of sources on a config's validation setups")
     p.add_argument("weights", nargs="+", help="weight files (.pt) to compare")
     p.add_argument("--config", default=None, help="JSON config whose val_setups and prior to use")
-    p.add_argument("--sources", type=int, nargs="+", default=[1, 2, 3, 5, 10])
+    p.add_argument("--sources", type=int, nargs="+", default=list(N_SOURCES_SWEEP))
     p.add_argument("--n", type=int, default=12, help="samples per validation setup and number of sources")
-    p.add_argument("--seed", type=int, default=20_000)
+    p.add_argument("--seed", type=int, default=None, help="default: a stream apart from training's")
     p.set_defaults(func=_validate)
 
 
@@ -233,7 +268,7 @@ def _add_bench_speed(sub) -> None:
 
 
 _SUBCOMMANDS = (
-    _add_demo, _add_apply, _add_train, _add_blend, _add_validate, _add_evaluate, _add_benchmark,
+    _add_demo, _add_apply, _add_train, _add_fine_tune, _add_blend, _add_validate, _add_evaluate, _add_benchmark,
     _add_bench_data, _add_bench_speed,
 )  # fmt: skip
 
@@ -264,11 +299,18 @@ def main(argv: list[str] | None = None) -> int:
     Returns
     -------
     code : int
-        The exit status (0).
+        The exit status: 0, or 1 when a command did not do its job (a
+        fine-tune whose weights validated no better). Bad input exits with
+        status 2 and the library's message.
     """
-    args = build_parser().parse_args(argv)
-    args.func(args)
-    return 0
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)  # demo returns its errors (for the deprecated demo()); others None or 1
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError) as exc:
+        # bad input: the library's message names the problem and the fix; no traceback
+        parser.exit(2, f"mne-piunet {args.command}: error: {exc}\n")
+    return code if isinstance(code, int) else 0
 
 
 # --------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ batched over time points (and across epochs) ->
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import mne
@@ -25,6 +25,7 @@ from .anatomy import template_subjects_dir
 from .grid import DEFAULT_MINDIST_MM, SourceGrid, get_grid, grid_meta, to_template_space
 from .inference import predict_maps, prepare_network, resolve_precision
 from .network import bundled_weights_path, load_network, resolve_device
+from .utils._defaults import DEFAULT_LAMBDA2
 from .utils._docs import fill_doc
 
 #: Source estimate classes :meth:`PIUNetInverse.refine` accepts.
@@ -98,13 +99,40 @@ def _check_data(inst, inverse_operator, data: np.ndarray | None = None) -> None:
         return
     if data.size == 0:
         raise ValueError(f"The {type(inst).__name__} has no samples: nothing to localise.")
-    picks = [inst.info["ch_names"].index(c) for c in needed if c not in inst.info["bads"]]
-    bad = ~np.isfinite(data[..., picks, :]) if data.ndim == 3 else ~np.isfinite(data[picks])
+    names = inst.info["ch_names"]
+    _check_finite(data[..., [names.index(c) for c in _checked_channels(inst, inverse_operator)], :])
+
+
+def _checked_channels(inst, inverse_operator) -> list[str]:
+    """The inverse's good channels that are good in the data too: their values must be finite."""
+    inv_info = inverse_operator["info"]
+    return [c for c in inv_info["ch_names"] if c not in inv_info["bads"] and c not in inst.info["bads"]]
+
+
+def _check_finite(data: np.ndarray) -> None:
+    bad = ~np.isfinite(data)
     if bad.any():
         raise ValueError(
             f"The data contain {int(bad.sum())} NaN or infinite value(s): fix or drop "
             "those channels/samples (e.g. raw.interpolate_bads(), epochs.drop_bad()) first."
         )
+
+
+def _finite_time_func(raw, inverse_operator) -> Callable[[np.ndarray], np.ndarray]:
+    """A ``time_func`` for :func:`mne.minimum_norm.apply_inverse_raw`: :func:`_check_data`'s check.
+
+    MNE passes it the chunk it has read (rows: the inverse's noise covariance
+    channels) before applying the kernel, so the chunk is checked without
+    reading it twice; it is returned unchanged.
+    """
+    checked = set(_checked_channels(raw, inverse_operator))
+    rows = [i for i, c in enumerate(inverse_operator["noise_cov"].ch_names) if c in checked]
+
+    def check(data: np.ndarray) -> np.ndarray:
+        _check_finite(data[rows])
+        return data
+
+    return check
 
 
 # ------------------------------------------------------------------ class
@@ -179,10 +207,12 @@ class PIUNetInverse:
 
     @property
     def src(self) -> mne.SourceSpaces:
+        """The output volume source space (fsaverage/MNI coordinates)."""
         return self.grid.src
 
     @property
     def subjects_dir(self):
+        """Template subjects folder: ``stc.plot(piu.src, subjects_dir=piu.subjects_dir)``."""
         return template_subjects_dir()
 
     # --------------------------------------------------------- core
@@ -250,9 +280,78 @@ class PIUNetInverse:
 
     def _inverse_geometry(self, inv, mni_transform, subjects_dir) -> tuple:
         """(operator, rotation, normals or None) of an inverse operator's source space."""
+        self._check_tuned_on(inv)
         normals = None if inv["source_ori"] == FIFF.FIFFV_MNE_FREE_ORI else inv["source_nn"]
         op, rot = self._operator(inv["src"], inv["mri_head_t"], mni_transform, subjects_dir)
         return op, rot, normals
+
+    def _check_tuned_on(self, inv) -> None:
+        """Warn when weights fine-tuned on one inverse are applied with another."""
+        tuned_on = self.bundle.meta.get("tuned_on")
+        if tuned_on is None:  # the bundled weights: no cost
+            return
+        from .finetune import inverse_fingerprint
+
+        digest = inverse_fingerprint(inv)
+        if digest != tuned_on["inverse_sha256"]:
+            warn(
+                f"The weights {self.weights_path.name} were fine-tuned on inverse "
+                f"{tuned_on['inverse_sha256'][:12]} ({tuned_on['name']}), but this inverse is "
+                f"{digest[:12]}: they may do worse than on their own inverse. Use them with the "
+                "inverse they were tuned on, or the bundled weights (PIUNetInverse())."
+            )
+
+    @verbose
+    def fine_tune(
+        self,
+        inverse_operator: mne.minimum_norm.InverseOperator,
+        forward: mne.Forward,
+        *,
+        out: str | Path,
+        minutes: float = 30.0,
+        verbose=None,
+        **kwargs,
+    ) -> PIUNetInverse:
+        """Adapt these weights to your own forward model (see :func:`mne_piunet.finetune.fine_tune`).
+
+        Parameters
+        ----------
+        inverse_operator : mne.minimum_norm.InverseOperator | path-like
+            Your inverse operator.
+        forward : mne.Forward | path-like
+            The forward it was made from.
+        out : path-like
+            The tuned weights' ``.pt`` file.
+        minutes : float
+            Wall-clock budget.
+        verbose : bool | str | int | None
+            Logging level, as for any MNE function (:func:`mne.verbose`).
+        **kwargs
+            Further keywords of :func:`mne_piunet.finetune.fine_tune`
+            (``lambda2``, ``mni_transform``, ``subjects_dir``, ``run_dir``,
+            ``overwrite``, ``seed``, ``threads``).
+
+        Returns
+        -------
+        tuned : PIUNetInverse
+            A model with the tuned weights, on this one's device and precision;
+            this model itself when the tuned weights validated no better (a
+            warning says so).
+        """
+        from .finetune import fine_tune
+
+        written = fine_tune(
+            inverse_operator, forward, out=out, minutes=minutes, weights=self.weights_path,
+            device=str(self.device), **kwargs,
+        )  # fmt: skip
+        if written is None:
+            return self
+        return PIUNetInverse(
+            written,
+            device=str(self.device),
+            batch_size=self.batch_size,
+            precision=str(self.dtype).removeprefix("torch."),
+        )
 
     # --------------------------------------------------------- refine
     @verbose
@@ -300,32 +399,11 @@ class PIUNetInverse:
         if not isinstance(stc, _STC_TYPES):
             raise TypeError(f"stc must be a source estimate, got {type(stc).__name__}")
         if isinstance(src, InverseOperator):
-            inv, src = src, src["src"]
-            mri_head_t = inv["mri_head_t"] if mri_head_t is None else mri_head_t
-            if normals is None and stc.data.ndim == 2 and inv["source_ori"] != FIFF.FIFFV_MNE_FREE_ORI:
-                normals = inv["source_nn"]
+            src, mri_head_t, normals = _unpack_inverse(src, stc, mri_head_t, normals)
         _validate_src(src)
-        n_src = sum(len(v) for v in stc.vertices)
-        if n_src != sum(s["nuse"] for s in src):
-            raise ValueError(
-                f"stc has {n_src} sources but src has {sum(s['nuse'] for s in src)}: pass the estimate's own source space"
-            )
-        data = stc.data
-        if data.ndim == 2 and normals is None:
-            if any(s["type"] != "surf" for s in src):
-                raise ValueError(
-                    "A scalar estimate on a volume or discrete source space needs its source "
-                    "orientations: pass the inverse operator as src (its source_nn is used), or "
-                    "normals=inverse_operator['source_nn'], or an eLORETA estimate made with "
-                    'pick_ori="vector".'
-                )
-            normals = np.concatenate([s["nn"][v] for s, v in zip(src, stc.vertices)])
-        if data.ndim == 2 and np.shape(normals) != (n_src, 3):
-            raise ValueError(f"normals must have shape ({n_src}, 3), got {np.shape(normals)}")
-        if not np.all(np.isfinite(data)):
-            raise ValueError("The estimate contains NaN or infinite values")
+        normals = _check_estimate(stc, src, normals)
         op, rot = self._operator(src, mri_head_t, mni_transform, subjects_dir)
-        return self._make_stc(self._refine_array(data, op, rot, normals), stc.tmin, stc.tstep, pick_ori)
+        return self._make_stc(self._refine_array(stc.data, op, rot, normals), stc.tmin, stc.tstep, pick_ori)
 
     def _setup_call(self, inst, inverse_operator, lambda2, method, pick_ori, label, return_residual, data):
         _check_inverse(inverse_operator)
@@ -341,7 +419,7 @@ class PIUNetInverse:
         self,
         evoked: mne.Evoked,
         inverse_operator: InverseOperator,
-        lambda2: float = 1.0 / 9.0,
+        lambda2: float = DEFAULT_LAMBDA2,
         method: str = "eLORETA",
         pick_ori: str | None = None,
         prepared: bool = False,
@@ -395,7 +473,7 @@ class PIUNetInverse:
         self,
         epochs: mne.BaseEpochs,
         inverse_operator: InverseOperator,
-        lambda2: float = 1.0 / 9.0,
+        lambda2: float = DEFAULT_LAMBDA2,
         method: str = "eLORETA",
         label=None,
         nave: int = 1,
@@ -426,8 +504,7 @@ class PIUNetInverse:
         %(label)s
         %(nave)s
         %(pick_ori)s
-        return_generator : bool
-            Return a generator of estimates instead of a list.
+        %(return_generator)s
         %(prepared)s
         %(method_params)s
         %(use_cps)s
@@ -441,10 +518,7 @@ class PIUNetInverse:
         """
         _validate_inst(epochs, mne.BaseEpochs, "epochs")
         lambda2 = self._setup_call(epochs, inverse_operator, lambda2, method, pick_ori, label, False, None)
-        if not prepared:
-            inverse_operator = mne.minimum_norm.prepare_inverse_operator(
-                inverse_operator, nave, lambda2, "eLORETA", method_params, use_cps, verbose=False
-            )
+        inverse_operator = _prepare_eloreta(inverse_operator, prepared, nave, lambda2, method_params, use_cps)
         eloreta = mne.minimum_norm.apply_inverse_epochs(
             epochs, inverse_operator, lambda2, "eLORETA", nave=nave, pick_ori=_eloreta_ori(inverse_operator),
             return_generator=True, prepared=True, method_params=method_params, use_cps=use_cps, verbose=False,
@@ -478,6 +552,7 @@ class PIUNetInverse:
         for stc, t0, t1 in zip(stcs, bounds[:-1], bounds[1:]):
             yield self._make_stc(refined[..., t0:t1], stc.tmin, stc.tstep, pick_ori)
 
+    # Over 60 lines only for its signature and docstring (apply_inverse_raw's); the body is 14.
     @verbose
     @fill_doc
     def apply_raw(
@@ -517,14 +592,11 @@ class PIUNetInverse:
         %(lambda2)s
         %(method)s
         %(label)s
-        start, stop : int | None
-            First and last (exclusive) sample, relative to ``raw.first_samp``.
+        %(start_stop)s
         %(nave)s
-        time_func : None
-            Not supported (raises): apply it to the estimate's data.
+        %(time_func)s
         %(pick_ori)s
-        buffer_size : int | None
-            Samples per chunk; None for 2 s of data.
+        %(buffer_size)s
         %(prepared)s
         %(method_params)s
         %(use_cps)s
@@ -546,23 +618,32 @@ class PIUNetInverse:
         if time_func is not None:
             raise ValueError("time_func is not supported: apply it to the returned estimate's data.")
         lambda2 = self._setup_call(raw, inverse_operator, lambda2, method, pick_ori, label, False, None)
-        start = 0 if start is None else int(start)
-        stop = raw.n_times if stop is None else min(int(stop), raw.n_times)
-        if stop <= start:
-            raise ValueError(f"Nothing to localise between start={start} and stop={stop} samples.")
-        if not prepared:
-            inverse_operator = mne.minimum_norm.prepare_inverse_operator(
-                inverse_operator, nave, lambda2, "eLORETA", method_params, use_cps, verbose=False
-            )
-        # 2 s chunks: a loose fsaverage5 eLORETA chunk at 250 Hz is then ~250 MB
-        step = int(buffer_size or round(2 * raw.info["sfreq"]))
+        span = _raw_span(raw, start, stop, buffer_size)
+        inverse_operator = _prepare_eloreta(inverse_operator, prepared, nave, lambda2, method_params, use_cps)
         chunks = self._raw_chunks(
-            raw, inverse_operator, lambda2, (start, stop, step), nave, method_params, use_cps,
+            raw, inverse_operator, lambda2, span, nave, method_params, use_cps,
             self._inverse_geometry(inverse_operator, mni_transform, subjects_dir),
         )  # fmt: skip
-        tstep = 1.0 / raw.info["sfreq"]
         if return_generator:
+            tstep = 1.0 / raw.info["sfreq"]
             return (self._make_stc(data, raw.times[s0], tstep, pick_ori) for s0, data in chunks)
+        return self._raw_estimate(raw, chunks, span, pick_ori)
+
+    def _raw_chunks(self, raw, inv, lambda2, span, nave, method_params, use_cps, geometry) -> Iterator:
+        """(first sample, refined float32 vectors) per chunk of ``span = (start, stop, step)``."""
+        start, stop, step = span
+        check = _finite_time_func(raw, inv)  # each chunk is read once, by MNE, and checked there
+        for s0 in range(start, stop, step):
+            stc = mne.minimum_norm.apply_inverse_raw(
+                raw, inv, lambda2, "eLORETA", start=s0, stop=min(s0 + step, stop), nave=nave,
+                time_func=check, pick_ori=_eloreta_ori(inv), prepared=True,
+                method_params=method_params, use_cps=use_cps, verbose=False,
+            )  # fmt: skip
+            yield s0, self._refine_array(stc.data, *geometry)
+
+    def _raw_estimate(self, raw, chunks: Iterator, span: tuple, pick_ori):
+        """One float32 estimate of ``span = (start, stop, step)`` from its refined chunks."""
+        start, stop, step = span
         shape = (self.grid.n_sources, 3) if pick_ori == "vector" else (self.grid.n_sources,)
         out = np.empty(shape + (stop - start,), np.float32)
         for s0, data in ProgressBar(chunks, max_value=len(range(start, stop, step)), mesg="PIUNet raw"):
@@ -570,19 +651,26 @@ class PIUNetInverse:
                 data if pick_ori == "vector" else np.linalg.norm(data, axis=1)
             )
         cls = mne.VolVectorSourceEstimate if pick_ori == "vector" else mne.VolSourceEstimate
-        return cls(out, self.grid.vertices, raw.times[start], tstep, subject="fsaverage")
+        return cls(out, self.grid.vertices, raw.times[start], 1.0 / raw.info["sfreq"], subject="fsaverage")
 
-    def _raw_chunks(self, raw, inv, lambda2, span, nave, method_params, use_cps, geometry) -> Iterator:
-        """(first sample, refined float32 vectors) per chunk of ``span = (start, stop, step)``."""
-        start, stop, step = span
-        for s0 in range(start, stop, step):
-            s1 = min(s0 + step, stop)
-            _check_data(raw, inv, raw.get_data(start=s0, stop=s1))
-            stc = mne.minimum_norm.apply_inverse_raw(
-                raw, inv, lambda2, "eLORETA", start=s0, stop=s1, nave=nave, pick_ori=_eloreta_ori(inv),
-                prepared=True, method_params=method_params, use_cps=use_cps, verbose=False,
-            )  # fmt: skip
-            yield s0, self._refine_array(stc.data, *geometry)
+
+def _raw_span(raw, start, stop, buffer_size) -> tuple[int, int, int]:
+    """apply_raw's ``(start, stop, step)`` in samples, ``stop`` clipped to the data; an empty span raises."""
+    start = 0 if start is None else int(start)
+    stop = raw.n_times if stop is None else min(int(stop), raw.n_times)
+    if stop <= start:
+        raise ValueError(f"Nothing to localise between start={start} and stop={stop} samples.")
+    # 2 s chunks by default: a loose fsaverage5 eLORETA chunk at 250 Hz is then ~250 MB
+    return start, stop, int(buffer_size or round(2 * raw.info["sfreq"]))
+
+
+def _prepare_eloreta(inverse_operator, prepared, nave, lambda2, method_params, use_cps):
+    """The inverse prepared for eLORETA (:func:`mne.minimum_norm.prepare_inverse_operator`) unless it is."""
+    if prepared:
+        return inverse_operator
+    return mne.minimum_norm.prepare_inverse_operator(
+        inverse_operator, nave, lambda2, "eLORETA", method_params, use_cps, verbose=False
+    )
 
 
 def _eloreta_ori(inverse_operator) -> str | None:
@@ -606,6 +694,41 @@ def _validate_src(src) -> None:
         raise ValueError(f"Unsupported source space type(s) {sorted(kinds)}")
 
 
+def _unpack_inverse(inv, stc, mri_head_t, normals) -> tuple:
+    """An inverse's source space, and its mri_head_t and fixed orientations where not given."""
+    mri_head_t = inv["mri_head_t"] if mri_head_t is None else mri_head_t
+    if normals is None and stc.data.ndim == 2 and inv["source_ori"] != FIFF.FIFFV_MNE_FREE_ORI:
+        normals = inv["source_nn"]
+    return inv["src"], mri_head_t, normals
+
+
+def _check_estimate(stc, src, normals) -> np.ndarray | None:
+    """Check an estimate against its source space; return the orientations a scalar one needs.
+
+    A scalar estimate without ``normals`` on a surface source space takes the
+    surface normals; a vector estimate's ``normals`` are returned as given (unused).
+    """
+    n_src = sum(len(v) for v in stc.vertices)
+    if n_src != sum(s["nuse"] for s in src):
+        raise ValueError(
+            f"stc has {n_src} sources but src has {sum(s['nuse'] for s in src)}: pass the estimate's own source space"
+        )
+    if stc.data.ndim == 2 and normals is None:
+        if any(s["type"] != "surf" for s in src):
+            raise ValueError(
+                "A scalar estimate on a volume or discrete source space needs its source "
+                "orientations: pass the inverse operator as src (its source_nn is used), or "
+                "normals=inverse_operator['source_nn'], or an eLORETA estimate made with "
+                'pick_ori="vector".'
+            )
+        normals = np.concatenate([s["nn"][v] for s, v in zip(src, stc.vertices)])
+    if stc.data.ndim == 2 and np.shape(normals) != (n_src, 3):
+        raise ValueError(f"normals must have shape ({n_src}, 3), got {np.shape(normals)}")
+    if not np.all(np.isfinite(stc.data)):
+        raise ValueError("The estimate contains NaN or infinite values")
+    return normals
+
+
 # --------------------------------------------------------- functional API
 _DEFAULT: dict[tuple, PIUNetInverse] = {}
 
@@ -623,7 +746,7 @@ def _default_inverse(weights, device, batch_size, precision) -> PIUNetInverse:
 def apply_piunet(
     evoked,
     inverse_operator,
-    lambda2: float = 1.0 / 9.0,
+    lambda2: float = DEFAULT_LAMBDA2,
     method: str = "eLORETA",
     pick_ori: str | None = None,
     prepared: bool = False,
@@ -679,7 +802,7 @@ def apply_piunet(
 def apply_piunet_epochs(
     epochs,
     inverse_operator,
-    lambda2: float = 1.0 / 9.0,
+    lambda2: float = DEFAULT_LAMBDA2,
     method: str = "eLORETA",
     label=None,
     nave: int = 1,
@@ -711,8 +834,7 @@ def apply_piunet_epochs(
     %(label)s
     %(nave)s
     %(pick_ori)s
-    return_generator : bool
-        Return a generator of estimates instead of a list.
+    %(return_generator)s
     %(prepared)s
     %(method_params)s
     %(use_cps)s
@@ -731,6 +853,7 @@ def apply_piunet_epochs(
     )  # fmt: skip
 
 
+# Over 60 lines only for its signature and docstring (apply_inverse_raw's); the body is 5.
 @verbose
 @fill_doc
 def apply_piunet_raw(
@@ -770,14 +893,11 @@ def apply_piunet_raw(
     %(lambda2)s
     %(method)s
     %(label)s
-    start, stop : int | None
-        First and last (exclusive) sample, relative to ``raw.first_samp``.
+    %(start_stop)s
     %(nave)s
-    time_func : None
-        Not supported (raises).
+    %(time_func)s
     %(pick_ori)s
-    buffer_size : int | None
-        Samples per chunk; None for 2 s of data.
+    %(buffer_size)s
     %(prepared)s
     %(method_params)s
     %(use_cps)s

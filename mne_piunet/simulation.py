@@ -12,6 +12,8 @@ All vectors are in the template MRI frame (fsaverage surface RAS), the grid's.
 
 from __future__ import annotations
 
+import zlib
+from copy import deepcopy
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 
@@ -30,6 +32,7 @@ from .anatomy import (
 )
 from .grid import SourceGrid, get_grid
 from .inference import normalise_inputs
+from .utils._defaults import DEFAULT_LAMBDA2
 
 
 @dataclass(frozen=True)
@@ -46,18 +49,48 @@ class HeadSetup:
         Brain, skull, scalp conductivity (S/m), BEM only.
     source_space : "volume" | "surface"
         The grid itself with free orientations, or the fsaverage5 cortex with
-        fixed (normal) orientations and cortical-patch sources.
+        cortical-patch sources along the normals.
+    loose : float
+        Surface only: 0 for a fixed-orientation inverse, or the ``loose``
+        value of a loose-orientation one (with ``depth=0.8``, MNE's defaults
+        for surface source spaces: ``loose=0.2``).
+    jitter_mm : float
+        Standard deviation (mm, per coordinate) of a seeded displacement of
+        every electrode, as real caps sit a few mm off their nominal places.
+        MNE projects the displaced electrodes back onto the scalp.
+    jitter_seed : int
+        Seed of that displacement: setups that differ only in it are
+        different caps.
     """
 
     montage: str
     head: str = "bem"
     conductivity: tuple[float, float, float] = DEFAULT_CONDUCTIVITY
     source_space: str = "volume"
+    loose: float = 0.0
+    jitter_mm: float = 0.0
+    jitter_seed: int = 0
+
+    def __post_init__(self):
+        if self.source_space not in ("volume", "surface"):
+            raise ValueError(f'source_space must be "volume" or "surface", got {self.source_space!r}')
+        if not 0.0 <= self.loose <= 1.0 or (self.loose and self.source_space != "surface"):
+            raise ValueError(
+                f"loose must be in [0, 1] and is for surface source spaces only, got {self.loose!r} "
+                f"on a {self.source_space} source space (volume setups are always free)"
+            )
+        if self.jitter_mm < 0:
+            raise ValueError(f"jitter_mm must be >= 0, got {self.jitter_mm!r}")
 
     @property
     def name(self) -> str:
         head = "sphere" if self.head == "sphere" else f"bem{self.conductivity[1]:g}"
-        return f"{self.montage}/{head}/{self.source_space}"
+        name = f"{self.montage}/{head}/{self.source_space}"
+        if self.loose:
+            name += f"/loose{self.loose:g}"
+        if self.jitter_mm:
+            name += f"/jitter{self.jitter_mm:g}mm-{self.jitter_seed}"
+        return name
 
 
 @dataclass(frozen=True)
@@ -68,30 +101,44 @@ class SourcePrior:
     to ``1 / k**n_sources_decay`` (favouring few sources), the Gaussian extent
     sigma log-uniformly from ``sigma_mm``, and the SNR (dB, as in the paper:
     noise std = signal std / sqrt(10**(SNR/10))) uniformly from ``snr_db``.
+    A fraction ``coloured_noise`` of the samples draws its noise from the
+    setup's sensor covariance (:attr:`PreparedSetup.noise_cov`: background
+    brain activity, or a user's noise covariance) instead of white noise.
     """
 
     max_sources: int = 10
     n_sources_decay: float = 1.0
     sigma_mm: tuple[float, float] = (5.0, 40.0)
     snr_db: tuple[float, float] = (0.0, 30.0)
+    coloured_noise: float = 0.0
 
 
 @dataclass
 class PreparedSetup:
-    """A :class:`HeadSetup` with its leadfield, eLORETA kernel and grid operator."""
+    """A forward model with its leadfield, eLORETA kernel and grid operator.
 
-    setup: HeadSetup
+    Made from a :class:`HeadSetup` by :func:`prepare_setup`, or from a user's
+    own forward and inverse by :func:`prepare_user_setup`. Moments and
+    positions are in the template MRI frame (the grid's).
+    """
+
+    setup: HeadSetup | str  # a HeadSetup, or a user setup's name
     info: mne.Info
     inverse_operator: mne.minimum_norm.InverseOperator
     lambda2: float
     pos: np.ndarray  # (n_src, 3) m, MRI frame
-    normals: np.ndarray | None  # (n_src, 3) for fixed orientation, else None
-    leadfield: np.ndarray  # (n_chan, n_src * 3) free or (n_chan, n_src) fixed
+    normals: np.ndarray | None  # (n_src, 3) cortical normals (patch sources), None for blobs
+    leadfield: np.ndarray  # (n_chan, n_src * 3) free or loose, (n_chan, n_src) fixed
     kernel: np.ndarray  # transpose-shaped to leadfield
     to_grid: sparse.csr_matrix  # (n_grid, n_src)
-    hemi_of: np.ndarray | None = None  # hemisphere of each cortical source
+    hemi_of: np.ndarray | None = None  # which hemisphere (source space) each patch source is in
     head_to_mri: np.ndarray = field(default_factory=lambda: np.eye(3))  # rotation of moments
     src: mne.SourceSpaces | None = None  # the source space the leadfield was computed on
+    noise_cov: np.ndarray | None = None  # (n_chan, n_chan) coloured sensor noise, see SourcePrior
+
+    @property
+    def name(self) -> str:
+        return self.setup if isinstance(self.setup, str) else self.setup.name
 
     @cached_property
     def on_grid(self) -> bool:
@@ -102,7 +149,8 @@ class PreparedSetup:
 
     @property
     def free(self) -> bool:
-        return self.normals is None
+        """True when leadfield, estimates and sources are moment vectors (free or loose)."""
+        return self.leadfield.shape[1] == 3 * self.n_sources
 
     @property
     def n_sources(self) -> int:
@@ -110,7 +158,7 @@ class PreparedSetup:
 
     def grid_values(self, values: np.ndarray) -> np.ndarray:
         """(n, n_src, 3) MRI-frame moments, or fixed (n, n_src) amplitudes -> (n, n_grid, 3)."""
-        if not self.free:
+        if values.ndim == 2:
             values = values[..., None] * self.normals[None]
         if self.on_grid:
             return values
@@ -169,52 +217,319 @@ def linear_kernel(prepared: PreparedSetup, method: str) -> np.ndarray:
     return _rotate_blocks(kernel, prepared.head_to_mri, axis=0) if prepared.free else kernel
 
 
+def jittered_info(montage: str, jitter_mm: float, seed: int) -> mne.Info:
+    """EEG info of a built-in montage with every electrode displaced at random.
+
+    Parameters
+    ----------
+    montage : str
+        Built-in MNE montage name.
+    jitter_mm : float
+        Standard deviation of the displacement per coordinate (mm).
+    seed : int
+        Seed of the displacement.
+
+    Returns
+    -------
+    info : mne.Info
+        As :func:`~mne_piunet.anatomy.montage_info`, with moved electrodes.
+    """
+    info = montage_info(montage)
+    mont = mne.channels.make_standard_montage(montage)
+    pos = mont.get_positions()
+    rng = np.random.default_rng(seed)
+    ch_pos = {name: xyz + rng.normal(0.0, jitter_mm * 1e-3, 3) for name, xyz in pos["ch_pos"].items()}
+    jittered = mne.channels.make_dig_montage(
+        ch_pos, nasion=pos["nasion"], lpa=pos["lpa"], rpa=pos["rpa"], coord_frame=pos["coord_frame"]
+    )
+    info.set_montage(jittered, verbose=False)
+    return info
+
+
+def background_noise_cov(leadfield: np.ndarray, free: bool, n_dipoles: int, seed: int) -> np.ndarray:
+    """Sensor covariance of spontaneous brain activity plus 10 % sensor noise.
+
+    ``n_dipoles`` independent dipoles at random sources (random orientations
+    where the leadfield is free) of unit variance: their covariance is
+    ``L_s L_s^T``. Spatially correlated noise like this is what a baseline
+    covariance of real EEG looks like; the 10 % white part stands for the
+    amplifier and electrode noise.
+
+    Parameters
+    ----------
+    leadfield : array, shape (n_chan, n_src) or (n_chan, 3 * n_src)
+        The setup's leadfield.
+    free : bool
+        Whether the leadfield has three columns (x, y, z) per source.
+    n_dipoles : int
+        Number of background dipoles.
+    seed : int
+        Seed of their draw.
+
+    Returns
+    -------
+    cov : array, shape (n_chan, n_chan)
+        Average-referenced, trace-normalised covariance.
+    """
+    rng = np.random.default_rng(seed)
+    n_chan = len(leadfield)
+    lf = leadfield - leadfield.mean(axis=0)  # average reference
+    idx = rng.integers(0, lf.shape[1] // 3 if free else lf.shape[1], n_dipoles)
+    if free:
+        ori = rng.standard_normal((n_dipoles, 3))
+        ori /= np.linalg.norm(ori, axis=1, keepdims=True)
+        cols = np.einsum("cdk,dk->cd", lf.reshape(n_chan, -1, 3)[:, idx], ori)
+    else:
+        cols = lf[:, idx]
+    cov = cols @ cols.T
+    cov /= np.trace(cov)
+    centre = np.eye(n_chan) - 1.0 / n_chan
+    return 0.9 * cov + 0.1 * centre / np.trace(centre)
+
+
+#: Background dipoles of a template setup's coloured noise: enough that no few
+#: sources dominate the covariance, few enough that it is not white.
+N_BACKGROUND_DIPOLES = 200
+
+
+def _template_kernel(setup: HeadSetup, inv, info, lambda2: float, src, custom_cov: bool) -> np.ndarray:
+    if custom_cov:
+        return inverse_kernel(inv, info, lambda2)
+    # eLORETA's weights take tens of seconds on a cortex: cache the kernel
+    key = dict(setup=asdict(setup), lambda2=float(lambda2), src=src_fingerprint(src))
+    if not setup.loose and not setup.jitter_mm:
+        # the keys of the first releases' cache files: they stay valid
+        key["setup"] = {
+            k: v for k, v in key["setup"].items() if k not in ("loose", "jitter_mm", "jitter_seed")
+        }
+    return cached(
+        "kernel", key, ".npy", lambda: inverse_kernel(inv, info, lambda2), lambda f, k: np.save(f, k), np.load
+    )
+
+
 @verbose
 def prepare_setup(
     setup: HeadSetup,
     grid: SourceGrid | None = None,
-    lambda2: float = 1.0 / 9.0,
+    lambda2: float = DEFAULT_LAMBDA2,
     noise_cov: mne.Covariance | None = None,
     verbose: bool | str | int | None = None,
 ) -> PreparedSetup:
-    """Precompute the leadfield, eLORETA kernel and grid operator of a setup."""
+    """Precompute the leadfield, eLORETA kernel and grid operator of a setup.
+
+    Parameters
+    ----------
+    setup : HeadSetup
+        The template forward model.
+    grid : SourceGrid | None
+        The network's grid (default: :func:`~mne_piunet.grid.get_grid`).
+    lambda2 : float
+        eLORETA's regularisation.
+    noise_cov : mne.Covariance | None
+        The inverse's noise covariance (default: MNE's ad hoc covariance).
+    %(verbose)s
+
+    Returns
+    -------
+    prepared : PreparedSetup
+        Its ``noise_cov`` is the covariance of simulated background activity
+        (:func:`background_noise_cov`), for coloured-noise samples.
+    """
     grid = get_grid() if grid is None else grid
-    if setup.source_space not in ("volume", "surface"):
-        raise ValueError(f'source_space must be "volume" or "surface", got {setup.source_space!r}')
     src = grid.src if setup.source_space == "volume" else make_cortex_src()
-    fwd = make_template_forward(setup.montage, src, head=setup.head, conductivity=setup.conductivity)
-    info = montage_info(setup.montage)
+    info = jittered_info(setup.montage, setup.jitter_mm, setup.jitter_seed) if setup.jitter_mm else None
+    fwd = make_template_forward(
+        setup.montage if info is None else info, src, head=setup.head, conductivity=setup.conductivity
+    )
+    info = montage_info(setup.montage) if info is None else info
     custom_cov = noise_cov is not None
     if not custom_cov:
         noise_cov = mne.make_ad_hoc_cov(info, verbose=False)
-    fixed = setup.source_space == "surface"
-    inv = mne.minimum_norm.make_inverse_operator(
-        info, fwd, noise_cov, loose=0.0 if fixed else 1.0, fixed=fixed, verbose=False
-    )
-    if custom_cov:
-        kernel = inverse_kernel(inv, info, lambda2)
-    else:  # eLORETA's weights take tens of seconds on a cortex: cache the kernel
-        kernel = cached(
-            "kernel", dict(setup=asdict(setup), lambda2=float(lambda2), src=src_fingerprint(src)), ".npy",
-            lambda: inverse_kernel(inv, info, lambda2), lambda f, k: np.save(f, k), np.load,
-        )  # fmt: skip
-    # Forward and inverse live in head coordinates; the grid in MRI coordinates.
-    head_mri = (
-        fwd["mri_head_t"]["trans"]
-        if fwd["mri_head_t"]["from"] == 4
-        else np.linalg.inv(fwd["mri_head_t"]["trans"])
-    )
-    rot = head_mri[:3, :3]  # head -> MRI rotation
-    pos = mne.transforms.apply_trans(head_mri, fwd["source_rr"])
-    if fixed:
-        fwd = mne.convert_forward_solution(fwd, surf_ori=True, force_fixed=True, use_cps=True, verbose=False)
-        leadfield = fwd["sol"]["data"]
-        normals = fwd["source_nn"] @ rot.T
-        hemi_of = np.concatenate([np.full(s["nuse"], i) for i, s in enumerate(fwd["src"])])
+    if setup.source_space == "volume":
+        orientation = dict(loose=1.0, fixed=False)
+    elif setup.loose:
+        orientation = dict(loose=setup.loose, depth=0.8, fixed=False)  # MNE's surface defaults
     else:
-        leadfield = _rotate_blocks(fwd["sol"]["data"], rot, axis=1)  # takes MRI-frame moments
-        kernel = _rotate_blocks(kernel, rot, axis=0)  # returns MRI-frame moments
-        normals, hemi_of = None, None
+        orientation = dict(loose=0.0, fixed=True)
+    inv = mne.minimum_norm.make_inverse_operator(info, fwd, noise_cov, verbose=False, **orientation)
+    kernel = _template_kernel(setup, inv, info, lambda2, src, custom_cov)
+    # the forward lives in head coordinates, the grid in the template's MRI ones
+    trans = fwd["mri_head_t"]
+    head_mri = (
+        trans["trans"]
+        if trans["from"] == mne.io.constants.FIFF.FIFFV_COORD_HEAD
+        else np.linalg.inv(trans["trans"])
+    )
+    prepared = _prepared_from(setup, fwd, inv, info, lambda2, kernel, grid, src, head_mri, head_mri[:3, :3])
+    seed = zlib.crc32(setup.name.encode())  # one fixed background per setup
+    prepared.noise_cov = background_noise_cov(prepared.leadfield, prepared.free, N_BACKGROUND_DIPOLES, seed)
+    return prepared
+
+
+def _user_channels(forward: mne.Forward, inverse_operator) -> list[str]:
+    """The inverse's channels, checked against the forward: EEG present, none missing."""
+    names = list(inverse_operator["eigen_fields"]["col_names"])
+    inv_info = inverse_operator["info"]
+    if not len(mne.pick_types(forward["info"], meg=False, eeg=True)):
+        raise ValueError(
+            "The forward has no EEG channels; PIUNet refines EEG inverses. Compute the forward "
+            "with mne.make_forward_solution(..., eeg=True) on an info holding your EEG channels."
+        )
+    eeg = mne.pick_types(inv_info, meg=False, eeg=True)
+    if not set(names) & {inv_info["ch_names"][k] for k in eeg}:
+        raise ValueError(
+            "The inverse operator has no EEG channels; make it from EEG data and an EEG forward."
+        )
+    missing = [n for n in names if n not in forward["info"]["ch_names"]]
+    if missing:
+        raise ValueError(
+            f"The forward and inverse disagree: {len(missing)} of the inverse's {len(names)} channels "
+            f"are not in the forward (e.g. {missing[:3]}). Pass the forward the inverse was made from."
+        )
+    return names
+
+
+def _check_same_sources(forward: mne.Forward, inverse_operator) -> None:
+    fwd_src, inv_src = forward["src"], inverse_operator["src"]
+    same = len(fwd_src) == len(inv_src) and all(
+        np.array_equal(a["vertno"], b["vertno"]) for a, b in zip(fwd_src, inv_src)
+    )
+    if not same:
+        raise ValueError(
+            "The forward and inverse disagree: their source spaces differ "
+            f"({[s['nuse'] for s in fwd_src]} vs {[s['nuse'] for s in inv_src]} active sources). "
+            "Pass the forward the inverse was made from."
+        )
+
+
+def _user_noise_cov(inverse_operator, names: list[str]) -> np.ndarray:
+    """The inverse's noise covariance as a dense matrix in ``names`` order."""
+    cov = inverse_operator["noise_cov"]
+    order = [cov["names"].index(n) for n in names]
+    data = np.diag(cov["data"]) if cov["diag"] else np.asarray(cov["data"])
+    return data[np.ix_(order, order)]
+
+
+def _measurement_info(fwd: mne.Forward, inverse_operator) -> mne.Info:
+    """An info of the inverse's channels, as data the inverse applies to would have.
+
+    An inverse's own info has no sampling rate, so an evoked cannot be made
+    from it: the channels, their positions and the inverse's (active)
+    projectors are copied into a new one.
+    """
+    src_info = fwd["info"]
+    types = [mne.channel_type(src_info, k) for k in range(len(src_info["ch_names"]))]
+    info = mne.create_info(src_info["ch_names"], 1000.0, types)
+    for ch, src_ch in zip(info["chs"], src_info["chs"]):
+        ch["loc"][:] = src_ch["loc"]
+    raw = mne.io.RawArray(np.zeros((len(types), 1)), info, verbose=False)
+    if inverse_operator["projs"]:
+        raw.add_proj(deepcopy(inverse_operator["projs"]), verbose=False).apply_proj(verbose=False)
+    return raw.info
+
+
+@verbose
+def prepare_user_setup(
+    forward: mne.Forward,
+    inverse_operator: mne.minimum_norm.InverseOperator,
+    grid: SourceGrid | None = None,
+    lambda2: float = DEFAULT_LAMBDA2,
+    *,
+    mni_transform: mne.transforms.Transform | np.ndarray | None = None,
+    subjects_dir: str | None = None,
+    name: str = "user",
+    verbose: bool | str | int | None = None,
+) -> PreparedSetup:
+    """A training setup made from your own forward model and inverse operator.
+
+    Sources are drawn on the forward's source space (cortical patches along
+    the normals on a surface source space, blobs in a volume one); the eLORETA
+    kernel is the one ``apply_inverse`` computes from the inverse; coloured
+    noise (:attr:`SourcePrior.coloured_noise`) follows the inverse's noise
+    covariance. Positions and moments are mapped to the template as
+    :class:`~mne_piunet.PIUNetInverse` maps them.
+
+    Parameters
+    ----------
+    forward : mne.Forward
+        The forward the inverse was made from (EEG; free or fixed orientation).
+    inverse_operator : mne.minimum_norm.InverseOperator
+        The inverse operator (fixed, loose or free orientation).
+    grid : SourceGrid | None
+        The network's grid (default: :func:`~mne_piunet.grid.get_grid`).
+    lambda2 : float
+        eLORETA's regularisation.
+    mni_transform : mne.transforms.Transform | array of shape (4, 4) | None
+        The subject's MRI -> MNI transform (m), when not fsaverage and not
+        readable from ``subjects_dir``.
+    subjects_dir : path-like | None
+        Where the subject's ``talairach.xfm`` is found.
+    name : str
+        The setup's name in logs.
+    %(verbose)s
+
+    Returns
+    -------
+    prepared : PreparedSetup
+        Its ``setup`` is ``name``; its ``noise_cov`` the inverse's.
+    """
+    from .grid import to_template_space
+
+    if not isinstance(forward, mne.Forward):
+        raise TypeError(
+            f"forward must be an mne.Forward (e.g. from mne.read_forward_solution), got {type(forward).__name__}"
+        )
+    if not isinstance(inverse_operator, mne.minimum_norm.InverseOperator):
+        raise TypeError(
+            f"inverse_operator must be an mne.minimum_norm.InverseOperator, got {type(inverse_operator).__name__}"
+        )
+    grid = get_grid() if grid is None else grid
+    names = _user_channels(forward, inverse_operator)
+    _check_same_sources(forward, inverse_operator)
+    fixed = inverse_operator["source_ori"] != mne.io.constants.FIFF.FIFFV_MNE_FREE_ORI
+    if not fixed and forward["source_ori"] != mne.io.constants.FIFF.FIFFV_MNE_FREE_ORI:
+        raise ValueError(
+            "The inverse has free or loose orientations but the forward is fixed; pass the free-orientation "
+            "forward the inverse was made from."
+        )
+    fwd = mne.pick_channels_forward(forward, names, ordered=True, verbose=False)
+    info = _measurement_info(fwd, inverse_operator)
+    kernel = inverse_kernel(inverse_operator, info, lambda2)
+    affine, rot = to_template_space(
+        fwd["src"],
+        mri_head_t=inverse_operator["mri_head_t"],
+        mni_transform=mni_transform,
+        subjects_dir=subjects_dir,
+    )
+    prepared = _prepared_from(
+        name, fwd, inverse_operator, info, lambda2, kernel, grid, fwd["src"], affine, rot
+    )
+    prepared.noise_cov = _user_noise_cov(inverse_operator, names)
+    return prepared
+
+
+def _prepared_from(setup, fwd, inv, info, lambda2, kernel, grid, src, affine, rot) -> PreparedSetup:
+    """A PreparedSetup from a forward, its inverse and kernel, in the template MRI frame.
+
+    ``affine`` maps the forward's (head) frame to the template MRI frame, and
+    ``rot`` rotates moments the same way.
+    """
+    pos = mne.transforms.apply_trans(affine, fwd["source_rr"])
+    surface = all(s["type"] == "surf" for s in fwd["src"])
+    fixed = inv["source_ori"] != mne.io.constants.FIFF.FIFFV_MNE_FREE_ORI
+    normals, hemi_of = None, None
+    if surface or fixed:  # patch sources along the normals (a fixed inverse has only those)
+        surf_fwd = mne.convert_forward_solution(
+            fwd, surf_ori=True, force_fixed=fixed, use_cps=True, verbose=False
+        )
+        normals = (surf_fwd["source_nn"] if fixed else surf_fwd["source_nn"][2::3]) @ rot.T
+        hemi_of = np.concatenate([np.full(s["nuse"], i) for i, s in enumerate(fwd["src"])])
+    if fixed:
+        leadfield = surf_fwd["sol"]["data"]
+    else:
+        xyz = mne.convert_forward_solution(fwd, surf_ori=False, force_fixed=False, verbose=False)
+        leadfield = _rotate_blocks(xyz["sol"]["data"], rot, axis=1)  # takes template-frame moments
+        kernel = _rotate_blocks(kernel, rot, axis=0)  # returns template-frame moments
     return PreparedSetup(
         setup=setup, info=info, inverse_operator=inv, lambda2=lambda2, pos=pos,
         normals=normals, leadfield=np.asarray(leadfield, np.float64),
@@ -256,11 +571,13 @@ def simulate_sources(
 
     Each blob has unit L2 norm times an N(0, 1) amplitude (x 10 nAm); volume
     blobs have one random orientation, cortical patches follow the normals and
-    stay within the centre's hemisphere.
+    stay within the centre's hemisphere (moment vectors along the normals
+    where the leadfield is free, as for a loose inverse).
 
     Returns
     -------
     sources : array, shape (n, n_src, 3) or (n, n_src)
+        Moment vectors (free or loose leadfield) or amplitudes (fixed).
     counts : array of int, shape (n,)
     sigmas : list of arrays
         Per sample, the extent (mm) of each source.
@@ -285,15 +602,18 @@ def simulate_sources(
     profile *= 1e-8 * rng.standard_normal(total)[:, None] / np.linalg.norm(profile, axis=1, keepdims=True)
     # each sample sums its own blobs: a sparse (n, n_blobs) matrix times the profiles
     owner = np.repeat(np.arange(n), counts)
-    if prepared.free:
+    if prepared.normals is None:  # blobs: one random orientation each
         ori = rng.standard_normal((total, 3))
         ori /= np.linalg.norm(ori, axis=1, keepdims=True)
         sources = np.empty((n, prepared.n_sources, 3))
         for k in range(3):
             weights = sparse.csr_matrix((ori[:, k], (owner, np.arange(total))), shape=(n, total))
             sources[:, :, k] = weights @ profile
-    else:
+    else:  # patches along the normals: amplitudes, or moments for a loose inverse's leadfield
         sources = sparse.csr_matrix((np.ones(total), (owner, np.arange(total))), shape=(n, total)) @ profile
+        sources = np.asarray(sources)
+        if prepared.free:
+            sources = sources[..., None] * prepared.normals[None]
     sigmas = np.split(sigma * 1e3, np.cumsum(counts)[:-1])
     return np.asarray(sources), counts, sigmas
 
@@ -338,10 +658,14 @@ def simulate(
     flat = sources.reshape(n, -1)
     clean = flat @ prepared.leadfield.T
     snr = np.full(n, float(snr_db)) if snr_db is not None else rng.uniform(*prior.snr_db, n)
-    sensor = add_noise(clean, snr, rng)
+    # no draw when the prior has no coloured noise: seeded white-noise sets stay as they were
+    coloured = (
+        prior.coloured_noise > 0 and prepared.noise_cov is not None and rng.random() < prior.coloured_noise
+    )
+    sensor = add_noise(clean, snr, rng, prepared.noise_cov if coloured else None)
     eloreta = (sensor @ prepared.kernel.T).reshape(sources.shape)
     return SimulatedBatch(
-        setup=prepared.setup.name, sensor=sensor, true=sources, eloreta=eloreta,
+        setup=prepared.name, sensor=sensor, true=sources, eloreta=eloreta,
         true_grid=prepared.grid_values(sources), eloreta_grid=prepared.grid_values(eloreta),
         snr_db=snr, n_sources=counts, sigma_mm=sigmas,
     )  # fmt: skip

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import time
 import warnings
@@ -36,7 +37,8 @@ from .network import (
     resolve_device,
     save_network,
 )
-from .simulation import HeadSetup, SimulationEngine, SourcePrior, prepare_setup, simulate
+from .simulation import HeadSetup, PreparedSetup, SimulationEngine, SourcePrior, prepare_setup, simulate
+from .utils._defaults import DEFAULT_LAMBDA2, N_SOURCES_SWEEP
 
 # relative_loss and TransportLoss lived here: ``from mne_piunet.training import ...`` still works.
 __all__ = [
@@ -72,7 +74,7 @@ class TrainConfig:
     val_setups: list[dict] = field(
         default_factory=lambda: [dict(montage="biosemi64", source_space="surface")]
     )
-    lambda2: list[float] = field(default_factory=lambda: [1.0 / 9.0])
+    lambda2: list[float] = field(default_factory=lambda: [DEFAULT_LAMBDA2])
     prior: dict = field(default_factory=dict)
     network: dict = field(default_factory=dict)
     grid_spacing_mm: float = DEFAULT_SPACING_MM
@@ -133,10 +135,30 @@ def distill_config_path() -> Path:
 
 
 # ------------------------------------------------------------- validation
-def make_validation_set(config: TrainConfig, grid: SourceGrid) -> dict:
-    """Fixed validation samples from the held-out setups (seeded)."""
+def make_validation_set(
+    config: TrainConfig, grid: SourceGrid, setups: list[PreparedSetup] | None = None
+) -> dict:
+    """Fixed validation samples from the held-out setups (seeded).
+
+    Parameters
+    ----------
+    config : TrainConfig
+        Its ``val_setups`` (unless ``setups`` is given), ``prior``, ``val_size`` and ``seed``.
+    grid : SourceGrid
+        The network's grid.
+    setups : list of PreparedSetup | None
+        Prepared setups to draw from instead of the config's (a fine-tune's
+        user setup, drawn from a seed stream apart from training's).
+
+    Returns
+    -------
+    val : dict
+        ``eloreta`` and ``truth`` maps on the grid, (n, n_grid, 3), and
+        ``eloreta_nemd``, eLORETA's mean coarse NEMD on them.
+    """
     prior = SourcePrior(**config.prior)
-    engine = SimulationEngine(_val_setups(config, grid), grid, prior, seed=config.seed + _VAL_SEED_OFFSET)
+    setups = _val_setups(config, grid) if setups is None else setups
+    engine = SimulationEngine(setups, grid, prior, seed=config.seed + _VAL_SEED_OFFSET)
     chunks = engine.sample(config.val_size)
     x0 = np.concatenate([c.eloreta_grid for c in chunks])
     x = np.concatenate([c.true_grid for c in chunks])
@@ -219,11 +241,59 @@ def _lr_factor(step: int, config: TrainConfig) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _log(out: Path, message: str) -> None:
-    line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
-    logger.info(line)
-    with open(out / "train.log", "a") as fid:
-        fid.write(line + "\n")
+# ------------------------------------------------------------ distributed runs
+@dataclass(frozen=True)
+class _Ranks:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the only one that validates, logs and writes files."""
+        return self.rank == 0
+
+
+def _init_ranks(device: torch.device) -> _Ranks:
+    """Join the process group ``torchrun`` describes: gloo on CPUs, NCCL on GPUs.
+
+    Alone (no ``WORLD_SIZE`` > 1 in the environment) there is no group.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return _Ranks()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return _Ranks(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _broadcast_flag(flag: bool, ranks: _Ranks) -> bool:
+    """Rank 0's value of ``flag`` on every rank (a time budget must stop all ranks at one step)."""
+    if ranks.world == 1:
+        return flag
+    import torch.distributed as dist
+
+    tensor = torch.tensor([int(flag)])
+    dist.broadcast(tensor, 0)
+    return bool(tensor.item())
+
+
+def _check_ranks_agree(run: _Run) -> None:
+    """Gather every rank's weight checksum; rank 0 logs that they agree, or raises."""
+    if run.ranks.world == 1:
+        return
+    import torch.distributed as dist
+
+    checksum = float(sum(p.detach().double().sum().item() for p in run.network.parameters()))
+    gathered = [None] * run.ranks.world
+    dist.all_gather_object(gathered, checksum)
+    if max(gathered) - min(gathered) > 1e-9 * max(1.0, abs(checksum)):
+        raise RuntimeError(f"The ranks' weights diverged: checksums {gathered}")
+    run.log(f"weights agree on all {run.ranks.world} ranks (checksum {checksum:.12g})")
 
 
 @dataclass
@@ -239,6 +309,8 @@ class _Run:
     device: torch.device
     grid: SourceGrid
     network: UNet3d
+    model: torch.nn.Module  # the network, or its DistributedDataParallel wrapper under torchrun
+    ranks: _Ranks
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LambdaLR
     transport: TransportLoss | None
@@ -252,6 +324,15 @@ class _Run:
     @property
     def checkpoint(self) -> Path:
         return self.out / "checkpoint.pt"
+
+    def log(self, message: str) -> None:
+        """Log a line and append it to ``train.log`` (rank 0 only)."""
+        if not self.ranks.main:
+            return
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
+        logger.info(line)
+        with open(self.out / "train.log", "a") as fid:
+            fid.write(line + "\n")
 
 
 def _make_network(config: TrainConfig, grid: SourceGrid, device: torch.device, init) -> UNet3d:
@@ -277,31 +358,67 @@ def _start_run(config: TrainConfig, out: Path, init) -> _Run:
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
+    ranks = _init_ranks(device)
+    if device.type == "cuda" and ranks.world > 1:
+        device = torch.device("cuda", ranks.local_rank)
+        torch.cuda.set_device(device)
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
     grid = get_grid(config.grid_spacing_mm, config.grid_mindist_mm)
     network = _make_network(config, grid, device, init)
+    model = network
+    if ranks.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # The only buffer is the brain mask, built identically on every rank, so nothing
+        # is broadcast; torch 2.13 deprecates broadcast_buffers but its replacement
+        # still syncs at init, which a channels_last (1, 1, D, H, W) mask cannot.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            model = DistributedDataParallel(
+                network, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+            )
     transport = _make_transport(config, grid, device)
     teacher = _load_teacher(config, device)
     opt = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, config))
-    return _Run(config, out, device, grid, network, opt, sched, transport, teacher)
+    return _Run(config, out, device, grid, network, model, ranks, opt, sched, transport, teacher)
 
 
-def _prepare_data(run: _Run) -> None:
-    """The training engine over the train setups and the fixed validation set."""
-    config = run.config
-    _log(
-        run.out,
-        f"preparing {len(config.train_setups)} training and {len(config.val_setups)} validation setups",
-    )
-    setups = [
-        prepare_setup(
-            HeadSetup(**_setup_kwargs(s)), run.grid, lambda2=config.lambda2[i % len(config.lambda2)]
+def _prepare_data(run: _Run, setups: tuple[list, list] | None) -> None:
+    """The training engine over the train setups and (rank 0) the fixed validation set.
+
+    Each rank draws its own samples: rank 0 from ``config.seed`` (as a run
+    alone does), rank r from the stream ``[config.seed, r]``.
+    """
+    config, ranks = run.config, run.ranks
+    if setups is None:
+        if not ranks.main:  # rank 0 fills the on-disk cache first; the others then read it
+            _barrier(ranks)
+        run.log(
+            f"preparing {len(config.train_setups)} training and {len(config.val_setups)} validation setups"
         )
-        for i, s in enumerate(config.train_setups)
-    ]
-    run.engine = SimulationEngine(setups, run.grid, SourcePrior(**config.prior), seed=config.seed)
-    run.val = make_validation_set(config, run.grid)
+        train_setups = [
+            prepare_setup(
+                HeadSetup(**_setup_kwargs(s)), run.grid, lambda2=config.lambda2[i % len(config.lambda2)]
+            )
+            for i, s in enumerate(config.train_setups)
+        ]
+        val_setups = _val_setups(config, run.grid) if ranks.main else None
+        if ranks.main:
+            _barrier(ranks)
+    else:
+        train_setups, val_setups = setups
+    seed = config.seed if ranks.main else [config.seed, ranks.rank]
+    run.engine = SimulationEngine(train_setups, run.grid, SourcePrior(**config.prior), seed=seed)
+    if ranks.main:
+        run.val = make_validation_set(config, run.grid, val_setups)
+
+
+def _barrier(ranks: _Ranks) -> None:
+    if ranks.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
 
 
 def _resume(run: _Run) -> None:
@@ -312,14 +429,19 @@ def _resume(run: _Run) -> None:
     run.network.load_state_dict(saved["network"])
     run.opt.load_state_dict(saved["opt"])
     run.sched.load_state_dict(saved["sched"])
-    run.engine.rng.bit_generator.state = saved["rng"]
-    torch.set_rng_state(saved["torch_rng"])
     run.state = saved["state"]
-    _log(run.out, f"resumed at step {run.state['step']}")
+    if run.ranks.main:
+        run.engine.rng.bit_generator.state = saved["rng"]
+    else:  # only rank 0's stream is saved; the others restart theirs from the step
+        run.engine.rng = np.random.default_rng([run.config.seed, run.ranks.rank, run.state["step"]])
+    torch.set_rng_state(saved["torch_rng"])
+    run.log(f"resumed at step {run.state['step']}")
 
 
 def _save_checkpoint(run: _Run) -> None:
     """Write the resume state (written aside, then renamed: a crash never leaves half a file)."""
+    if not run.ranks.main:
+        return
     tmp = run.out / "checkpoint.tmp"
     torch.save(
         dict(network=run.network.state_dict(), opt=run.opt.state_dict(), sched=run.sched.state_dict(),
@@ -354,7 +476,7 @@ def _train_step(run: _Run) -> tuple[float, int]:
     if device.type == "cpu":
         inputs = inputs.to(memory_format=torch.channels_last_3d)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        shape, pred_log_ratio = run.network(inputs)
+        shape, pred_log_ratio = run.model(inputs)
     loss = shape_amplitude_loss(shape, pred_log_ratio, targets, log_ratio, **_loss_kwargs(config))
     if run.transport is not None:
         loss = loss + config.transport_weight * run.transport(shape, targets)
@@ -394,8 +516,8 @@ def _validate_and_keep_best(run: _Run, window: _Window) -> None:
     state["elapsed"] = time.time() - run.t_start
     loss = window.loss_sum / window.n_steps
     state["curve"].append(dict(step=step, minutes=state["elapsed"] / 60, loss=loss, val_nemd=nemd))
-    _log(run.out, f"step {step} loss {loss:.4g} val NEMD {nemd:.3f} "
-                  f"(eLORETA {val['eloreta_nemd']:.3f}) lr {run.sched.get_last_lr()[0]:.2e} {rate:.1f} samples/s")  # fmt: skip
+    run.log(f"step {step} loss {loss:.4g} val NEMD {nemd:.3f} "
+            f"(eLORETA {val['eloreta_nemd']:.3f}) lr {run.sched.get_last_lr()[0]:.2e} {rate:.1f} samples/s")  # fmt: skip
     if nemd < state["best"]:
         state["best"] = nemd
         provenance = dict(run.meta["provenance"], steps=step, samples=step * run.config.batch_size,
@@ -413,12 +535,15 @@ def _loop(run: _Run) -> None:
     run.t_start = time.time() - state["elapsed"]
     window = _Window()
     while state["step"] < config.max_steps:
-        if config.max_minutes and (time.time() - run.t_start) / 60 > config.max_minutes:
-            _log(run.out, f"time budget of {config.max_minutes} min reached")
+        over = bool(config.max_minutes) and (time.time() - run.t_start) / 60 > config.max_minutes
+        if _broadcast_flag(over, run.ranks):
+            run.log(f"time budget of {config.max_minutes} min reached")
+            if run.ranks.main and window.n_steps:  # score the last weights too
+                _validate_and_keep_best(run, window)
             break
         window.add(*_train_step(run))
         step = state["step"]
-        if step % config.val_every_steps == 0 or step == config.max_steps:
+        if run.ranks.main and (step % config.val_every_steps == 0 or step == config.max_steps):
             _validate_and_keep_best(run, window)
             window = _Window()
         if time.time() - t_last_ckpt > config.checkpoint_every_s:
@@ -429,8 +554,19 @@ def _loop(run: _Run) -> None:
     _save_checkpoint(run)
 
 
-def train(config: TrainConfig, out: str | Path, init: str | Path | None = None) -> Path:
+def train(
+    config: TrainConfig,
+    out: str | Path,
+    init: str | Path | None = None,
+    *,
+    setups: tuple[list[PreparedSetup], list[PreparedSetup]] | None = None,
+) -> Path:
     """Train (or resume) a PIUNet; return the path of the best checkpoint's export.
+
+    Under ``torchrun --nproc_per_node N`` the run is data-parallel
+    (DistributedDataParallel; gloo on CPUs, NCCL on GPUs): every rank draws
+    ``config.batch_size`` samples from its own seed stream, so a step sees
+    ``N * batch_size`` samples; rank 0 alone validates, logs and writes files.
 
     Parameters
     ----------
@@ -442,7 +578,11 @@ def train(config: TrainConfig, out: str | Path, init: str | Path | None = None) 
         and ``final.pt``/``final.json`` (the last checkpoint's export).
     init : path | None
         Weights (``.pt`` from :func:`~mne_piunet.network.save_network`) to
-        fine-tune from instead of a random start.
+        fine-tune from instead of a random start. Their validation NEMD is
+        the curve's first point and ``provenance["init"]["val_nemd"]``.
+    setups : tuple of (list of PreparedSetup, list of PreparedSetup) | None
+        Prepared training and validation setups to use instead of the config's
+        (:func:`mne_piunet.finetune.fine_tune` passes a user's own).
 
     Returns
     -------
@@ -452,17 +592,38 @@ def train(config: TrainConfig, out: str | Path, init: str | Path | None = None) 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     run = _start_run(config, out, init)
-    _prepare_data(run)
+    _prepare_data(run, setups)
     _resume(run)
-    n_params = sum(p.numel() for p in run.network.parameters())
-    _log(out, f"device {run.device}, {n_params:,} parameters, "
-              f"grid {run.grid.shape}, eLORETA validation NEMD {run.val['eloreta_nemd']:.3f}")  # fmt: skip
     run.meta = _run_meta(run, init)
+    if run.ranks.main:
+        n_params = sum(p.numel() for p in run.network.parameters())
+        run.log(f"device {run.device} x {run.ranks.world}, {n_params:,} parameters, "
+                f"grid {run.grid.shape}, eLORETA validation NEMD {run.val['eloreta_nemd']:.3f}")  # fmt: skip
+        _validate_init(run, init)
     _loop(run)
-    if not (out / "best.pt").exists():
-        save_network(run.network, out / "best.pt", dict(run.meta, curve=run.state["curve"]))
-    export_checkpoint(out)
+    _check_ranks_agree(run)
+    if run.ranks.main:
+        if not (out / "best.pt").exists():
+            save_network(run.network, out / "best.pt", dict(run.meta, curve=run.state["curve"]))
+        export_checkpoint(out)
+    if run.ranks.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
     return out / "best.pt"
+
+
+def _validate_init(run: _Run, init) -> None:
+    """Score the initial weights once, so the curve starts where the fine-tune did."""
+    if init is None:
+        return
+    if run.state["step"] == 0:
+        nemd = validation_nemd(run.network, run.val, run.grid)
+        run.state["init_val_nemd"] = nemd
+        run.state["curve"].append(dict(step=0, minutes=0.0, loss=None, val_nemd=nemd))
+        run.log(f"step 0 (initial weights) val NEMD {nemd:.3f}")
+    run.meta["provenance"]["init"]["val_nemd"] = run.state.get("init_val_nemd")
 
 
 def export_checkpoint(run: str | Path, fname: str | Path | None = None) -> Path:
@@ -530,7 +691,7 @@ def blend_weights(first: str | Path, second: str | Path, alpha: float, out: str 
 def validate_by_sources(
     weights: list[str | Path],
     config: TrainConfig,
-    n_sources: tuple[int, ...] = (1, 2, 3, 5, 10),
+    n_sources: tuple[int, ...] = N_SOURCES_SWEEP,
     n_per_setup: int = 12,
     seed: int = _BY_SOURCES_SEED,
 ) -> dict[str, dict[int, float]]:

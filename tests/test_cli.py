@@ -82,3 +82,28 @@ def test_old_cli_names_warn(name):
         assert getattr(cli, name) is not None
     with pytest.raises(AttributeError):
         cli.not_a_name  # noqa: B018
+
+
+def test_fine_tune_command(tiny_weights, volume_setup, tmp_path, monkeypatch, capsys):
+    from mne_piunet.anatomy import make_template_forward
+    from mne_piunet.cli import main
+    from mne_piunet.finetune import FINE_TUNE_SETTINGS
+
+    fwd = make_template_forward("easycap-M10", volume_setup.src)
+    mne.write_forward_solution(tmp_path / "s-fwd.fif", fwd)
+    mne.minimum_norm.write_inverse_operator(tmp_path / "s-inv.fif", volume_setup.inverse_operator)
+    args = ["fine-tune", "--fwd", str(tmp_path / "s-fwd.fif"), "--inv", str(tmp_path / "s-inv.fif"),
+            "--weights", str(tiny_weights), "--device", "cpu", "--threads", "1"]  # fmt: skip
+    # bad input: a clean message and status 2, no traceback
+    (tmp_path / "exists.pt").write_bytes(b"")
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "-o", str(tmp_path / "exists.pt")])
+    assert exc.value.code == 2 and "--overwrite" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*args, "-o", str(tmp_path / "t.pt"), "--minutes", "0"])
+    assert "minutes must be > 0" in capsys.readouterr().err
+    # weights that cannot move validate no better: status 1 and nothing written
+    monkeypatch.setitem(FINE_TUNE_SETTINGS, "lr", 0.0)
+    with pytest.warns(RuntimeWarning, match="do not validate better"):
+        assert main([*args, "-o", str(tmp_path / "t.pt"), "--minutes", "0.05"]) == 1
+    assert "nothing was written" in capsys.readouterr().out and not (tmp_path / "t.pt").exists()

@@ -98,6 +98,49 @@ def test_epochs_and_raw(piu, volume_case):
     assert part.tmin == pytest.approx(raw.times[2])
 
 
+def test_apply_raw_reads_each_chunk_once_and_checks_it(piu, volume_case, monkeypatch):
+    evoked, inv, _ = volume_case
+    rng = np.random.default_rng(3)
+    raw = mne.io.RawArray(rng.standard_normal((len(evoked.ch_names), 12)) * 1e-6, evoked.info, verbose=False)
+    reads = []
+    getitem = raw._getitem  # what raw[...] and raw.get_data() both call
+
+    def counting_getitem(item, *args, **kwargs):
+        reads.append(item)
+        return getitem(item, *args, **kwargs)
+
+    monkeypatch.setattr(raw, "_getitem", counting_getitem)
+    piu.apply_raw(raw, inv, 1 / 9, buffer_size=5)
+    assert len(reads) == 3  # 12 samples in chunks of 5: each read once
+    raw._data[3, 7] = np.nan  # in the second chunk
+    with pytest.raises(ValueError, match="contain 1 NaN or infinite"):
+        piu.apply_raw(raw, inv, 1 / 9, buffer_size=5)
+    raw._data[4, 11] = np.inf  # and in the last chunk, streamed
+    chunks = piu.apply_raw(raw, inv, 1 / 9, start=10, buffer_size=5, return_generator=True)
+    with pytest.raises(ValueError, match="contain 1 NaN or infinite"):
+        list(chunks)
+
+
+def test_refine_errors(piu, volume_case):
+    evoked, inv, _ = volume_case
+    vec = mne.minimum_norm.apply_inverse(evoked, inv, 1 / 9, "eLORETA", pick_ori="vector", verbose=False)
+    amp = mne.minimum_norm.apply_inverse(evoked, inv, 1 / 9, "eLORETA", verbose=False)
+    src, trans = inv["src"], inv["mri_head_t"]
+    with pytest.raises(TypeError, match="stc must be a source estimate"):
+        piu.refine(vec.data, src, mri_head_t=trans)
+    with pytest.raises(ValueError, match="needs its source orientations"):
+        piu.refine(amp, src, mri_head_t=trans)
+    with pytest.raises(ValueError, match=r"normals must have shape \(\d+, 3\)"):
+        piu.refine(amp, src, mri_head_t=trans, normals=np.ones((2, 3)))
+    part = mne.VolVectorSourceEstimate(vec.data[:10], [vec.vertices[0][:10]], vec.tmin, vec.tstep)
+    with pytest.raises(ValueError, match="stc has 10 sources but src has"):
+        piu.refine(part, src, mri_head_t=trans)
+    nan = vec.copy()
+    nan.data[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        piu.refine(nan, inv)
+
+
 # ------------------------------------------------------------ bad input
 def test_bad_inputs(piu, volume_case, volume_setup):
     evoked, inv, _ = volume_case

@@ -81,3 +81,57 @@ def test_engine_is_seeded_and_batches_are_normalised(volume_setup, surface_setup
     np.testing.assert_allclose(norms.numpy(), 1.0, rtol=1e-6)
     assert len(meta["setup"]) == 10 and set(meta) >= {"scale", "snr_db", "n_sources"}
     assert not (a.batch(10)[0] == xa).all()  # the stream moves on
+
+
+def test_loose_setup_matches_apply_inverse_and_sources_follow_normals(grid):
+    from mne_piunet.simulation import HeadSetup, prepare_setup
+
+    setup = prepare_setup(HeadSetup("biosemi64", source_space="surface", loose=0.2), grid)
+    assert setup.free and setup.normals.shape == (setup.n_sources, 3)
+    # MNE's loose inverse with its surface defaults
+    assert setup.inverse_operator["source_ori"] == mne.io.constants.FIFF.FIFFV_MNE_FREE_ORI
+    batch = simulate(setup, 3, np.random.default_rng(4), SourcePrior(max_sources=3))
+    stc = _apply_eloreta(setup, batch.sensor, "vector")
+    expected = np.einsum("kc,sct->tsk", setup.head_to_mri, stc.data)
+    np.testing.assert_allclose(batch.eloreta, expected, rtol=1e-9, atol=1e-9 * np.abs(expected).max())
+    # every simulated moment lies along its source's normal
+    cross = np.cross(batch.true, setup.normals[None])
+    assert np.abs(cross).max() < 1e-9 * np.abs(batch.true).max()
+    with pytest.raises(ValueError, match="surface source spaces only"):
+        HeadSetup("biosemi64", source_space="volume", loose=0.2)
+
+
+def test_jittered_cap_moves_electrodes_and_changes_the_leadfield(grid):
+    from mne_piunet.simulation import HeadSetup, jittered_info, prepare_setup
+
+    nominal = jittered_info("biosemi32", 0.0, 0)
+    moved = jittered_info("biosemi32", 4.0, 1)
+    shift = np.linalg.norm(
+        [a["loc"][:3] - b["loc"][:3] for a, b in zip(nominal["chs"], moved["chs"])], axis=1
+    )
+    assert 1.0 < np.median(shift) * 1e3 < 12.0  # a few mm, as asked (3-D sd of 4 mm)
+    np.testing.assert_array_equal(moved["chs"][0]["loc"], jittered_info("biosemi32", 4.0, 1)["chs"][0]["loc"])
+    a = prepare_setup(HeadSetup("biosemi32", jitter_mm=4.0, jitter_seed=1), grid)
+    b = prepare_setup(HeadSetup("biosemi32"), grid)
+    assert a.name != b.name and a.leadfield.shape == b.leadfield.shape
+    assert not np.allclose(a.leadfield, b.leadfield)
+
+
+def test_coloured_noise_follows_the_setup_covariance(volume_setup):
+    cov = volume_setup.noise_cov
+    n = len(cov)
+    assert cov.shape == (n, n) and np.allclose(cov, cov.T) and np.trace(cov) == pytest.approx(1.0)
+    # spatially correlated: its largest eigenvalue far above white noise's 1 / (n - 1)
+    # (average reference: one zero eigenvalue), yet no other eigenvalue is zero
+    eig = np.linalg.eigvalsh(cov)
+    assert eig[-1] > 5 / (n - 1) and abs(eig[0]) < 1e-12 and eig[1] > 1e-4 / n
+    rng = np.random.default_rng(5)
+    coloured = simulate(volume_setup, 400, rng, SourcePrior(coloured_noise=1.0), snr_db=0.0)
+    white = simulate(volume_setup, 400, rng, SourcePrior(), snr_db=0.0)
+    for batch, expect_coloured in ((coloured, True), (white, False)):
+        clean = batch.true.reshape(400, -1) @ volume_setup.leadfield.T
+        noise = batch.sensor - clean
+        noise -= noise.mean(axis=1, keepdims=True)
+        emp = noise.T @ noise
+        corr_with_cov = np.corrcoef(emp.ravel(), cov.ravel())[0, 1]
+        assert (corr_with_cov > 0.8) == expect_coloured

@@ -51,8 +51,12 @@ def test_tiny_training_loss_falls_and_resumes(tmp_path, volume_setup, surface_se
 
     config.max_steps, config.transport_weight = 2, 1.0
     train(config, tmp_path / "ft", init=tmp_path / "final.pt")
-    init = json.loads((tmp_path / "ft" / "final.json").read_text())["provenance"]["init"]
-    assert init == dict(file="final.pt", sha256=file_sha256(tmp_path / "final.pt"))
+    ft = json.loads((tmp_path / "ft" / "final.json").read_text())
+    init = ft["provenance"]["init"]
+    assert (init["file"], init["sha256"]) == ("final.pt", file_sha256(tmp_path / "final.pt"))
+    # the fine-tune's curve starts with the initial weights' score on its validation set
+    assert ft["curve"][0]["step"] == 0 and ft["curve"][0]["val_nemd"] == init["val_nemd"]
+    assert np.isfinite(init["val_nemd"])
 
 
 def test_relative_loss():
