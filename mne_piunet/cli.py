@@ -16,7 +16,7 @@ from pathlib import Path
 from .inference import PRECISIONS
 from .utils._defaults import DEFAULT_LAMBDA2, N_SOURCES_SWEEP
 
-DESCRIPTION = "``mne-piunet``: demo, apply, train, fine-tune, validate, blend, evaluate, benchmark."
+DESCRIPTION = "``mne-piunet``: demo, apply, train, fine-tune, blend, validate, evaluate, benchmark, bench-data, bench-speed."
 
 
 def _demo(args: argparse.Namespace) -> dict[str, float]:
@@ -325,8 +325,8 @@ def _legacy_demo(
 
 
 _DEPRECATED = {
-    "simulate_demo_evoked": "mne_piunet.evaluation.simulate_demo_evoked",
-    "DEMO_SOURCE_POS": "mne_piunet.evaluation.DEMO_SOURCE_POS",
+    "simulate_demo_evoked": "mne_piunet.simulation.simulate_demo_evoked",
+    "DEMO_SOURCE_POS": "mne_piunet.simulation.DEMO_SOURCE_POS",
     "demo": "mne_piunet.evaluation.localise_demo and mne_piunet.report.plot_demo",
 }
 
@@ -342,9 +342,9 @@ def __getattr__(name: str):
     )
     if name == "demo":
         return _legacy_demo
-    from . import evaluation
+    from . import simulation
 
-    return getattr(evaluation, name)
+    return getattr(simulation, name)
 
 
 if __name__ == "__main__":

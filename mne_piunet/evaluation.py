@@ -9,12 +9,17 @@ method to the same sensor data and scores the maps. It has two presets:
   (:func:`benchmark_cells`);
 - :func:`evaluate_methods` scores eLORETA and PIUNet over setups x SNRs x
   numbers of sources, and :func:`evaluate_model_card` runs it as the model
-  card does (``mne-piunet evaluate``).
+  card does (``mne-piunet evaluate``), with the :func:`preset_cells`
+  (a loose cortical inverse, a 32-channel montage, the paper's setting).
+
+A cell's setup is a :class:`~mne_piunet.simulation.HeadSetup` or an already
+prepared setup (a user's forward and inverse, or a data/inverse mismatch):
+:func:`finetune_benefit` scores the bundled and fine-tuned models that way.
 
 Every method is scored on the 8 mm grid: the truth and the estimates are moved
 onto it with the same mass-conserving operator that feeds the network, so all
 methods share one support. NEMD is exact EMD (POT) after summing the maps into
-16 mm cubes (~500 cells): on the full 4,000-point grid one exact EMD with a
+16 mm cubes (743 cells): on the full 3,990-point grid one exact EMD with a
 diffuse truth takes seconds, too slow for sweeps of hundreds of samples.
 PLE is the distance between the map's peak and the truth's peak (meaningful
 for one source; for several it is the error of the strongest one).
@@ -34,18 +39,21 @@ import mne
 import numpy as np
 from mne.utils import ProgressBar, verbose
 
-from .anatomy import make_template_forward
+from .anatomy import make_template_forward, montage_info
 from .metrics import coarse_nemd, nmse, peak_localisation_error, spatial_dispersion, weighted_cosine_distance
 from .simulation import (
     HeadSetup,
     PreparedSetup,
     SimulatedBatch,
     SourcePrior,
-    add_noise,
+    jittered_info,
     linear_kernel,
     prepare_setup,
+    prepare_user_setup,
     simulate,
 )
+from .simulation import simulate_demo_evoked as _simulate_demo_evoked
+from .utils._defaults import DEFAULT_LAMBDA2, N_SOURCES_SWEEP
 
 __all__ = (
     "METHODS",
@@ -56,11 +64,14 @@ __all__ = (
     "evaluate_methods",
     "evaluate_model_card",
     "evaluation_cells",
+    "finetune_benefit",
+    "paper_setting_setup",
+    "preset_cells",
+    "user_style_models",
     "localise_demo",
     "run_benchmark",
     "score_map",
     "score_methods",
-    "simulate_demo_evoked",
 )
 
 #: Held out from training: montages, skull conductivity and head never seen.
@@ -71,7 +82,7 @@ HELD_OUT_SETUPS = (
 #: A training setup, for the in-distribution figure.
 IN_DISTRIBUTION_SETUP = HeadSetup("easycap-M10", "bem", (0.3, 0.006, 0.3), "volume")
 SNRS_DB = (0.0, 5.0, 10.0, 20.0, 30.0)
-N_SOURCES = (1, 2, 3, 5, 10)
+N_SOURCES = N_SOURCES_SWEEP
 
 LINEAR_METHODS = ("MNE", "dSPM", "sLORETA", "eLORETA")
 SPARSE_METHODS = ("MxNE", "Gamma-MAP")
@@ -93,8 +104,6 @@ EXTENTS_MM = (10.0, 20.0, 40.0, 80.0)
 #: Default condition that every sweep varies one factor of.
 BASE_SNR_DB, BASE_N_SOURCES, BASE_SIGMA_MM = 10.0, 1, (5.0, 40.0)
 
-#: The demo's source: left superior temporal region (template MRI coordinates, m).
-DEMO_SOURCE_POS = np.array([-0.052, -0.020, 0.006])
 DEMO_METHODS = ("dSPM", "sLORETA", "eLORETA", "PIUNet")
 
 
@@ -155,8 +164,8 @@ class Cell:
         :data:`mne_piunet.report.SWEEP_LABELS`, or ``"evaluation"``).
     value : float | str
         The factor's value in this cell.
-    setup : HeadSetup
-        The forward model.
+    setup : HeadSetup | PreparedSetup
+        The forward model, or a prepared one (scored as it is).
     snr_db : float
         SNR of every sample (dB).
     n_sources : int
@@ -167,7 +176,7 @@ class Cell:
 
     sweep: str
     value: float | str
-    setup: HeadSetup
+    setup: HeadSetup | PreparedSetup
     snr_db: float = BASE_SNR_DB
     n_sources: int = BASE_N_SOURCES
     sigma_mm: tuple[float, float] = BASE_SIGMA_MM
@@ -393,7 +402,7 @@ def score_methods(
     cells: list[Cell],
     n_per_cell: int,
     seed: int,
-    lambda2: float = 1.0 / 9.0,
+    lambda2: float = DEFAULT_LAMBDA2,
     methods: tuple[str, ...] = METHODS,
     *,
     verbose: bool | str | int | None = None,
@@ -424,12 +433,15 @@ def score_methods(
         scores of :func:`score_map` and seconds per sample.
     """
     rng = np.random.default_rng(seed)
-    runners: dict[HeadSetup, MethodRunner] = {}
+    runners: dict[str, MethodRunner] = {}
     rows = []
     for cell in ProgressBar(cells, mesg="Scoring"):
-        if cell.setup not in runners:
-            runners[cell.setup] = MethodRunner(prepare_setup(cell.setup, piu.grid, lambda2=lambda2), methods)
-        runner = runners[cell.setup]
+        if cell.setup.name not in runners:
+            prepared = cell.setup
+            if isinstance(prepared, HeadSetup):
+                prepared = prepare_setup(prepared, piu.grid, lambda2=lambda2)
+            runners[cell.setup.name] = MethodRunner(prepared, methods)
+        runner = runners[cell.setup.name]
         batch = simulate(
             runner.prepared,
             n_per_cell,
@@ -443,6 +455,13 @@ def score_methods(
     return rows
 
 
+def _source_space(prepared: PreparedSetup) -> str:
+    """``"volume"`` (blobs), ``"surface"`` (fixed cortical patches) or ``"surface (loose)"``."""
+    if prepared.normals is None:
+        return "volume"
+    return "surface (loose)" if prepared.free else "surface"
+
+
 def _cell_rows(
     cell: Cell, runner: MethodRunner, batch: SimulatedBatch, estimates: dict, seconds: dict, pos: np.ndarray
 ) -> list[dict]:
@@ -450,9 +469,11 @@ def _cell_rows(
     rows = []
     for i in range(len(batch.sensor)):
         for method in runner.methods:
+            setup = cell.setup.setup if isinstance(cell.setup, PreparedSetup) else cell.setup
             row = dict(
-                sweep=cell.sweep, value=cell.value, setup=cell.setup.name, montage=cell.setup.montage,
-                n_channels=len(runner.prepared.info["ch_names"]), source_space=cell.setup.source_space,
+                sweep=cell.sweep, value=cell.value, setup=cell.setup.name,
+                montage=getattr(setup, "montage", cell.setup.name), n_channels=len(runner.prepared.info["ch_names"]),
+                source_space=_source_space(runner.prepared),
                 snr_db=cell.snr_db, n_sources=cell.n_sources,
                 extent_mm=float(2 * np.mean(batch.sigma_mm[i])), sample=i, method=method,
             )  # fmt: skip
@@ -467,7 +488,7 @@ def run_benchmark(
     cells: list[Cell] | None = None,
     n_per_cell: int = 8,
     seed: int = 0,
-    lambda2: float = 1.0 / 9.0,
+    lambda2: float = DEFAULT_LAMBDA2,
     methods: tuple[str, ...] = METHODS,
     verbose: bool | str | int | None = None,
 ) -> list[dict]:
@@ -506,7 +527,7 @@ def evaluate_methods(
     n_sources=N_SOURCES,
     n_per_cell: int = 10,
     seed: int = 1234,
-    lambda2: float = 1.0 / 9.0,
+    lambda2: float = DEFAULT_LAMBDA2,
     prior: SourcePrior = SourcePrior(),
     methods: tuple[str, ...] = EVALUATION_METHODS,
     verbose: bool | str | int | None = None,
@@ -557,7 +578,7 @@ def evaluate_model_card(piu, quick: bool = False, seed: int = 1234) -> tuple[lis
         The model.
     quick : bool
         3 samples per cell (6 in distribution), SNR 10 and 20 dB, 1 and 3
-        sources, instead of 10 (20), :data:`SNRS_DB` and :data:`N_SOURCES`.
+        sources, instead of 20 (40), :data:`SNRS_DB` and :data:`N_SOURCES`.
     seed : int
         Seed of the in-distribution samples; the held-out ones use ``seed + 1``.
 
@@ -568,7 +589,7 @@ def evaluate_model_card(piu, quick: bool = False, seed: int = 1234) -> tuple[lis
     held_out : list of dict
         Rows of :data:`HELD_OUT_SETUPS`.
     """
-    n = 3 if quick else 10
+    n = 3 if quick else 20
     snrs = (10.0, 20.0) if quick else SNRS_DB
     ks = (1, 3) if quick else N_SOURCES
     ind = evaluate_methods(piu, (IN_DISTRIBUTION_SETUP,), (20.0,), (1,), n_per_cell=2 * n, seed=seed)
@@ -577,47 +598,196 @@ def evaluate_model_card(piu, quick: bool = False, seed: int = 1234) -> tuple[lis
 
 
 # --------------------------------------------------------------------------------------------------
-# ``mne-piunet demo``: one known source, four inverses
+# Presets: the conditions a real user meets that the sweeps above do not
 
 
-def simulate_demo_evoked(
-    setup: PreparedSetup, snr_db: float = 10.0, sigma_mm: float = 10.0, seed: int = 0
-) -> tuple[mne.EvokedArray, np.ndarray]:
-    """An Evoked from one Gaussian blob at :data:`DEMO_SOURCE_POS` with a 10 Hz burst.
+#: A loose-orientation cortical inverse (MNE's surface default: loose 0.2, depth 0.8) on a held-out montage.
+LOOSE_SETUP = HeadSetup("easycap-M1", "bem", BENCH_CONDUCTIVITY, "surface", loose=0.2)
+#: A held-out 32-channel montage (32-channel caps gain least).
+SPARSE_MONTAGE_SETUP = HeadSetup("GSN-HydroCel-32", "bem", BENCH_CONDUCTIVITY, "surface")
+#: The paper's setting: a 7 mm volume source space with free orientations,
+#: easycap-M10, data from one skull conductivity and the inverse from another.
+PAPER_SPACING_MM = 7.0
+PAPER_DATA_CONDUCTIVITY = BENCH_CONDUCTIVITY  # skull 1/30 of the brain's
+PAPER_INVERSE_CONDUCTIVITY = (0.3, 0.006, 0.3)  # MNE's default, skull 1/50
+
+
+@verbose
+def paper_setting_setup(grid, lambda2: float = DEFAULT_LAMBDA2, verbose=None) -> PreparedSetup:
+    """The paper's evaluation setting as a prepared setup: data and inverse from different heads.
+
+    Sensor data come from the forward at :data:`PAPER_DATA_CONDUCTIVITY`;
+    eLORETA from an inverse made on :data:`PAPER_INVERSE_CONDUCTIVITY`, both on
+    a 7 mm volume source space of the template (not the network's 8 mm grid).
 
     Parameters
     ----------
-    setup : PreparedSetup
-        A volume setup (free orientation).
-    snr_db : float
-        SNR (dB) at the peak of the burst: white noise of the level that
-        :func:`mne_piunet.simulation.add_noise` gives the peak's map, at
-        every time point.
-    sigma_mm : float
-        The blob's Gaussian extent sigma (mm).
-    seed : int
-        Seed of the noise.
+    grid : SourceGrid
+        The network's grid.
+    lambda2 : float
+        eLORETA's regularisation.
+    %(verbose)s
 
     Returns
     -------
-    evoked : mne.EvokedArray
-        Half a second at the setup's sampling rate.
-    centre : array, shape (3,)
-        The true source position (m, template MRI coordinates).
+    prepared : PreparedSetup
+        Named ``"paper setting"``.
     """
+    from .grid import make_grid_src
+
+    src = make_grid_src(PAPER_SPACING_MM)
+    data_fwd = make_template_forward("easycap-M10", src, conductivity=PAPER_DATA_CONDUCTIVITY)
+    inv_fwd = make_template_forward("easycap-M10", src, conductivity=PAPER_INVERSE_CONDUCTIVITY)
+    info = montage_info("easycap-M10")
+    cov = mne.make_ad_hoc_cov(info, verbose=False)
+    inv = mne.minimum_norm.make_inverse_operator(info, inv_fwd, cov, loose=1.0, verbose=False)
+    # the leadfield is the data forward's, the kernel the other inverse's
+    return prepare_user_setup(data_fwd, inv, grid, lambda2, name="paper setting")
+
+
+def preset_cells(grid, quick: bool = False) -> list[Cell]:
+    """The model card's preset conditions.
+
+    Parameters
+    ----------
+    grid : SourceGrid
+        The network's grid (for the paper setting's resampling).
+    quick : bool
+        Leave out the paper setting (it builds two 7 mm forwards).
+
+    Returns
+    -------
+    cells : list of Cell
+        Their ``sweep`` is ``"preset"``: the loose inverse at 10 dB (1 and 3
+        sources), the 32-channel montage at 10 dB (1 source) and the paper's
+        setting at 20 dB (1 and 3 sources).
+    """
+    cells = [
+        Cell("preset", f"loose cortex, {LOOSE_SETUP.montage}, 10 dB, {k} source(s)", LOOSE_SETUP, 10.0, k)
+        for k in (1, 3)
+    ]
+    cells.append(
+        Cell(
+            "preset",
+            f"32 channels, {SPARSE_MONTAGE_SETUP.montage}, 10 dB, 1 source",
+            SPARSE_MONTAGE_SETUP,
+            10.0,
+            1,
+        )
+    )
+    if not quick:
+        paper = paper_setting_setup(grid)
+        cells += [Cell("preset", f"paper setting, 20 dB, {k} source(s)", paper, 20.0, k) for k in (1, 3)]
+    return cells
+
+
+# --------------------------------------------------------------------------------------------------
+# Fine-tuning on a user's head: the benchmark of :mod:`mne_piunet.finetune`
+
+#: A user-style head no training saw: a held-out montage digitised with 5 mm
+#: of jitter, and the template BEM with a skull 1/50 as conductive as a brain
+#: of 0.33 S/m (the template's is 0.3 and 0.006: the scalp and brain differ too).
+USER_STYLE_HEAD = dict(montage="easycap-M43", conductivity=(0.33, 0.0066, 0.33), jitter_mm=5.0, seed=7)
+
+
+@verbose
+def user_style_models(
+    montage: str = USER_STYLE_HEAD["montage"],
+    conductivity: tuple[float, float, float] = USER_STYLE_HEAD["conductivity"],
+    jitter_mm: float = USER_STYLE_HEAD["jitter_mm"],
+    seed: int = USER_STYLE_HEAD["seed"],
+    verbose=None,
+) -> tuple[mne.Forward, mne.minimum_norm.InverseOperator]:
+    """A forward and inverse like a researcher's own, on the template cortex.
+
+    The electrodes are a digitisation (a montage with seeded jitter), the head
+    a BEM with other conductivities, and the inverse MNE's default for a
+    cortical source space (loose 0.2, depth 0.8) with a noise covariance
+    estimated from 2,000 samples of simulated background activity.
+
+    Parameters
+    ----------
+    montage : str
+        Built-in montage the digitisation is jittered from.
+    conductivity : tuple of float
+        Brain, skull and scalp conductivity (S/m).
+    jitter_mm : float
+        Electrode jitter (mm per coordinate).
+    seed : int
+        Seed of the jitter and the noise.
+    %(verbose)s
+
+    Returns
+    -------
+    forward : mne.Forward
+        Free-orientation EEG forward on the fsaverage5 cortex.
+    inverse_operator : mne.minimum_norm.InverseOperator
+        The loose inverse made from it.
+    """
+    from .anatomy import make_cortex_src
+    from .simulation import background_noise_cov
+
+    info = jittered_info(montage, jitter_mm, seed)
+    fwd = make_template_forward(info, make_cortex_src(), conductivity=conductivity)
+    # a baseline covariance estimated from data, as a user's is
+    lf = fwd["sol"]["data"]
+    cov = background_noise_cov(lf, True, 200, seed)
     rng = np.random.default_rng(seed)
-    # a fixed, radial source (simulate_sources draws random centres and orientations)
-    idx = np.argmin(np.linalg.norm(setup.pos - DEMO_SOURCE_POS, axis=1))
-    centre = setup.pos[idx]
-    profile = np.exp(-np.sum((setup.pos - centre) ** 2, axis=1) / (2 * (sigma_mm * 1e-3) ** 2))
-    moments = (profile[:, None] * centre[None] / np.linalg.norm(centre)).reshape(-1) / np.linalg.norm(profile)
-    times = np.arange(0, 0.5, 1 / setup.info["sfreq"])
-    course = 20e-9 * np.sin(2 * np.pi * 10 * times) * np.exp(-((times - 0.2) ** 2) / (2 * 0.06**2))
-    clean = np.outer(setup.leadfield @ moments, course)
-    peak = np.broadcast_to(clean[:, np.argmax(np.abs(course))], clean.T.shape)
-    noise = add_noise(peak, np.full(len(times), snr_db), rng) - peak
-    evoked = mne.EvokedArray(clean + noise.T, setup.info, tmin=0.0, nave=1, verbose=False)
-    return evoked, centre
+    data = np.linalg.cholesky(cov + 1e-9 * np.eye(len(cov))) @ rng.standard_normal((len(cov), 2000)) * 1e-6
+    raw = mne.io.RawArray(data, info, verbose=False)
+    noise_cov = mne.compute_raw_covariance(raw, verbose=False)
+    inv = mne.minimum_norm.make_inverse_operator(info, fwd, noise_cov, loose=0.2, depth=0.8, verbose=False)
+    return fwd, inv
+
+
+@verbose
+def finetune_benefit(
+    models: dict[str, object],
+    forward: mne.Forward,
+    inverse_operator: mne.minimum_norm.InverseOperator,
+    snrs=(0.0, 10.0, 20.0, 30.0),
+    n_sources=(1, 3, 5, 10),
+    n_per_cell: int = 20,
+    seed: int = 4321,
+    lambda2: float = DEFAULT_LAMBDA2,
+    verbose=None,
+) -> list[dict]:
+    """eLORETA and several PIUNet weights on the same samples of a user's own setup.
+
+    Parameters
+    ----------
+    models : dict of str to PIUNetInverse
+        Label -> model (e.g. ``"bundled"``, ``"tuned 10 min"``).
+    forward, inverse_operator
+        The user's models (:func:`~mne_piunet.simulation.prepare_user_setup`).
+    snrs, n_sources : sequence
+        The sweep.
+    n_per_cell : int
+        Samples per cell.
+    seed : int
+        Seed of the samples (apart from any fine-tune's training and validation streams).
+    lambda2 : float
+        eLORETA's regularisation.
+    %(verbose)s
+
+    Returns
+    -------
+    rows : list of dict
+        :func:`score_methods` rows; PIUNet rows carry the model's label as ``method``.
+    """
+    first = next(iter(models.values()))
+    prepared = prepare_user_setup(forward, inverse_operator, first.grid, lambda2, name="user")
+    cells = evaluation_cells([prepared], snrs, n_sources)
+    rows = []
+    for i, (label, piu) in enumerate(models.items()):
+        methods = ("eLORETA", "PIUNet") if i == 0 else ("PIUNet",)
+        for row in score_methods(piu, cells, n_per_cell, seed, lambda2, methods):
+            rows.append(dict(row, method=label if row["method"] == "PIUNet" else row["method"]))
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# ``mne-piunet demo``: one known source, four inverses
 
 
 @dataclass
@@ -652,7 +822,7 @@ class DemoResult:
 
 
 def localise_demo(
-    piu, montage: str = "biosemi64", snr_db: float = 10.0, lambda2: float = 1.0 / 9.0
+    piu, montage: str = "biosemi64", snr_db: float = 10.0, lambda2: float = DEFAULT_LAMBDA2
 ) -> DemoResult:
     """Simulate the demo's source and localise it with dSPM, sLORETA, eLORETA and PIUNet.
 
@@ -674,7 +844,7 @@ def localise_demo(
         The data, estimates and errors.
     """
     setup = prepare_setup(HeadSetup(montage), piu.grid)
-    evoked, centre = simulate_demo_evoked(setup, snr_db)
+    evoked, centre = _simulate_demo_evoked(setup, snr_db)
     inv = setup.inverse_operator
     stcs = {
         m: mne.minimum_norm.apply_inverse(evoked, inv, lambda2, m, verbose=False) for m in DEMO_METHODS[:-1]
@@ -687,3 +857,18 @@ def localise_demo(
         values = np.abs(stc.data[:, stc.time_as_index(t_peak)[0]])
         errors[name] = float(np.linalg.norm(piu.grid.pos[np.argmax(values)] - centre) * 1e3)
     return DemoResult(montage, snr_db, evoked, centre, t_peak, stcs, errors)
+
+
+def __getattr__(name: str):
+    # the demo evoked moved to mne_piunet.simulation in 0.2
+    if name in ("simulate_demo_evoked", "DEMO_SOURCE_POS"):
+        warnings.warn(
+            f"mne_piunet.evaluation.{name} moved to mne_piunet.simulation.{name}; "
+            "the old name will be removed in mne-piunet 0.3.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        from . import simulation
+
+        return getattr(simulation, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

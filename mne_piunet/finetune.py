@@ -32,11 +32,12 @@ __all__ = ["FINE_TUNE_SETTINGS", "fine_tune", "forward_fingerprint", "inverse_fi
 #: What a fine-tune changes in the starting weights' training config. A lower
 #: learning rate than training's (1e-3) and no cosine decay (the budget is in
 #: minutes, not steps): the weights move towards one head without forgetting.
-#: Half the samples carry the inverse's own noise covariance.
 FINE_TUNE_SETTINGS = dict(
     lr=2e-4, warmup_steps=20, max_steps=10**9, val_size=64, val_every_steps=100,
     checkpoint_every_s=120.0, teacher=None, distill_weight=0.0,
 )  # fmt: skip
+#: The fine-tune's ``coloured_noise`` (:class:`~mne_piunet.simulation.SourcePrior`):
+#: about half the samples carry the inverse's own noise covariance, the rest white noise.
 FINE_TUNE_COLOURED_NOISE = 0.5
 
 

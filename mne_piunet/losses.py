@@ -30,7 +30,7 @@ def relative_loss(
 
     Parameters
     ----------
-    pred, target : torch.Tensor, shape (n, 3, *grid)
+    pred, target : torch.Tensor, shape (n, 3, ``*grid``)
         Estimated and target maps.
     scales : tuple of int
         Average-pooling factors to compare the maps at (1: as they are).
@@ -99,7 +99,18 @@ class TransportLoss(torch.nn.Module):
         self.self_cost_uniform = float((self.uniform * self._self_cost(self.uniform[None])).sum())
 
     def masses(self, x: torch.Tensor) -> torch.Tensor:
-        """Unit-mass coarse magnitude maps, shape (n, n_cells), of (n, 3, *grid)."""
+        """Unit-mass coarse magnitude maps of moment-vector maps.
+
+        Parameters
+        ----------
+        x : torch.Tensor, shape (n, 3, ``*grid``)
+            Maps of moment vectors.
+
+        Returns
+        -------
+        masses : torch.Tensor of float32, shape (n, n_cells)
+            Each map's magnitudes averaged over the cells, summing to 1.
+        """
         magnitude = x.float().pow(2).sum(1, keepdim=True).add(1e-12).sqrt()
         cells = F.avg_pool3d(magnitude, self.pool, ceil_mode=True).flatten(1)[:, self.index]
         return cells / cells.sum(1, keepdim=True).clamp_min(1e-12)
@@ -121,6 +132,18 @@ class TransportLoss(torch.nn.Module):
         return (f + g) / 2  # f and g may differ by a constant; their mean is symmetric
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Each estimate's Sinkhorn divergence over its truth's from the uniform map, averaged.
+
+        Parameters
+        ----------
+        pred, target : torch.Tensor, shape (n, 3, ``*grid``)
+            Estimated and target maps of moment vectors.
+
+        Returns
+        -------
+        loss : torch.Tensor
+            A scalar: 0 for a perfect estimate, about 1 for the uniform map.
+        """
         a, b = self.masses(pred), self.masses(target)
         f_ab, g_ab = self._potentials(a, b)
         h_aa, h_bb = self._self_cost(a), self._self_cost(b)
@@ -148,7 +171,7 @@ def shape_amplitude_loss(
 
     Parameters
     ----------
-    shape, target : torch.Tensor, shape (n, 3, *grid)
+    shape, target : torch.Tensor, shape (n, 3, ``*grid``)
         Predicted and target shapes.
     log_ratio, target_log_ratio : torch.Tensor, shape (n,)
         Predicted and target log peak ratios.
@@ -179,6 +202,27 @@ def distill_loss(
     """The student's :func:`shape_amplitude_loss` against the teacher's outputs on ``inputs``.
 
     In the units of the loss against the truth, so one weight mixes the two.
+
+    Parameters
+    ----------
+    teacher : torch.nn.Module
+        The teacher network: maps ``inputs`` to a shape and a log peak ratio
+        (run without gradients, in bf16 autocast).
+    inputs : torch.Tensor, shape (n, 3, ``*grid``)
+        The batch both networks see.
+    shape : torch.Tensor, shape (n, 3, ``*grid``)
+        The student's predicted shapes.
+    log_ratio : torch.Tensor, shape (n,)
+        The student's predicted log peak ratios.
+    scales, norms : tuple
+        As for :func:`relative_loss`.
+    amplitude_weight : float
+        Weight of the amplitude term.
+
+    Returns
+    -------
+    loss : torch.Tensor
+        A scalar, in fp32.
     """
     # bf16 halves the teacher's cost; its ~1e-2 relative error is far below the
     # student's, and on CPUs without native bf16 autocast only costs time.

@@ -23,6 +23,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .evaluation import (
+    EVALUATION_METHODS,
     GAMMA_MAP_ALPHA,
     HELD_OUT_SETUPS,
     IN_DISTRIBUTION_SETUP,
@@ -30,6 +31,8 @@ from .evaluation import (
     MXNE_ALPHA,
     DemoResult,
     evaluate_model_card,
+    preset_cells,
+    score_methods,
 )
 from .simulation import SourcePrior
 from .utils._defaults import DEFAULT_LAMBDA2
@@ -65,7 +68,7 @@ _TABLE_COLUMNS = {
     "eLORETA:ple": "PLE eLORETA (mm)", "PIUNet:ple": "PLE PIUNet (mm)",
     "eLORETA:wcos": "wcos eLORETA", "PIUNet:wcos": "wcos PIUNet",
 }  # fmt: skip
-_BY_HEADINGS = dict(source_space="source space", snr_db="SNR dB", n_sources="sources")
+_BY_HEADINGS = dict(source_space="source space", snr_db="SNR dB", n_sources="sources", value="condition")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -166,6 +169,37 @@ def markdown_table(summary: list[dict], by: Sequence[str] = ("source_space", "sn
     return "\n".join(lines)
 
 
+def methods_table(
+    rows: list[dict], by: Sequence[str] = ("snr_db", "n_sources"), metrics: Sequence[str] = ("nemd", "ple")
+) -> str:
+    """A Markdown table with one column per method and metric (any number of methods).
+
+    Parameters
+    ----------
+    rows : list of dict
+        Rows of :mod:`mne_piunet.evaluation` (e.g. of :func:`~mne_piunet.evaluation.finetune_benefit`).
+    by : sequence of str
+        The grouping columns.
+    metrics : sequence of str
+        The metrics, each a block of method columns (means, NaNs ignored).
+
+    Returns
+    -------
+    table : str
+        One line per group.
+    """
+    methods = _methods(rows)
+    summary = summarise(rows, by=by, metrics=metrics)
+    head = [_BY_HEADINGS.get(b, b) for b in by] + [
+        f"{m.upper()} {method}" for m in metrics for method in methods
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in summary:
+        cells = [str(r[b]) for b in by] + [f"{r[f'{method}:{m}']:.3g}" for m in metrics for method in methods]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _calibration_table(rows: list[dict]) -> list[str]:
     """Median and quartiles of the amplitude ratios per method."""
     lines = ["| method | peak moment / true peak | summed moment / true sum |", "|---|---|---|"]
@@ -223,7 +257,8 @@ def model_card_tables(in_distribution: list[dict], held_out: list[dict], seed: i
 
 
 def _space_label(space: str) -> str:
-    return "cortex, fixed orientation" if space == "surface" else "volume, free orientation"
+    labels = {"surface": "cortex, fixed orientation", "surface (loose)": "cortex, loose orientation"}
+    return labels.get(space, "volume, free orientation")
 
 
 def _sweep_order(key: tuple) -> tuple:
@@ -518,9 +553,20 @@ def run_evaluation(piu, out: str | Path | None = None, quick: bool = False, seed
         The Markdown tables of :func:`model_card_tables`.
     """
     ind, held = evaluate_model_card(piu, quick=quick, seed=seed)
+    cells = preset_cells(piu.grid, quick=quick)
+    presets = score_methods(piu, cells, 3 if quick else 20, seed + 2, methods=EVALUATION_METHODS)
     if out is not None:
-        write_csv(ind + held, Path(out) / "evaluation.csv")
-    return model_card_tables(ind, held, seed)
+        write_csv(ind + held + presets, Path(out) / "evaluation.csv")
+    by = ("value",)
+    return "\n".join(
+        [
+            model_card_tables(ind, held, seed),
+            "",
+            f"Presets (seed {seed + 2}, {len({r['sample'] for r in presets})} samples per cell):",
+            "",
+            markdown_table(summarise(presets, by=by), by=by),
+        ]
+    )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -84,6 +84,7 @@ class HeadSetup:
 
     @property
     def name(self) -> str:
+        """``montage/head/source_space`` (plus ``/loose`` and ``/jitter`` parts when set), as in logs."""
         head = "sphere" if self.head == "sphere" else f"bem{self.conductivity[1]:g}"
         name = f"{self.montage}/{head}/{self.source_space}"
         if self.loose:
@@ -102,8 +103,23 @@ class SourcePrior:
     sigma log-uniformly from ``sigma_mm``, and the SNR (dB, as in the paper:
     noise std = signal std / sqrt(10**(SNR/10))) uniformly from ``snr_db``.
     A fraction ``coloured_noise`` of the samples draws its noise from the
-    setup's sensor covariance (:attr:`PreparedSetup.noise_cov`: background
+    setup's sensor covariance (``noise_cov`` of :class:`PreparedSetup`: background
     brain activity, or a user's noise covariance) instead of white noise.
+
+    Parameters
+    ----------
+    max_sources : int
+        Largest number of simultaneous sources in a sample.
+    n_sources_decay : float
+        Exponent of the ``1 / k**n_sources_decay`` probability of ``k`` sources.
+    sigma_mm : tuple of float
+        Range (mm) of a source's Gaussian extent, drawn log-uniformly.
+    snr_db : tuple of float
+        Range (dB) of a sample's SNR, drawn uniformly.
+    coloured_noise : float
+        Probability, in [0, 1], that a :func:`simulate` call (one chunk of
+        samples, all alike) draws its noise from the setup's ``noise_cov``;
+        with 0 (the default) no draw is made and the noise is white.
     """
 
     max_sources: int = 10
@@ -120,6 +136,39 @@ class PreparedSetup:
     Made from a :class:`HeadSetup` by :func:`prepare_setup`, or from a user's
     own forward and inverse by :func:`prepare_user_setup`. Moments and
     positions are in the template MRI frame (the grid's).
+
+    Parameters
+    ----------
+    setup : HeadSetup | str
+        The template setup, or a user setup's name.
+    info : mne.Info
+        Measurement info of the setup's channels, in the order of the kernel's columns.
+    inverse_operator : mne.minimum_norm.InverseOperator
+        The inverse the kernel was computed from.
+    lambda2 : float
+        eLORETA's regularisation.
+    pos : array, shape (n_src, 3)
+        Source positions (m).
+    normals : array, shape (n_src, 3) | None
+        Cortical normals of patch sources (surface source spaces and fixed
+        inverses), None for the blobs of a volume source space.
+    leadfield : array, shape (n_chan, 3 * n_src) or (n_chan, n_src)
+        Takes moment vectors (free or loose orientation) or amplitudes along
+        the normals (fixed orientation).
+    kernel : array, shape (3 * n_src, n_chan) or (n_src, n_chan)
+        eLORETA's imaging kernel, laid out as the transposed leadfield.
+    to_grid : scipy.sparse.csr_matrix, shape (n_grid, n_src)
+        Resamples source values onto the grid
+        (:meth:`~mne_piunet.grid.SourceGrid.resampler`).
+    hemi_of : array of int, shape (n_src,) | None
+        The source space (hemisphere) each patch source is in, None for blobs.
+    head_to_mri : array, shape (3, 3)
+        Rotation of moment vectors from the forward's head frame into the
+        template MRI frame.
+    src : mne.SourceSpaces | None
+        The source space the leadfield was computed on.
+    noise_cov : array, shape (n_chan, n_chan) | None
+        Sensor covariance of coloured noise (``coloured_noise`` of :class:`SourcePrior`).
     """
 
     setup: HeadSetup | str  # a HeadSetup, or a user setup's name
@@ -138,6 +187,7 @@ class PreparedSetup:
 
     @property
     def name(self) -> str:
+        """The setup's name: a user setup's own, or :attr:`HeadSetup.name`."""
         return self.setup if isinstance(self.setup, str) else self.setup.name
 
     @cached_property
@@ -154,10 +204,24 @@ class PreparedSetup:
 
     @property
     def n_sources(self) -> int:
+        """Number of sources of the forward model (``len(pos)``)."""
         return len(self.pos)
 
     def grid_values(self, values: np.ndarray) -> np.ndarray:
-        """(n, n_src, 3) MRI-frame moments, or fixed (n, n_src) amplitudes -> (n, n_grid, 3)."""
+        """Resample source values onto the grid.
+
+        Parameters
+        ----------
+        values : array, shape (n, n_src, 3) or (n, n_src)
+            MRI-frame moment vectors, or amplitudes along the normals (fixed
+            orientation), which become moment vectors first.
+
+        Returns
+        -------
+        grid_values : array, shape (n, n_grid, 3)
+            Moment vectors on the grid (``values`` itself when the sources
+            are the grid's own).
+        """
         if values.ndim == 2:
             values = values[..., None] * self.normals[None]
         if self.on_grid:
@@ -180,6 +244,20 @@ def inverse_kernel(
     eLORETA (noise normalisation is a fixed per-source scaling), so applying
     it to the identity (one "time point" per channel) returns the kernel's
     columns.
+
+    Parameters
+    ----------
+    inverse_operator : mne.minimum_norm.InverseOperator
+        The inverse operator (free, loose or fixed orientation).
+    info : mne.Info
+        Measurement info of the inverse's channels, with a sampling rate (an
+        evoked is made from it); its channels are the kernel's columns.
+    lambda2 : float
+        The regularisation.
+    method : str
+        ``"MNE"``, ``"dSPM"``, ``"sLORETA"`` or ``"eLORETA"``.
+    method_params : dict | None
+        As for :func:`mne.minimum_norm.apply_inverse` (eLORETA's options).
 
     Returns
     -------
@@ -208,8 +286,19 @@ def _rotate_blocks(mat: np.ndarray, rot: np.ndarray, axis: int) -> np.ndarray:
 def linear_kernel(prepared: PreparedSetup, method: str) -> np.ndarray:
     """The kernel of MNE, dSPM, sLORETA or eLORETA on a setup's inverse.
 
-    Laid out like ``prepared.kernel``: MRI-frame moments for free orientation,
-    signed amplitudes along the normals for fixed orientation.
+    Parameters
+    ----------
+    prepared : PreparedSetup
+        The setup whose inverse operator, info and ``lambda2`` are used.
+    method : str
+        ``"MNE"``, ``"dSPM"``, ``"sLORETA"`` or ``"eLORETA"`` (the setup's
+        own kernel, not recomputed).
+
+    Returns
+    -------
+    kernel : array, shape (3 * n_src, n_chan) or (n_src, n_chan)
+        Laid out like ``prepared.kernel``: MRI-frame moments for free or loose
+        orientation, signed amplitudes along the normals for fixed orientation.
     """
     if method == "eLORETA":
         return prepared.kernel
@@ -445,7 +534,7 @@ def prepare_user_setup(
     Sources are drawn on the forward's source space (cortical patches along
     the normals on a surface source space, blobs in a volume one); the eLORETA
     kernel is the one ``apply_inverse`` computes from the inverse; coloured
-    noise (:attr:`SourcePrior.coloured_noise`) follows the inverse's noise
+    noise (``coloured_noise`` of :class:`SourcePrior`) follows the inverse's noise
     covariance. Positions and moments are mapped to the template as
     :class:`~mne_piunet.PIUNetInverse` maps them.
 
@@ -543,9 +632,31 @@ class SimulatedBatch:
     """A batch of simulated samples from one setup.
 
     ``true`` and ``eloreta`` live on the setup's own sources: (n, n_src, 3)
-    moment vectors (Am, MRI frame) for volume setups, (n, n_src) signed
-    amplitudes along the normals for cortical ones. ``true_grid`` and
-    ``eloreta_grid`` are both resampled onto the grid, (n, n_grid, 3).
+    moment vectors (Am, MRI frame) where the leadfield is free or loose,
+    (n, n_src) signed amplitudes along the normals where it is fixed.
+    ``true_grid`` and ``eloreta_grid`` are both resampled onto the grid,
+    (n, n_grid, 3).
+
+    Parameters
+    ----------
+    setup : str
+        The setup's name (:attr:`PreparedSetup.name`).
+    sensor : array, shape (n, n_chan)
+        Noisy sensor data, one time point per sample.
+    true : array, shape (n, n_src, 3) or (n, n_src)
+        The simulated sources.
+    eloreta : array, shape (n, n_src, 3) or (n, n_src)
+        eLORETA's estimates from ``sensor``.
+    true_grid : array, shape (n, n_grid, 3)
+        The sources on the grid.
+    eloreta_grid : array, shape (n, n_grid, 3)
+        The estimates on the grid.
+    snr_db : array, shape (n,)
+        Each sample's SNR (dB).
+    n_sources : array of int, shape (n,)
+        Each sample's number of sources.
+    sigma_mm : list of array
+        Per sample, the extent (mm) of each of its sources.
     """
 
     setup: str
@@ -557,6 +668,36 @@ class SimulatedBatch:
     snr_db: np.ndarray
     n_sources: np.ndarray
     sigma_mm: list[np.ndarray] = field(default_factory=list)
+
+
+def blob_profiles(prepared: PreparedSetup, centres: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """Unit-norm Gaussian profiles over a setup's sources, cut at 3 sigma.
+
+    Cortical profiles stay within their centre's hemisphere.
+
+    Parameters
+    ----------
+    prepared : PreparedSetup
+        The setup.
+    centres : array of int, shape (n_blobs,)
+        Index of each blob's centre source.
+    sigma : array, shape (n_blobs,)
+        Each blob's Gaussian extent sigma (m).
+
+    Returns
+    -------
+    profiles : array, shape (n_blobs, n_src)
+        Non-negative, unit L2 norm.
+    """
+    # |c - p|^2 expanded: a matrix product instead of an (n_blobs, n_src, 3) temporary
+    pos = prepared.pos
+    d2 = (pos[centres] ** 2).sum(1)[:, None] + (pos**2).sum(1)[None] - 2 * pos[centres] @ pos.T
+    sigma = np.asarray(sigma, float)[:, None]
+    profile = np.exp(-d2 / (2 * sigma**2))
+    profile[d2 > (3 * sigma) ** 2] = 0.0
+    if prepared.hemi_of is not None:
+        profile *= prepared.hemi_of[None] == prepared.hemi_of[centres][:, None]
+    return profile / np.linalg.norm(profile, axis=1, keepdims=True)
 
 
 def simulate_sources(
@@ -574,11 +715,27 @@ def simulate_sources(
     stay within the centre's hemisphere (moment vectors along the normals
     where the leadfield is free, as for a loose inverse).
 
+    Parameters
+    ----------
+    prepared : PreparedSetup
+        The setup whose sources, normals and hemispheres are used.
+    n : int
+        Number of samples.
+    rng : numpy.random.Generator
+        The random generator.
+    prior : SourcePrior
+        Distribution of the number of sources and their extents.
+    n_sources : int | None
+        Every sample's number of sources, instead of the prior's draw.
+    sigma_mm : tuple of float | None
+        Range (mm) of the extents, instead of the prior's.
+
     Returns
     -------
     sources : array, shape (n, n_src, 3) or (n, n_src)
         Moment vectors (free or loose leadfield) or amplitudes (fixed).
     counts : array of int, shape (n,)
+        Each sample's number of sources.
     sigmas : list of arrays
         Per sample, the extent (mm) of each source.
     """
@@ -592,14 +749,7 @@ def simulate_sources(
     total = int(counts.sum())
     centres = rng.integers(0, prepared.n_sources, total)
     sigma = np.exp(rng.uniform(np.log(lo), np.log(hi), total)) * 1e-3
-    # |c - p|^2 expanded: a matrix product instead of an (n_blobs, n_src, 3) temporary
-    pos = prepared.pos
-    d2 = (pos[centres] ** 2).sum(1)[:, None] + (pos**2).sum(1)[None] - 2 * pos[centres] @ pos.T
-    profile = np.exp(-d2 / (2 * sigma[:, None] ** 2))
-    profile[d2 > (3 * sigma[:, None]) ** 2] = 0.0
-    if prepared.hemi_of is not None:
-        profile *= prepared.hemi_of[None] == prepared.hemi_of[centres][:, None]
-    profile *= 1e-8 * rng.standard_normal(total)[:, None] / np.linalg.norm(profile, axis=1, keepdims=True)
+    profile = 1e-8 * rng.standard_normal(total)[:, None] * blob_profiles(prepared, centres, sigma)
     # each sample sums its own blobs: a sparse (n, n_blobs) matrix times the profiles
     owner = np.repeat(np.arange(n), counts)
     if prepared.normals is None:  # blobs: one random orientation each
@@ -628,6 +778,22 @@ def add_noise(
 
     The signal std is taken over average-referenced channels; the noise is
     white, or drawn from ``noise_cov`` (n_chan, n_chan) and rescaled.
+
+    Parameters
+    ----------
+    clean : array, shape (n, n_chan)
+        Noise-free sensor data, one time point per sample.
+    snr_db : float | array, shape (n,)
+        SNR (dB) of each sample.
+    rng : numpy.random.Generator
+        The random generator.
+    noise_cov : array, shape (n_chan, n_chan) | None
+        Covariance of the noise (None: white).
+
+    Returns
+    -------
+    noisy : array, shape (n, n_chan)
+        ``clean`` plus the rescaled noise.
     """
     clean = np.asarray(clean)
     sig = (clean - clean.mean(axis=1, keepdims=True)).std(axis=1)
@@ -653,7 +819,32 @@ def simulate(
     n_sources: int | None = None,
     sigma_mm: tuple[float, float] | None = None,
 ) -> SimulatedBatch:
-    """Simulate ``n`` samples: sources, noisy sensors and eLORETA, native and on the grid."""
+    """Simulate ``n`` samples: sources, noisy sensors and eLORETA, native and on the grid.
+
+    Parameters
+    ----------
+    prepared : PreparedSetup
+        The setup to simulate from.
+    n : int
+        Number of samples.
+    rng : numpy.random.Generator
+        The random generator.
+    prior : SourcePrior
+        Distribution of sources and noise. With ``prior.coloured_noise`` > 0
+        and a setup ``noise_cov``, one draw decides whether all ``n`` samples
+        get coloured or white noise.
+    snr_db : float | None
+        Every sample's SNR (dB), instead of the prior's draw.
+    n_sources : int | None
+        Every sample's number of sources, instead of the prior's draw.
+    sigma_mm : tuple of float | None
+        Range (mm) of the extents, instead of the prior's.
+
+    Returns
+    -------
+    batch : SimulatedBatch
+        The samples.
+    """
     sources, counts, sigmas = simulate_sources(prepared, n, rng, prior, n_sources, sigma_mm)
     flat = sources.reshape(n, -1)
     clean = flat @ prepared.leadfield.T
@@ -702,7 +893,19 @@ class SimulationEngine:
         self.rng = np.random.default_rng(seed)
 
     def sample(self, n: int) -> list[SimulatedBatch]:
-        """``n`` samples as a list of per-setup :class:`SimulatedBatch` chunks."""
+        """``n`` samples as a list of per-setup :class:`SimulatedBatch` chunks.
+
+        Parameters
+        ----------
+        n : int
+            Number of samples.
+
+        Returns
+        -------
+        chunks : list of SimulatedBatch
+            Chunks of up to ``chunk`` samples, each from one setup drawn
+            uniformly.
+        """
         out = []
         for start in range(0, n, self.chunk):
             prepared = self.setups[self.rng.integers(len(self.setups))]
@@ -712,9 +915,16 @@ class SimulationEngine:
     def batch(self, n: int, dtype=None) -> tuple:
         """A training batch: dense, max-normalised tensors and metadata.
 
+        Parameters
+        ----------
+        n : int
+            Number of samples (drawn by :meth:`sample`).
+        dtype : torch.dtype | None
+            The tensors' dtype (default: ``torch.float32``).
+
         Returns
         -------
-        inputs, targets : torch.Tensor, shape (n, 3, *grid.shape)
+        inputs, targets : torch.Tensor, shape (n, 3, ``*grid.shape``)
             eLORETA and the truth on the grid, normalised by
             :func:`normalised_dense`.
         meta : dict
@@ -748,10 +958,22 @@ def normalised_dense(
     (``ratio``, the amplitude the network predicts as ``log(ratio)``), so the
     target shape peaks at 1 like the input. ``truth = target * ratio * scale``.
 
+    Parameters
+    ----------
+    grid : SourceGrid
+        The network's grid.
+    x0 : array, shape (n, n_grid, 3)
+        eLORETA moment vectors on the grid.
+    x : array, shape (n, n_grid, 3) | None
+        The true moment vectors on the grid, if any.
+
     Returns
     -------
-    inputs, targets : array, shape (n, 3, *grid.shape)
+    inputs, targets : array of float32, shape (n, 3, ``*grid.shape``)
+        The normalised maps; ``targets`` is None without ``x``.
     scale, ratio : array, shape (n,)
+        The divisors (an all-zero map's ``scale`` is 1); ``ratio`` is None
+        without ``x``.
     """
     inputs, scale = normalise_inputs(grid, x0)
     scale = np.where(scale > 0, scale, 1.0)  # an all-zero map keeps its (zero) truth
@@ -761,3 +983,45 @@ def normalised_dense(
     ratio = np.where(ratio > 0, ratio, 1.0)
     targets = grid.to_dense((x / (scale * ratio)[:, None, None]).astype(np.float32))
     return inputs, targets, scale, ratio
+
+
+#: The demo's source: left superior temporal region (template MRI coordinates, m).
+DEMO_SOURCE_POS = np.array([-0.052, -0.020, 0.006])
+
+
+def simulate_demo_evoked(
+    setup: PreparedSetup, snr_db: float = 10.0, sigma_mm: float = 10.0, seed: int = 0
+) -> tuple[mne.EvokedArray, np.ndarray]:
+    """An Evoked from one radial Gaussian blob at :data:`DEMO_SOURCE_POS` with a 10 Hz burst.
+
+    Parameters
+    ----------
+    setup : PreparedSetup
+        A volume setup (free orientation).
+    snr_db : float
+        SNR (dB) at the peak of the burst: white noise of the level that
+        :func:`add_noise` gives the peak's map, at every time point.
+    sigma_mm : float
+        The blob's Gaussian extent sigma (mm).
+    seed : int
+        Seed of the noise.
+
+    Returns
+    -------
+    evoked : mne.EvokedArray
+        Half a second at the setup's sampling rate.
+    centre : array, shape (3,)
+        The true source position (m, template MRI coordinates).
+    """
+    rng = np.random.default_rng(seed)
+    idx = int(np.argmin(np.linalg.norm(setup.pos - DEMO_SOURCE_POS, axis=1)))
+    centre = setup.pos[idx]
+    profile = blob_profiles(setup, np.array([idx]), np.array([sigma_mm * 1e-3]))[0]
+    moments = (profile[:, None] * centre[None] / np.linalg.norm(centre)).reshape(-1)  # radial
+    times = np.arange(0, 0.5, 1 / setup.info["sfreq"])
+    course = 20e-9 * np.sin(2 * np.pi * 10 * times) * np.exp(-((times - 0.2) ** 2) / (2 * 0.06**2))
+    clean = np.outer(setup.leadfield @ moments, course)
+    peak = np.broadcast_to(clean[:, np.argmax(np.abs(course))], clean.T.shape)
+    noise = add_noise(peak, np.full(len(times), snr_db), rng) - peak
+    evoked = mne.EvokedArray(clean + noise.T, setup.info, tmin=0.0, nave=1, verbose=False)
+    return evoked, centre

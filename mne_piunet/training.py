@@ -68,7 +68,70 @@ _BY_SOURCES_SEED = 20_000
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run (stored with the weights)."""
+    """Everything that defines a training run (stored with the weights).
+
+    Parameters
+    ----------
+    train_setups : list of dict
+        :class:`~mne_piunet.simulation.HeadSetup` keyword arguments, one dict
+        per setup training draws from (domain randomisation).
+    val_setups : list of dict
+        The same for the held-out setups of the validation set.
+    lambda2 : list of float
+        eLORETA's regularisation: training setup ``i`` uses
+        ``lambda2[i % len(lambda2)]``, the validation setups ``lambda2[0]``.
+    prior : dict
+        Keyword arguments of the :class:`~mne_piunet.simulation.SourcePrior`.
+    network : dict
+        Keyword arguments of the :class:`~mne_piunet.network.UNetConfig`.
+    grid_spacing_mm : float
+        The grid's spacing (mm), as for :func:`~mne_piunet.grid.get_grid`.
+    grid_mindist_mm : float
+        The grid points' minimum distance from the inner skull (mm).
+    batch_size : int
+        Samples per optimiser step (per rank under ``torchrun``).
+    amplitude_weight : float
+        Weight of the log peak ratio term
+        (:func:`~mne_piunet.losses.shape_amplitude_loss`).
+    loss_scales : list of int
+        Average-pooling factors of :func:`~mne_piunet.losses.relative_loss`.
+    loss_norms : list of str
+        ``"l1"`` and/or ``"l2"``.
+    transport_weight : float
+        Weight of the :class:`~mne_piunet.losses.TransportLoss` term (0: none).
+    teacher : str | None
+        Weights to distil from (a ``.pt`` path, or ``"bundled"``): the student
+        also matches the teacher's shape and log peak ratio on every training
+        batch (:func:`~mne_piunet.losses.distill_loss`), weighted by
+        ``distill_weight``. How a cheaper architecture inherits the bundled
+        model's CPU-hours instead of starting over.
+    distill_weight : float
+        Weight of the distillation term.
+    lr : float
+        AdamW's learning rate after the warm-up.
+    weight_decay : float
+        AdamW's weight decay.
+    warmup_steps : int
+        Steps of the linear learning-rate warm-up.
+    max_steps : int
+        Length of the run; the cosine decay of the learning rate ends there.
+    max_minutes : float | None
+        Wall-clock budget (min): the run stops when it is spent, whatever
+        ``max_steps``.
+    val_size : int
+        Samples in the fixed validation set.
+    val_every_steps : int
+        Steps between validations.
+    checkpoint_every_s : float
+        Seconds between checkpoints.
+    seed : int
+        Seed of the initial weights and the training draws; the validation
+        set's stream is seeded apart from it.
+    threads : int | None
+        CPU threads of torch (None: torch's default).
+    device : str
+        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+    """
 
     train_setups: list[dict] = field(default_factory=lambda: [dict(montage="easycap-M10")])
     val_setups: list[dict] = field(
@@ -84,10 +147,7 @@ class TrainConfig:
     loss_scales: list[int] = field(default_factory=lambda: [1])
     loss_norms: list[str] = field(default_factory=lambda: ["l1"])
     transport_weight: float = 0.0
-    #: Weights to distil from (a ``.pt`` path, or ``"bundled"``): the student also
-    #: matches the teacher's shape and log peak ratio on every training batch,
-    #: weighted by ``distill_weight``. How a cheaper architecture inherits the
-    #: bundled model's CPU-hours instead of starting over.
+    # weights to distil from (a .pt path, or "bundled"): see the Parameters above
     teacher: str | None = None
     distill_weight: float = 0.0
     lr: float = 1e-3
@@ -104,6 +164,19 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, fname: str | Path) -> TrainConfig:
+        """Read a config from a JSON file of its fields.
+
+        Parameters
+        ----------
+        fname : path-like
+            The JSON file; keys it omits keep their defaults, unknown keys
+            raise a ValueError.
+
+        Returns
+        -------
+        config : TrainConfig
+            The config.
+        """
         data = json.loads(Path(fname).read_text())
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
@@ -112,12 +185,25 @@ class TrainConfig:
 
 
 def default_config_path() -> Path:
-    """The bundled config of the shipped model's first stage (training from scratch)."""
+    """The bundled config of the shipped model's first stage (training from scratch).
+
+    Returns
+    -------
+    path : pathlib.Path
+        ``weights/train_config.json``.
+    """
     return Path(str(files("mne_piunet") / "weights" / "train_config.json"))
 
 
 def finetune_config_path() -> Path:
-    """The bundled config of the shipped model's second stage (fine-tuning, transport term)."""
+    """The bundled config of the shipped model's second stage (fine-tuning, transport term).
+
+    Returns
+    -------
+    path : pathlib.Path
+        ``weights/finetune_config.json`` (not the config of
+        :func:`mne_piunet.finetune.fine_tune`, which adapts weights to a user's head).
+    """
     return Path(str(files("mne_piunet") / "weights" / "finetune_config.json"))
 
 
@@ -174,7 +260,23 @@ def _val_setups(config: TrainConfig, grid: SourceGrid) -> list:
 
 
 def mean_coarse_nemd(est: np.ndarray, truth: np.ndarray, grid: SourceGrid) -> float:
-    """Mean NEMD on 16 mm cells of (n, n_grid, 3) maps against their truths."""
+    """Mean NEMD on 16 mm cells of (n, n_grid, 3) maps against their truths.
+
+    Parameters
+    ----------
+    est : array, shape (n, n_grid, 3)
+        Estimated moment vectors on the grid.
+    truth : array, shape (n, n_grid, 3)
+        The true moment vectors.
+    grid : SourceGrid
+        The network's grid.
+
+    Returns
+    -------
+    nemd : float
+        The mean of :func:`~mne_piunet.metrics.coarse_nemd` over the samples
+        (NaNs ignored).
+    """
     return float(np.nanmean([coarse_nemd(e, t, grid.pos) for e, t in zip(est, truth)]))
 
 
@@ -207,7 +309,22 @@ def validation_nemd(network: UNet3d, val: dict, grid: SourceGrid) -> float:
 
 
 def validate(network: UNet3d, val: dict, grid: SourceGrid) -> float:
-    """Deprecated alias of :func:`validation_nemd`, removed after 0.2."""
+    """Deprecated alias of :func:`validation_nemd`, removed after 0.2.
+
+    Parameters
+    ----------
+    network : UNet3d
+        The network; it is put in eval mode.
+    val : dict
+        A validation set from :func:`make_validation_set`.
+    grid : SourceGrid
+        The network's grid.
+
+    Returns
+    -------
+    nemd : float
+        As :func:`validation_nemd` returns it (a FutureWarning is emitted).
+    """
     warnings.warn(
         "mne_piunet.training.validate is deprecated and will be removed after 0.2; "
         "use validation_nemd (one validation set) or validate_by_sources (per number of sources)",
@@ -631,6 +748,18 @@ def export_checkpoint(run: str | Path, fname: str | Path | None = None) -> Path:
 
     The configuration and grid come from the run's ``best.json``; provenance
     records the checkpoint's step, samples and wall time.
+
+    Parameters
+    ----------
+    run : path-like
+        The run's output folder (``best.json`` and ``checkpoint.pt``).
+    fname : path-like | None
+        The weights file to write (default: ``run / "final.pt"``).
+
+    Returns
+    -------
+    fname : pathlib.Path
+        The weights file written.
     """
     run = Path(run)
     meta = json.loads((run / "best.json").read_text())
@@ -666,6 +795,11 @@ def blend_weights(first: str | Path, second: str | Path, alpha: float, out: str 
         Weight of ``second``, in [0, 1].
     out : path
         The blended weights' file; its JSON records both inputs' sha256 and alpha.
+
+    Returns
+    -------
+    out : pathlib.Path
+        The weights file written.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -700,6 +834,25 @@ def validate_by_sources(
     This is how the bundled blend's ``alpha`` was chosen: every candidate and
     eLORETA (key ``"eLORETA"``) see the same samples, ``n_per_setup`` per
     validation setup and number of sources, SNR uniform over the prior's range.
+
+    Parameters
+    ----------
+    weights : list of path-like
+        The candidate weight files.
+    config : TrainConfig
+        Its ``val_setups`` (eLORETA at ``lambda2[0]``), ``prior`` and grid.
+    n_sources : tuple of int
+        The numbers of simultaneous sources to score.
+    n_per_setup : int
+        Samples per validation setup and number of sources.
+    seed : int
+        Seed of the samples, apart from training's and the validation set's.
+
+    Returns
+    -------
+    nemd : dict of dict
+        ``nemd[name][k]``: mean coarse NEMD with ``k`` sources, for ``name``
+        ``"eLORETA"`` and each weight file (as ``str``).
     """
     grid = get_grid(config.grid_spacing_mm, config.grid_mindist_mm)
     setups = _val_setups(config, grid)

@@ -118,3 +118,34 @@ def test_old_benchmark_module_warns(old, module, new):
     assert obj is getattr(importlib.import_module(f"mne_piunet.{module}"), new)
     with pytest.raises(AttributeError, match="no attribute"):
         benchmark.not_a_name  # noqa: B018
+
+
+def test_data_and_inverse_from_different_heads(volume_setup, grid):
+    """The paper setting's mechanism: the leadfield from one forward, eLORETA from another's inverse."""
+    from mne_piunet.anatomy import make_template_forward
+    from mne_piunet.simulation import prepare_user_setup, simulate
+
+    sphere_fwd = make_template_forward("easycap-M10", grid.src, head="sphere")
+    mixed = prepare_user_setup(
+        sphere_fwd, volume_setup.inverse_operator, grid, name="sphere data, BEM inverse"
+    )
+    # equal up to the rounding of the head -> MRI rotation (polar decomposition vs as stored)
+    scale = np.abs(volume_setup.kernel).max()
+    np.testing.assert_allclose(mixed.kernel, volume_setup.kernel, rtol=1e-5, atol=1e-6 * scale)
+    assert not np.allclose(mixed.leadfield, volume_setup.leadfield, rtol=0.05, atol=0)
+    # the same sources give other sensor data, hence another eLORETA map
+    a = simulate(mixed, 2, np.random.default_rng(0), snr_db=30.0)
+    b = simulate(volume_setup, 2, np.random.default_rng(0), snr_db=30.0)
+    np.testing.assert_array_equal(a.true, b.true)
+    assert not np.allclose(a.eloreta, b.eloreta, rtol=0.05, atol=0)
+
+
+def test_preset_cells_cover_loose_and_sparse_montages(grid):
+    from mne_piunet.evaluation import preset_cells
+
+    cells = preset_cells(grid, quick=True)
+    assert {c.sweep for c in cells} == {"preset"}
+    loose = [c for c in cells if c.setup.loose]
+    assert loose and all(c.setup.source_space == "surface" and c.snr_db == 10.0 for c in loose)
+    sparse = [c for c in cells if "32 channels" in c.value]
+    assert len(mne.channels.make_standard_montage(sparse[0].setup.montage).ch_names) <= 33

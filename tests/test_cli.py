@@ -54,7 +54,7 @@ def test_every_command_has_a_handler():
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
     assert list(commands) == [
-        "demo", "apply", "train", "blend", "validate", "evaluate", "benchmark", "bench-data", "bench-speed",
+        "demo", "apply", "train", "fine-tune", "blend", "validate", "evaluate", "benchmark", "bench-data", "bench-speed",
     ]  # fmt: skip
     args = parser.parse_args(["benchmark", "--quick", "--methods", "eLORETA", "PIUNet"])
     assert args.func.__name__ == "_benchmark" and args.methods == ["eLORETA", "PIUNet"] and args.n is None
@@ -63,7 +63,7 @@ def test_every_command_has_a_handler():
 
 
 def test_demo_evoked_has_the_requested_snr(volume_setup):
-    from mne_piunet.evaluation import DEMO_SOURCE_POS, simulate_demo_evoked
+    from mne_piunet.simulation import DEMO_SOURCE_POS, simulate_demo_evoked
 
     evoked, centre = simulate_demo_evoked(volume_setup, snr_db=10.0, seed=1)
     assert np.linalg.norm(centre - DEMO_SOURCE_POS) < 0.01
@@ -82,6 +82,15 @@ def test_old_cli_names_warn(name):
         assert getattr(cli, name) is not None
     with pytest.raises(AttributeError):
         cli.not_a_name  # noqa: B018
+
+
+@pytest.mark.parametrize("name", ["simulate_demo_evoked", "DEMO_SOURCE_POS"])
+def test_demo_evoked_moved_to_simulation(name):
+    import mne_piunet.evaluation as evaluation
+    import mne_piunet.simulation as simulation
+
+    with pytest.warns(FutureWarning, match=f"moved to mne_piunet.simulation.{name}"):
+        assert getattr(evaluation, name) is getattr(simulation, name)
 
 
 def test_fine_tune_command(tiny_weights, volume_setup, tmp_path, monkeypatch, capsys):

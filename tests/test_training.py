@@ -1,6 +1,7 @@
 """Training smoke test: a tiny model on a few dozen steps learns something."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -118,7 +119,7 @@ def test_validate_is_a_deprecated_alias_of_validation_nemd(grid, tiny_weights):
         assert validate(network, val, grid) == expected
 
 
-def test_blend_interpolates_weights_and_records_inputs(tmp_path, tiny_weights, grid):
+def test_blend_interpolates_weights_and_records_inputs(tmp_path, tiny_weights, grid, capsys):
     from mne_piunet.cli import main
     from mne_piunet.grid import grid_meta
     from mne_piunet.network import UNet3d, UNetConfig, file_sha256, load_network, save_network
@@ -137,12 +138,15 @@ def test_blend_interpolates_weights_and_records_inputs(tmp_path, tiny_weights, g
     torch.testing.assert_close(blended.mask, first.mask)  # buffers are not blended
     blend = load_network(out).meta["provenance"]["blend"]
     assert blend["alpha"] == 0.25 and blend["second"]["sha256"] == file_sha256(second_file)
-    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
+    # the command reports bad input with the library's message and status 2, no traceback
+    with pytest.raises(SystemExit) as exc:
         main(["blend", str(tiny_weights), str(second_file), "--alpha", "1.5", "--out", str(out)])
+    assert exc.value.code == 2 and "alpha must be in [0, 1]" in capsys.readouterr().err
     other = UNet3d(UNetConfig(width=8, levels=2, heads=1, groups=4), torch.from_numpy(grid.mask))
     other_file = save_network(other, tmp_path / "other.pt", dict(grid=grid_meta(grid)))
-    with pytest.raises(ValueError, match="config differs.*its own fine-tune"):
+    with pytest.raises(SystemExit):
         main(["blend", str(tiny_weights), str(other_file), "--alpha", "0.5", "--out", str(out)])
+    assert re.search("config differs.*its own fine-tune", capsys.readouterr().err)
 
 
 def test_validate_compares_weights_per_number_of_sources(tmp_path, tiny_weights, volume_setup, capsys):

@@ -18,8 +18,7 @@ import mne
 import numpy as np
 
 from mne_piunet import PIUNetInverse
-from mne_piunet.evaluation import simulate_demo_evoked
-from mne_piunet.simulation import HeadSetup, prepare_setup
+from mne_piunet.simulation import HeadSetup, prepare_setup, simulate_demo_evoked
 
 mne.set_log_level("WARNING")
 
