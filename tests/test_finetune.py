@@ -119,3 +119,27 @@ def test_fine_tune_bad_inputs(tmp_path, user_models, surface_setup):
             out=tmp_path / "d.pt",
             minutes=1,
         )
+
+
+@pytest.mark.parametrize("loose", [0.2, 0.0])
+def test_user_setup_input_is_what_the_inverse_feeds_the_network(piu, surface_setup, loose):
+    """Training on a user setup sees exactly the maps PIUNetInverse.apply refines (loose and fixed)."""
+    from mne_piunet.anatomy import make_cortex_src
+    from mne_piunet.simulation import SourcePrior, prepare_user_setup, simulate
+
+    info = montage_info("biosemi64")
+    fwd = make_template_forward("biosemi64", make_cortex_src())  # cached by surface_setup
+    rng = np.random.default_rng(0)
+    n = len(info["ch_names"])
+    mixing = np.eye(n) + 0.3 * rng.standard_normal((n, n)) / np.sqrt(n)
+    cov = mne.compute_raw_covariance(mne.io.RawArray(mixing @ rng.standard_normal((n, 2000)) * 1e-6, info))
+    inv = mne.minimum_norm.make_inverse_operator(info, fwd, cov, loose=loose, depth=0.8, fixed=loose == 0)
+    prepared = prepare_user_setup(fwd, inv, piu.grid)
+    assert prepared.free == (loose > 0) and prepared.normals is not None
+    np.testing.assert_allclose(np.trace(prepared.noise_cov), np.trace(cov.data), rtol=1e-6)
+    batch = simulate(prepared, 3, rng, SourcePrior(coloured_noise=1.0))
+    evoked = mne.EvokedArray(batch.sensor.T, prepared.info)
+    stc = piu.apply(evoked, inv, 1 / 9, pick_ori="vector")
+    expected = piu.predict_grid(batch.eloreta_grid.astype(np.float32))
+    got = np.moveaxis(stc.data, 2, 0)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
