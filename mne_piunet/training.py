@@ -26,7 +26,7 @@ from mne.utils import logger
 
 from .grid import DEFAULT_MINDIST_MM, DEFAULT_SPACING_MM, SourceGrid, get_grid, grid_meta
 from .inference import predict_maps, prepare_network
-from .losses import TransportLoss, distill_loss, relative_loss, shape_amplitude_loss
+from .losses import PeakLoss, TransportLoss, distill_loss, relative_loss, shape_amplitude_loss
 from .metrics import coarse_nemd
 from .network import (
     UNet3d,
@@ -99,6 +99,10 @@ class TrainConfig:
         ``"l1"`` and/or ``"l2"``.
     transport_weight : float
         Weight of the :class:`~mne_piunet.losses.TransportLoss` term (0: none).
+    peak_weight : float
+        Weight of the :class:`~mne_piunet.losses.PeakLoss` term (0: none).
+    peak_temperature : float
+        Its softmax temperature.
     teacher : str | None
         Weights to distil from (a ``.pt`` path, or ``"bundled"``): the student
         also matches the teacher's shape and log peak ratio on every training
@@ -147,6 +151,8 @@ class TrainConfig:
     loss_scales: list[int] = field(default_factory=lambda: [1])
     loss_norms: list[str] = field(default_factory=lambda: ["l1"])
     transport_weight: float = 0.0
+    peak_weight: float = 0.0
+    peak_temperature: float = 0.05
     # weights to distil from (a .pt path, or "bundled"): see the Parameters above
     teacher: str | None = None
     distill_weight: float = 0.0
@@ -432,6 +438,7 @@ class _Run:
     sched: torch.optim.lr_scheduler.LambdaLR
     transport: TransportLoss | None
     teacher: UNet3d | None
+    peak: PeakLoss | None = None
     engine: SimulationEngine | None = None
     val: dict | None = None
     meta: dict = field(default_factory=dict)
@@ -495,10 +502,15 @@ def _start_run(config: TrainConfig, out: Path, init) -> _Run:
                 network, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
             )
     transport = _make_transport(config, grid, device)
+    peak = (
+        PeakLoss(torch.from_numpy(grid.mask), config.peak_temperature).to(device)
+        if config.peak_weight
+        else None
+    )
     teacher = _load_teacher(config, device)
     opt = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, config))
-    return _Run(config, out, device, grid, network, model, ranks, opt, sched, transport, teacher)
+    return _Run(config, out, device, grid, network, model, ranks, opt, sched, transport, teacher, peak)
 
 
 def _prepare_data(run: _Run, setups: tuple[list, list] | None) -> None:
@@ -597,6 +609,8 @@ def _train_step(run: _Run) -> tuple[float, int]:
     loss = shape_amplitude_loss(shape, pred_log_ratio, targets, log_ratio, **_loss_kwargs(config))
     if run.transport is not None:
         loss = loss + config.transport_weight * run.transport(shape, targets)
+    if run.peak is not None:
+        loss = loss + config.peak_weight * run.peak(shape, targets)
     if run.teacher is not None:
         loss = loss + config.distill_weight * distill_loss(
             run.teacher, inputs, shape, pred_log_ratio, **_loss_kwargs(config)

@@ -242,3 +242,20 @@ def test_bundled_configs_reproduce_the_shipped_weights():
     assert distilled.teacher and distilled.distill_weight > 0
     assert set(meta["provenance"]["teacher"]) == {"file", "sha256"}
     assert {**distilled.network, "in_channels": 3, "out_channels": 3} == meta["config"]
+
+
+def test_peak_loss_measures_the_peak_offset(grid):
+    from mne_piunet.losses import PeakLoss
+
+    mask = torch.from_numpy(grid.mask)
+    loss = PeakLoss(mask, temperature=0.01)
+    inside = np.argwhere(grid.mask)
+    centre = inside[len(inside) // 2]
+    target = torch.zeros((1, 3) + grid.shape)
+    target[0, 0, centre[0], centre[1], centre[2]] = 1.0
+    assert loss(target, target).item() < 1e-3  # the soft peak of a point is the point
+    shifted = torch.roll(target, shifts=2, dims=2)  # two voxels along the first grid axis
+    assert loss(shifted, target).item() == pytest.approx(2.0, abs=1e-3)
+    pred = shifted.clone().requires_grad_(True)
+    loss(pred + 0.01 * target, target).backward()
+    assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
