@@ -296,6 +296,11 @@ class MethodRunner:
         self.forward = None
         if set(SPARSE_METHODS) & set(methods):  # the setup's own forward (read from the cache)
             setup = prepared.setup
+            if not isinstance(setup, HeadSetup) or setup.loose or setup.jitter_mm:
+                raise ValueError(
+                    f"MxNE and Gamma-MAP run on plain template setups only (fixed cortex or free volume, "
+                    f"nominal montage), not on {prepared.name!r}; score it with {LINEAR_METHODS + ('PIUNet',)}"
+                )
             self.forward = make_template_forward(
                 setup.montage, prepared.src, head=setup.head, conductivity=setup.conductivity
             )
@@ -433,15 +438,17 @@ def score_methods(
         scores of :func:`score_map` and seconds per sample.
     """
     rng = np.random.default_rng(seed)
-    runners: dict[str, MethodRunner] = {}
+    # keyed by the setup itself (names leave out brain and scalp conductivity), or a prepared one's identity
+    runners: dict[HeadSetup | int, MethodRunner] = {}
     rows = []
     for cell in ProgressBar(cells, mesg="Scoring"):
-        if cell.setup.name not in runners:
+        key = cell.setup if isinstance(cell.setup, HeadSetup) else id(cell.setup)
+        if key not in runners:
             prepared = cell.setup
             if isinstance(prepared, HeadSetup):
                 prepared = prepare_setup(prepared, piu.grid, lambda2=lambda2)
-            runners[cell.setup.name] = MethodRunner(prepared, methods)
-        runner = runners[cell.setup.name]
+            runners[key] = MethodRunner(prepared, methods)
+        runner = runners[key]
         batch = simulate(
             runner.prepared,
             n_per_cell,

@@ -280,7 +280,6 @@ class PIUNetInverse:
 
     def _inverse_geometry(self, inv, mni_transform, subjects_dir) -> tuple:
         """(operator, rotation, normals or None) of an inverse operator's source space."""
-        self._check_tuned_on(inv)
         normals = None if inv["source_ori"] == FIFF.FIFFV_MNE_FREE_ORI else inv["source_nn"]
         op, rot = self._operator(inv["src"], inv["mri_head_t"], mni_transform, subjects_dir)
         return op, rot, normals
@@ -288,7 +287,8 @@ class PIUNetInverse:
     def _check_tuned_on(self, inv) -> None:
         """Warn when weights fine-tuned on one inverse are applied with another."""
         tuned_on = self.bundle.meta.get("tuned_on")
-        if tuned_on is None:  # the bundled weights: no cost
+        # the bundled weights: no cost; an inverse MNE has prepared has other matrices than its file's
+        if tuned_on is None or "reginv" in inv:
             return
         from .finetune import inverse_fingerprint
 
@@ -399,6 +399,7 @@ class PIUNetInverse:
         if not isinstance(stc, _STC_TYPES):
             raise TypeError(f"stc must be a source estimate, got {type(stc).__name__}")
         if isinstance(src, InverseOperator):
+            self._check_tuned_on(src)
             src, mri_head_t, normals = _unpack_inverse(src, stc, mri_head_t, normals)
         _validate_src(src)
         normals = _check_estimate(stc, src, normals)
@@ -407,6 +408,7 @@ class PIUNetInverse:
 
     def _setup_call(self, inst, inverse_operator, lambda2, method, pick_ori, label, return_residual, data):
         _check_inverse(inverse_operator)
+        self._check_tuned_on(inverse_operator)  # before eLORETA's preparation rewrites it
         lambda2 = _check_args(lambda2, method, pick_ori, label, return_residual)
         _check_data(inst, inverse_operator, data)
         _validate_src(inverse_operator["src"])

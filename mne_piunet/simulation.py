@@ -128,6 +128,12 @@ class SourcePrior:
     snr_db: tuple[float, float] = (0.0, 30.0)
     coloured_noise: float = 0.0
 
+    def __post_init__(self):
+        if not 0.0 <= self.coloured_noise <= 1.0:
+            raise ValueError(
+                f"coloured_noise is a fraction of the samples, in [0, 1]; got {self.coloured_noise!r}"
+            )
+
 
 @dataclass
 class PreparedSetup:

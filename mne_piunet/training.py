@@ -10,6 +10,7 @@ resumes from ``DIR/checkpoint.pt``; ``export`` writes package-ready weights.
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
@@ -390,17 +391,20 @@ def _init_ranks(device: torch.device) -> _Ranks:
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # rank 0 alone builds the on-disk cache while the others wait at a barrier:
+        # from a cold cache that takes longer than the default 10 (NCCL) or 30 (gloo) min
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=datetime.timedelta(hours=2))
     return _Ranks(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def _broadcast_flag(flag: bool, ranks: _Ranks) -> bool:
+def _broadcast_flag(flag: bool, ranks: _Ranks, device: torch.device) -> bool:
     """Rank 0's value of ``flag`` on every rank (a time budget must stop all ranks at one step)."""
     if ranks.world == 1:
         return flag
     import torch.distributed as dist
 
-    tensor = torch.tensor([int(flag)])
+    tensor = torch.tensor([int(flag)], device=device)  # NCCL broadcasts device tensors only
     dist.broadcast(tensor, 0)
     return bool(tensor.item())
 
@@ -563,7 +567,7 @@ def _resume(run: _Run) -> None:
         run.engine.rng.bit_generator.state = saved["rng"]
     else:  # only rank 0's stream is saved; the others restart theirs from the step
         run.engine.rng = np.random.default_rng([run.config.seed, run.ranks.rank, run.state["step"]])
-    torch.set_rng_state(saved["torch_rng"])
+    torch.set_rng_state(saved["torch_rng"].cpu())  # map_location moved it to the run's device
     run.log(f"resumed at step {run.state['step']}")
 
 
@@ -667,7 +671,7 @@ def _loop(run: _Run) -> None:
     window = _Window()
     while state["step"] < config.max_steps:
         over = bool(config.max_minutes) and (time.time() - run.t_start) / 60 > config.max_minutes
-        if _broadcast_flag(over, run.ranks):
+        if _broadcast_flag(over, run.ranks, run.device):
             run.log(f"time budget of {config.max_minutes} min reached")
             if run.ranks.main and window.n_steps:  # score the last weights too
                 _validate_and_keep_best(run, window)

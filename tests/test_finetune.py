@@ -38,19 +38,15 @@ def test_fine_tune_end_to_end_records_what_it_was_tuned_on(tmp_path, user_models
     assert (written is None) != out.exists()
     # the writing step, on the run's own best weights with a better score than the start's
     from mne_piunet.finetune import _write_if_better
-    from mne_piunet.network import load_network, save_network
 
-    best = load_network(tmp_path / "tuned_run" / "best.pt")
-    meta = {k: v for k, v in best.meta.items() if k not in ("config", "sha256", "format_version")}
-    provenance = dict(meta["provenance"], val_nemd=0.5, init=dict(meta["provenance"]["init"], val_nemd=0.6))
-    better = save_network(best.network, tmp_path / "better.pt", dict(meta, provenance=provenance))
     tuned_on = dict(
         name="user:tuned",
         forward_sha256=forward_fingerprint(fwd),
         inverse_sha256=inverse_fingerprint(inv),
         files={},
     )
-    out = _write_if_better(better, tmp_path / "final_tuned.pt", tuned_on, "tiny.pt", tmp_path)
+    best = tmp_path / "tuned_run" / "best.pt"
+    out = _write_if_better(best, tmp_path / "final_tuned.pt", tuned_on, "tiny.pt", tmp_path, 0.6, 0.5)
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["tuned_on"]["val_nemd"] == dict(start=0.6, tuned=0.5)
     assert meta["tuned_on"]["inverse_sha256"] == inverse_fingerprint(
@@ -58,11 +54,21 @@ def test_fine_tune_end_to_end_records_what_it_was_tuned_on(tmp_path, user_models
     )
     assert meta["tuned_on"]["forward_sha256"] == forward_fingerprint(mne.read_forward_solution(fwd_file))
     tuned = PIUNetInverse(out, device="cpu", precision="float32")
-    evoked = mne.EvokedArray(np.full((len(volume_setup.info["ch_names"]), 2), 1e-6), volume_setup.info)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # its own inverse: no warning
+    info = volume_setup.info
+    evoked = mne.EvokedArray(np.full((len(info["ch_names"]), 2), 1e-6), info)
+    epochs = mne.EpochsArray(np.full((2, len(info["ch_names"]), 2), 1e-6), info)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         stc = tuned.apply(evoked, inv)
+        tuned.apply_epochs(epochs, inv)  # eLORETA's preparation rewrites the inverse: checked before it
+        tuned.refine(mne.minimum_norm.apply_inverse(evoked, inv, 1 / 9, "eLORETA", pick_ori="vector"), inv,
+                     pick_ori="vector")  # fmt: skip
+    assert not [w for w in caught if "fine-tuned on inverse" in str(w.message)]  # its own inverse
     assert stc.data.shape[1] == 2
+    # a run folder of other inputs is not resumed
+    with pytest.raises(ValueError, match="holds a fine-tune of other inputs"):
+        fine_tune(inv, fwd, out=tmp_path / "other.pt", minutes=0.1, weights=tiny_weights, lambda2=0.5,
+                  run_dir=tmp_path / "tuned_run")  # fmt: skip
 
 
 def test_fine_tune_refuses_weights_no_better(tmp_path, user_models, tiny_weights, monkeypatch):
@@ -136,7 +142,8 @@ def test_user_setup_input_is_what_the_inverse_feeds_the_network(piu, surface_set
     inv = mne.minimum_norm.make_inverse_operator(info, fwd, cov, loose=loose, depth=0.8, fixed=loose == 0)
     prepared = prepare_user_setup(fwd, inv, piu.grid)
     assert prepared.free == (loose > 0) and prepared.normals is not None
-    np.testing.assert_allclose(np.trace(prepared.noise_cov), np.trace(cov.data), rtol=1e-6)
+    order = [cov.ch_names.index(c) for c in prepared.info["ch_names"]]  # the leadfield's rows
+    np.testing.assert_allclose(prepared.noise_cov, cov.data[np.ix_(order, order)], rtol=1e-6)
     batch = simulate(prepared, 3, rng, SourcePrior(coloured_noise=1.0))
     evoked = mne.EvokedArray(batch.sensor.T, prepared.info)
     stc = piu.apply(evoked, inv, 1 / 9, pick_ori="vector")
