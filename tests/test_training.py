@@ -219,6 +219,7 @@ def test_transport_loss_tracks_nemd_and_its_gradient_moves_mass(grid):
 
 def test_bundled_configs_reproduce_the_shipped_weights():
     from dataclasses import asdict
+    from importlib.resources import files
 
     from mne_piunet.network import load_network
     from mne_piunet.training import (
@@ -228,20 +229,28 @@ def test_bundled_configs_reproduce_the_shipped_weights():
         finetune_config_path,
     )
 
-    stage1, stage2, distilled = (
+    weights = files("mne_piunet") / "weights"
+    stage1, stage2, distilled, robust, balanced = (
         TrainConfig.from_json(p)
-        for p in (default_config_path(), finetune_config_path(), distill_config_path())
-    )
+        for p in (
+            default_config_path(), finetune_config_path(), distill_config_path(),
+            weights / "robust_config.json", weights / "balanced_config.json",
+        )
+    )  # fmt: skip
     assert stage1.transport_weight == 0 and stage2.transport_weight > 0
     assert stage1.network == stage2.network  # stage 2 fine-tuned stage 1's network
+    assert distilled.teacher and distilled.distill_weight > 0  # stage 3 distilled stage 2
+    # stages 4 and 5 fine-tune stage 3's network, without a teacher
+    assert distilled.network == robust.network == balanced.network
+    assert not robust.teacher and not balanced.teacher
+    assert robust.train_setups == balanced.train_setups and robust.prior != balanced.prior
     meta = load_network().meta
-    # the shipped file was distilled with the bundled distillation config, from a teacher it names
+    # the shipped file is stage 5: trained with the bundled config, from weights whose sha256 it names
     assert json.loads(json.dumps(asdict(TrainConfig(**meta["train_config"])))) == json.loads(
-        json.dumps(asdict(distilled))
+        json.dumps(asdict(balanced))
     )
-    assert distilled.teacher and distilled.distill_weight > 0
-    assert set(meta["provenance"]["teacher"]) == {"file", "sha256"}
-    assert {**distilled.network, "in_channels": 3, "out_channels": 3} == meta["config"]
+    assert len(meta["provenance"]["init"]["sha256"]) == 64
+    assert {**balanced.network, "in_channels": 3, "out_channels": 3} == meta["config"]
 
 
 def test_peak_loss_measures_the_peak_offset(grid):
@@ -261,6 +270,7 @@ def test_peak_loss_measures_the_peak_offset(grid):
     assert loss(target, target).item() < 1e-3  # the soft peak of a point is the point
     shifted = torch.roll(target, shifts=2, dims=2)  # two voxels along the first grid axis
     assert loss(shifted, target).item() == pytest.approx(2.0, abs=1e-3)
+    # at a warmer temperature every voxel weighs in: the gradient reaches the map
     pred = shifted.clone().requires_grad_(True)
-    loss(pred + 0.01 * target, target).backward()
+    PeakLoss(mask, temperature=0.5)(pred + 0.5 * target, target).backward()
     assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
