@@ -23,7 +23,7 @@ from mne.utils import logger, verbose, warn
 
 from ._cache import file_sha256
 from .grid import DEFAULT_MINDIST_MM, get_grid
-from .network import bundled_weights_path, load_network, save_network
+from .network import ModelBundle, bundled_weights_path, load_network, save_network
 from .simulation import prepare_user_setup
 from .training import TrainConfig, make_validation_set, train, validation_nemd
 from .utils._defaults import DEFAULT_LAMBDA2
@@ -216,10 +216,9 @@ def fine_tune(
     _claim_run_dir(run_dir, dict(tuned_on, files=None, start_sha256=start.meta["sha256"], seed=seed))
     # validation draws from the same setup on a seed stream apart from training's
     best = train(config, run_dir, init=weights, setups=([prepared], [prepared]))
-    start_nemd, tuned_nemd = _acceptance_scores(
-        start.network, load_network(best).network, config, grid, prepared
-    )
-    return _write_if_better(best, out, tuned_on, weights.name, run_dir, start_nemd, tuned_nemd)
+    tuned = load_network(best)
+    start_nemd, tuned_nemd = _acceptance_scores(start.network, tuned.network, config, grid, prepared)
+    return _write_if_better(tuned, out, tuned_on, weights.name, run_dir, start_nemd, tuned_nemd)
 
 
 def _claim_run_dir(run_dir: Path, stamp: dict) -> None:
@@ -253,7 +252,7 @@ def _acceptance_scores(start, tuned, config: TrainConfig, grid, prepared) -> tup
 
 
 def _write_if_better(
-    best: Path,
+    tuned: ModelBundle,
     out: Path,
     tuned_on: dict,
     start_name: str,
@@ -261,7 +260,7 @@ def _write_if_better(
     start_nemd: float,
     tuned_nemd: float,
 ) -> Path | None:
-    """Write a run's best weights to ``out`` with ``tuned_on``, if they beat the starting weights.
+    """Write a run's best weights (loaded) to ``out`` with ``tuned_on``, if they beat the starting weights.
 
     ``start_nemd`` and ``tuned_nemd`` are both networks' scores on the same
     fresh samples (:func:`_acceptance_scores`).
@@ -273,7 +272,6 @@ def _write_if_better(
             f"Train longer (a larger minutes= resumes from {run_dir}) or keep the starting weights."
         )
         return None
-    tuned = load_network(best)
     keep = {k: v for k, v in tuned.meta.items() if k not in ("config", "sha256", "format_version")}
     keep["train_config"] = dict(
         keep["train_config"], train_setups=[tuned_on["name"]], val_setups=[tuned_on["name"]]

@@ -162,11 +162,8 @@ def markdown_table(summary: list[dict], by: Sequence[str] = ("source_space", "sn
         NEMD, their ratio, PLE and weighted cosine distance per group.
     """
     head = [_BY_HEADINGS.get(b, b) for b in by] + list(_TABLE_COLUMNS.values())
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in summary:
-        cells = [str(r[b]) for b in by] + [f"{r[c]:.3g}" for c in _TABLE_COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    body = [[str(r[b]) for b in by] + [f"{r[c]:.3g}" for c in _TABLE_COLUMNS] for r in summary]
+    return _markdown(head, body)
 
 
 def methods_table(
@@ -190,14 +187,16 @@ def methods_table(
     """
     methods = _methods(rows)
     summary = summarise(rows, by=by, metrics=metrics)
-    head = [_BY_HEADINGS.get(b, b) for b in by] + [
-        f"{m.upper()} {method}" for m in metrics for method in methods
-    ]
+    columns = [(m, method) for m in metrics for method in methods]
+    head = [_BY_HEADINGS.get(b, b) for b in by] + [f"{m.upper()} {method}" for m, method in columns]
+    body = [[str(r[b]) for b in by] + [f"{r[f'{method}:{m}']:.3g}" for m, method in columns] for r in summary]
+    return _markdown(head, body)
+
+
+def _markdown(head: list[str], body: list[list[str]]) -> str:
+    """A Markdown table of a heading row and body rows of cell texts."""
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in summary:
-        cells = [str(r[b]) for b in by] + [f"{r[f'{method}:{m}']:.3g}" for m in metrics for method in methods]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in body])
 
 
 def _calibration_table(rows: list[dict]) -> list[str]:

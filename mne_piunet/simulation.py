@@ -30,7 +30,7 @@ from .anatomy import (
     montage_info,
     src_fingerprint,
 )
-from .grid import SourceGrid, get_grid
+from .grid import SourceGrid, _head_to_mri, get_grid
 from .inference import normalise_inputs
 from .utils._defaults import DEFAULT_LAMBDA2
 
@@ -449,12 +449,7 @@ def prepare_setup(
     inv = mne.minimum_norm.make_inverse_operator(info, fwd, noise_cov, verbose=False, **orientation)
     kernel = _template_kernel(setup, inv, info, lambda2, src, custom_cov)
     # the forward lives in head coordinates, the grid in the template's MRI ones
-    trans = fwd["mri_head_t"]
-    head_mri = (
-        trans["trans"]
-        if trans["from"] == mne.io.constants.FIFF.FIFFV_COORD_HEAD
-        else np.linalg.inv(trans["trans"])
-    )
+    head_mri = _head_to_mri(fwd["mri_head_t"])["trans"]
     prepared = _prepared_from(setup, fwd, inv, info, lambda2, kernel, grid, src, head_mri, head_mri[:3, :3])
     seed = zlib.crc32(setup.name.encode())  # one fixed background per setup
     prepared.noise_cov = background_noise_cov(prepared.leadfield, prepared.free, N_BACKGROUND_DIPOLES, seed)

@@ -38,6 +38,7 @@ def test_fine_tune_end_to_end_records_what_it_was_tuned_on(tmp_path, user_models
     assert (written is None) != out.exists()
     # the writing step, on the run's own best weights with a better score than the start's
     from mne_piunet.finetune import _write_if_better
+    from mne_piunet.network import load_network
 
     tuned_on = dict(
         name="user:tuned",
@@ -45,7 +46,7 @@ def test_fine_tune_end_to_end_records_what_it_was_tuned_on(tmp_path, user_models
         inverse_sha256=inverse_fingerprint(inv),
         files={},
     )
-    best = tmp_path / "tuned_run" / "best.pt"
+    best = load_network(tmp_path / "tuned_run" / "best.pt")
     out = _write_if_better(best, tmp_path / "final_tuned.pt", tuned_on, "tiny.pt", tmp_path, 0.6, 0.5)
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["tuned_on"]["val_nemd"] == dict(start=0.6, tuned=0.5)
