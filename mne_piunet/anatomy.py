@@ -27,7 +27,6 @@ import mne
 import numpy as np
 from mne.utils import logger, verbose
 
-# cache_dir stays importable from here: error messages point users to it.
 from ._cache import CACHE_VERSION, _library_versions, cache_dir, cached
 
 TEMPLATE_SUBJECT = "fsaverage"
@@ -138,8 +137,8 @@ def template_bem_surfaces(ico: int = 4) -> list[dict]:
     if ico not in _ICO_VERTICES:
         raise ValueError(f"ico must be one of {sorted(_ICO_VERTICES)}, got {ico!r}")
     fs = _mne_fsaverage_dir()
-    inner = mne.read_bem_surfaces(fs / "fsaverage-inner_skull-bem.fif", verbose=False)[0]
-    scalp = mne.read_bem_surfaces(fs / "fsaverage-head.fif", verbose=False)[0]
+    inner = mne.read_bem_surfaces(fs / "fsaverage-inner_skull-bem.fif")[0]
+    scalp = mne.read_bem_surfaces(fs / "fsaverage-head.fif")[0]
     centre = inner["rr"].mean(axis=0)
     dirs, tris = _icosphere(ico)
     r_in = _ray_radii(centre, dirs, inner["rr"], inner["tris"])
@@ -238,7 +237,7 @@ def make_cortex_src() -> mne.SourceSpaces:
         use, in fsaverage MRI coordinates.
     """
     return mne.setup_source_space(
-        TEMPLATE_SUBJECT, spacing="all", subjects_dir=template_subjects_dir(), add_dist=False, verbose=False
+        TEMPLATE_SUBJECT, spacing="all", subjects_dir=template_subjects_dir(), add_dist=False
     )
 
 
@@ -281,7 +280,7 @@ def make_template_inverse(
     picks = mne.pick_types(info, meg=False, eeg=True, exclude="bads")
     info = mne.pick_info(info, picks)
     return mne.minimum_norm.make_inverse_operator(
-        info, fwd, noise_cov, loose=loose, depth=depth, verbose=False
+        info, fwd, noise_cov, loose=loose, depth=depth
     )
 
 
@@ -293,7 +292,7 @@ def template_trans() -> mne.transforms.Transform:
     trans : mne.transforms.Transform
         The head -> MRI transform MNE ships (``fsaverage-trans.fif``).
     """
-    return mne.read_trans(_mne_fsaverage_dir() / "fsaverage-trans.fif", verbose=False)
+    return mne.read_trans(_mne_fsaverage_dir() / "fsaverage-trans.fif")
 
 
 # ------------------------------------------------------------ head models
@@ -362,14 +361,14 @@ def make_template_bem(
         else:
             sdir = subjects_dir
         model = mne.make_bem_model(
-            TEMPLATE_SUBJECT, ico=None, conductivity=cond, subjects_dir=sdir, verbose=False
+            TEMPLATE_SUBJECT, ico=None, conductivity=cond, subjects_dir=sdir
         )
-        return mne.make_bem_solution(model, verbose=False)
+        return mne.make_bem_solution(model)
 
     return cached(
         "bem", dict(conductivity=cond, ico=ico), "-sol.fif", build,
-        lambda f, b: mne.write_bem_solution(f, b, overwrite=True, verbose=False),
-        lambda f: mne.read_bem_solution(f, verbose=False),
+        lambda f, b: mne.write_bem_solution(f, b, overwrite=True),
+        lambda f: mne.read_bem_solution(f),
     )  # fmt: skip
 
 
@@ -398,7 +397,7 @@ def make_template_sphere(
     -------
     sphere : mne.bem.ConductorModel
     """
-    sphere = mne.make_sphere_model("auto", "auto", info, verbose=False)
+    sphere = mne.make_sphere_model("auto", "auto", info)
     r0 = np.array(sphere["r0"], float)
     radius = sphere.radius
     if avoid is not None:
@@ -411,7 +410,7 @@ def make_template_sphere(
         # The brain layer's radius is 0.90 of the head's (MNE's relative_radii);
         # 0.89 puts the farthest point ~1 % inside it, not on its boundary.
         radius = max(radius, np.linalg.norm(np.asarray(contain) - r0, axis=1).max() / 0.89)
-    return mne.make_sphere_model(r0, radius, None, verbose=False)
+    return mne.make_sphere_model(r0, radius, None)
 
 
 # ------------------------------------------------------------- montages
@@ -463,9 +462,9 @@ def montage_info(montage: str, sfreq: float = 250.0) -> mne.Info:
     """
     mont = mne.channels.make_standard_montage(check_montage(montage))
     info = mne.create_info(mont.ch_names, sfreq, "eeg")
-    info.set_montage(mont, verbose=False)
-    raw = mne.io.RawArray(np.zeros((len(mont.ch_names), 1)), info, verbose=False)
-    raw.set_eeg_reference("average", projection=True, verbose=False)
+    info.set_montage(mont)
+    raw = mne.io.RawArray(np.zeros((len(mont.ch_names), 1)), info)
+    raw.set_eeg_reference("average", projection=True)
     return raw.info
 
 
@@ -571,13 +570,13 @@ def make_template_forward(
         bem = _template_head_model(info, src, head, cond, trans)
         logger.info(f"Computing the {name} forward on the template {head} (once; cached)")
         fwd = mne.make_forward_solution(
-            info, trans, src, bem, meg=False, eeg=True, mindist=0.0, verbose=False
+            info, trans, src, bem, meg=False, eeg=True, mindist=0.0
         )
         return _check_forward(fwd, src)
 
     return cached(
         "fwd", dict(montage=name, head=head, conductivity=cond, src=src_fingerprint(src)),
         "-fwd.fif", build,
-        lambda f, fwd: mne.write_forward_solution(f, fwd, overwrite=True, verbose=False),
-        lambda f: mne.read_forward_solution(f, verbose=False),
+        lambda f, fwd: mne.write_forward_solution(f, fwd, overwrite=True),
+        lambda f: mne.read_forward_solution(f),
     )  # fmt: skip

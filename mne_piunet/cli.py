@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 from .inference import PRECISIONS
 from .utils._defaults import DEFAULT_LAMBDA2, N_SOURCES_SWEEP
 
-DESCRIPTION = "``mne-piunet``: demo, apply, train, fine-tune, blend, validate, evaluate, benchmark, bench-data, bench-speed."
+DESCRIPTION = (
+    "``mne-piunet``: demo, apply, train, fine-tune, blend, validate, evaluate, benchmark, bench-data, "
+    "bench-train, bench-speed."
+)
 
 
-def _demo(args: argparse.Namespace) -> dict[str, float]:
+def _demo(args: argparse.Namespace) -> None:
     from . import PIUNetInverse
     from .evaluation import localise_demo
     from .report import demo_summary, plot_demo
@@ -30,7 +32,6 @@ def _demo(args: argparse.Namespace) -> dict[str, float]:
     print(demo_summary(result))
     plot_demo(result, piu).savefig(args.out, dpi=90)
     print(f"Figure written to {args.out}")
-    return result.errors
 
 
 def _add_demo(sub) -> None:
@@ -51,11 +52,27 @@ def _apply(args: argparse.Namespace) -> None:
 
     baseline = tuple(args.baseline) if args.baseline else None
     evoked = mne.read_evokeds(args.evoked, condition=args.condition, baseline=baseline)
-    inv = mne.minimum_norm.read_inverse_operator(args.inverse)
+    try:
+        inv = mne.minimum_norm.read_inverse_operator(args.inverse)
+    except Exception as err:  # MNE raises ValueError, KeyError or OSError for a file of another kind
+        raise ValueError(
+            f"{args.inverse} is not an inverse operator file ({type(err).__name__}: {err}). Pass an -inv.fif "
+            "written by mne.minimum_norm.write_inverse_operator (not a forward or covariance file)."
+        ) from None
     piu = PIUNetInverse(args.weights, device=args.device, precision=args.precision)
     stc = piu.apply(evoked, inv, args.lambda2, pick_ori=args.pick_ori)
     stc.save(args.out, overwrite=True)
     print(f"Wrote {args.out} ({type(stc).__name__}, {stc.data.shape[0]} sources, {len(stc.times)} times)")
+
+
+def _time_or_none(text: str) -> float | None:
+    """A time in seconds, or None (written ``None``), as MNE's ``baseline`` takes."""
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a time in seconds or None, got {text!r}") from None
 
 
 def _add_apply(sub) -> None:
@@ -64,7 +81,10 @@ def _add_apply(sub) -> None:
     p.add_argument("inverse", help="-inv.fif file")
     p.add_argument("-o", "--out", required=True, help="output stem (writes OUT-vl.stc)")
     p.add_argument("--condition", default=0, type=lambda c: int(c) if c.isdigit() else c)
-    p.add_argument("--baseline", nargs=2, type=float, default=None, metavar=("TMIN", "TMAX"))
+    p.add_argument(
+        "--baseline", nargs=2, type=_time_or_none, default=None, metavar=("TMIN", "TMAX"),
+        help="baseline interval (s); None for the start or the end of the data, e.g. --baseline None 0",
+    )  # fmt: skip
     p.add_argument("--lambda2", type=float, default=DEFAULT_LAMBDA2)
     p.add_argument("--pick-ori", choices=["vector"], default=None)
     p.add_argument("--weights", default=None)
@@ -74,21 +94,61 @@ def _add_apply(sub) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from .training import TrainConfig, default_config_path, train
+    from .network import bundled_weights_path
+    from .training import read_config, train
 
-    config = TrainConfig.from_json(args.config or default_config_path())
-    if args.max_minutes is not None:
-        config.max_minutes = args.max_minutes
-    best = train(config, args.out, init=args.init)
+    config = read_config(args.config or "train")
+    for name in ("max_minutes", "device", "precision", "data_workers", "threads"):
+        if getattr(args, name) is not None:
+            setattr(config, name, getattr(args, name))
+    init = bundled_weights_path() if args.init == "bundled" else args.init
+    if args.background:
+        return _train_in_background(args)
+    best = train(config, args.out, init=init)
     print(f"Best weights: {best}")
+
+
+def _train_in_background(args: argparse.Namespace) -> None:
+    """Start the same ``train`` command as a detached process; print how to follow and stop it."""
+    import subprocess
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    argv = [a for a in args.argv if a != "--background"]
+    with open(out / "train.out", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mne_piunet.cli", *argv], stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+    (out / "train.pid").write_text(f"{proc.pid}\n")
+    print(
+        f"Training in the background, process {proc.pid}: log {out / 'train.log'} (output {out / 'train.out'}).\n"
+        f"Stop it at any time with: kill {proc.pid}  (it finishes its step, validates and exports "
+        f"{out / 'final.pt'}; {out / 'latest.pt'} is rewritten at every checkpoint). Run the same command "
+        "again to resume."
+    )
 
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train (or resume) a model from a JSON config")
-    p.add_argument("--config", default=None, help="JSON config (default: the one of the bundled model)")
-    p.add_argument("--out", required=True, help="output folder (log, checkpoint, best.pt)")
-    p.add_argument("--init", default=None, help="weights to fine-tune from")
-    p.add_argument("--max-minutes", type=float, default=None)
+    p.add_argument(
+        "--config", default=None,
+        help="JSON config, or a bundled one's name: train (default, from scratch), continue, gpu, ...",
+    )  # fmt: skip
+    p.add_argument("--out", required=True, help="output folder (log, checkpoints, latest.pt, best.pt)")
+    p.add_argument("--init", default=None, help='weights to fine-tune from ("bundled": the shipped ones)')
+    p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget (overrides the config)")
+    p.add_argument("--device", default=None, help='"auto", "cpu" or "cuda" (overrides the config)')
+    p.add_argument(
+        "--precision", choices=["auto", "float32", "bfloat16"], default=None,
+        help="arithmetic of the network's steps (overrides the config; auto: bf16 where native)",
+    )  # fmt: skip
+    p.add_argument("--data-workers", type=int, default=None, help="simulation processes (overrides the config)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (overrides the config)")
+    p.add_argument(
+        "--background", action="store_true",
+        help="detach: train in a background process that a plain kill stops cleanly",
+    )  # fmt: skip
     p.set_defaults(func=_train)
 
 
@@ -101,7 +161,7 @@ def _fine_tune(args: argparse.Namespace) -> int | None:
         device=args.device, threads=args.threads,
     )  # fmt: skip
     if out is None:
-        print("The fine-tuned weights validated no better than the starting ones; nothing was written.")
+        print("The fine-tuned weights were not better than the starting ones in every group; nothing was written.")
         return 1
     print(f"Fine-tuned weights: {out} (use them with PIUNetInverse({str(out)!r}) and this inverse)")
 
@@ -146,9 +206,9 @@ def _add_blend(sub) -> None:
 
 def _validate(args: argparse.Namespace) -> None:
     from .report import validation_table
-    from .training import TrainConfig, default_config_path, validate_by_sources
+    from .training import read_config, validate_by_sources
 
-    config = TrainConfig.from_json(args.config or default_config_path())
+    config = read_config(args.config or "train")
     seed = {} if args.seed is None else dict(seed=args.seed)
     res = validate_by_sources(args.weights, config, tuple(args.sources), n_per_setup=args.n, **seed)
     print(
@@ -223,14 +283,43 @@ def _add_benchmark(sub) -> None:
 def _bench_data(args: argparse.Namespace) -> None:
     from .speed import bench_generation
 
-    for space, rate in bench_generation(args.montage).items():
+    for space, rate in bench_generation(args.montage, n=args.samples, spaces=tuple(args.spaces)).items():
         print(f"{args.montage} {space}: {rate:,.0f} samples/s")
 
 
 def _add_bench_data(sub) -> None:
     p = sub.add_parser("bench-data", help="samples per second of the simulation engine")
     p.add_argument("--montage", default="biosemi64")
+    p.add_argument("--samples", type=int, default=4096, help="samples timed per source space")
+    p.add_argument("--spaces", nargs="+", choices=["volume", "surface"], default=["volume", "surface"])
     p.set_defaults(func=_bench_data)
+
+
+def _bench_train(args: argparse.Namespace) -> None:
+    from .network import bundled_weights_path
+    from .speed import bench_training, profile_train_step
+    from .training import read_config
+
+    config = read_config(args.config)
+    init = bundled_weights_path() if args.init == "bundled" else args.init
+    print("| threads | precision | data workers | samples/s |\n| --- | --- | --- | --- |")
+    for row in bench_training(config, init, n_steps=args.steps):
+        print(f"| {row['threads']} | {row['precision']} | {row['data_workers']} | {row['samples_per_s']:.1f} |")
+    if args.profile:
+        ms = profile_train_step(config, init, n_steps=args.steps)
+        print(f"\nOne step of {config.batch_size} samples by part ({config.precision}, {config.threads} thread(s)), ms:")
+        print("| part | ms | share |\n| --- | --- | --- |")
+        for part, value in ms.items():
+            print(f"| {part} | {value:.1f} | {value / ms['total']:.0%} |")
+
+
+def _add_bench_train(sub) -> None:
+    p = sub.add_parser("bench-train", help="training samples per second: threads, precision, data workers")
+    p.add_argument("--config", default="continue", help="a bundled config's name or a JSON file")
+    p.add_argument("--init", default="bundled", help='weights to start from ("bundled": the shipped ones)')
+    p.add_argument("--steps", type=int, default=30, help="timed steps per variant")
+    p.add_argument("--profile", action="store_true", help="also time one step by part")
+    p.set_defaults(func=_bench_train)
 
 
 def _bench_speed(args: argparse.Namespace) -> None:
@@ -269,7 +358,7 @@ def _add_bench_speed(sub) -> None:
 
 _SUBCOMMANDS = (
     _add_demo, _add_apply, _add_train, _add_fine_tune, _add_blend, _add_validate, _add_evaluate, _add_benchmark,
-    _add_bench_data, _add_bench_speed,
+    _add_bench_data, _add_bench_train, _add_bench_speed,
 )  # fmt: skip
 
 
@@ -300,51 +389,18 @@ def main(argv: list[str] | None = None) -> int:
     -------
     code : int
         The exit status: 0, or 1 when a command did not do its job (a
-        fine-tune whose weights validated no better). Bad input exits with
+        fine-tune whose weights were not better in every group). Bad input exits with
         status 2 and the library's message.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what --background re-runs
     try:
-        code = args.func(args)  # demo returns its errors (for the deprecated demo()); others None or 1
+        code = args.func(args)  # None, or 1 when a command did not do its job
     except (ValueError, TypeError, FileExistsError, FileNotFoundError) as exc:
         # bad input: the library's message names the problem and the fix; no traceback
         parser.exit(2, f"mne-piunet {args.command}: error: {exc}\n")
     return code if isinstance(code, int) else 0
-
-
-# --------------------------------------------------------------------------------------------------
-# Deprecated names, kept for one release
-
-
-def _legacy_demo(
-    out: str | Path = "piunet_demo.png", montage: str = "biosemi64", snr_db: float = 10.0, weights=None
-) -> dict[str, float]:
-    """The old ``demo`` function: ``mne-piunet demo`` with these options; returns the errors (mm)."""
-    return _demo(argparse.Namespace(out=out, montage=montage, snr=snr_db, weights=weights))
-
-
-_DEPRECATED = {
-    "simulate_demo_evoked": "mne_piunet.simulation.simulate_demo_evoked",
-    "DEMO_SOURCE_POS": "mne_piunet.simulation.DEMO_SOURCE_POS",
-    "demo": "mne_piunet.evaluation.localise_demo and mne_piunet.report.plot_demo",
-}
-
-
-def __getattr__(name: str):
-    if name not in _DEPRECATED:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(
-        f"mne_piunet.cli.{name} is deprecated and will be removed in mne-piunet 0.3; "
-        f"use {_DEPRECATED[name]} instead.",
-        FutureWarning,
-        stacklevel=2,
-    )
-    if name == "demo":
-        return _legacy_demo
-    from . import simulation
-
-    return getattr(simulation, name)
 
 
 if __name__ == "__main__":

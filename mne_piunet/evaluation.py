@@ -363,6 +363,7 @@ class MethodRunner:
 
         prep = self.prepared
         info = prep.info
+        # one solve per sample: quiet, or the benchmark's log is MNE's solver output
         evoked = mne.EvokedArray(sensor[:, None], info, tmin=0.0, nave=1, verbose=False)
         cov = mne.Covariance(
             np.full(len(info["ch_names"]), noise_var), info["ch_names"], [], info["projs"], nfree=1000,
@@ -490,6 +491,7 @@ def _cell_rows(
     return rows
 
 
+@verbose
 def run_benchmark(
     piu,
     cells: list[Cell] | None = None,
@@ -527,6 +529,7 @@ def run_benchmark(
     return score_methods(piu, cells, n_per_cell, seed, lambda2, methods, verbose=verbose)
 
 
+@verbose
 def evaluate_methods(
     piu,
     setups=HELD_OUT_SETUPS,
@@ -646,8 +649,8 @@ def paper_setting_setup(grid, lambda2: float = DEFAULT_LAMBDA2, verbose=None) ->
     data_fwd = make_template_forward("easycap-M10", src, conductivity=PAPER_DATA_CONDUCTIVITY)
     inv_fwd = make_template_forward("easycap-M10", src, conductivity=PAPER_INVERSE_CONDUCTIVITY)
     info = montage_info("easycap-M10")
-    cov = mne.make_ad_hoc_cov(info, verbose=False)
-    inv = mne.minimum_norm.make_inverse_operator(info, inv_fwd, cov, loose=1.0, verbose=False)
+    cov = mne.make_ad_hoc_cov(info)
+    inv = mne.minimum_norm.make_inverse_operator(info, inv_fwd, cov, loose=1.0)
     # the leadfield is the data forward's, the kernel the other inverse's
     return prepare_user_setup(data_fwd, inv, grid, lambda2, name="paper setting")
 
@@ -732,7 +735,7 @@ def user_style_models(
         The loose inverse made from it.
     """
     from .anatomy import make_cortex_src
-    from .simulation import background_noise_cov
+    from .simulation import background_noise_cov, noise_colouring
 
     info = jittered_info(montage, jitter_mm, seed)
     fwd = make_template_forward(info, make_cortex_src(), conductivity=conductivity)
@@ -740,10 +743,11 @@ def user_style_models(
     lf = fwd["sol"]["data"]
     cov = background_noise_cov(lf, True, 200, seed)
     rng = np.random.default_rng(seed)
-    data = np.linalg.cholesky(cov + 1e-9 * np.eye(len(cov))) @ rng.standard_normal((len(cov), 2000)) * 1e-6
-    raw = mne.io.RawArray(data, info, verbose=False)
-    noise_cov = mne.compute_raw_covariance(raw, verbose=False)
-    inv = mne.minimum_norm.make_inverse_operator(info, fwd, noise_cov, loose=0.2, depth=0.8, verbose=False)
+    colouring = noise_colouring(cov)
+    data = colouring @ rng.standard_normal((colouring.shape[1], 2000)) * 1e-6
+    raw = mne.io.RawArray(data, info)
+    noise_cov = mne.compute_raw_covariance(raw)
+    inv = mne.minimum_norm.make_inverse_operator(info, fwd, noise_cov, loose=0.2, depth=0.8)
     return fwd, inv
 
 
@@ -854,7 +858,7 @@ def localise_demo(
     evoked, centre = _simulate_demo_evoked(setup, snr_db)
     inv = setup.inverse_operator
     stcs = {
-        m: mne.minimum_norm.apply_inverse(evoked, inv, lambda2, m, verbose=False) for m in DEMO_METHODS[:-1]
+        m: mne.minimum_norm.apply_inverse(evoked, inv, lambda2, m) for m in DEMO_METHODS[:-1]
     }
     stcs["PIUNet"] = piu.apply(evoked, inv, lambda2)
     t_peak = float(evoked.times[np.argmax(np.sum(evoked.data**2, axis=0))])
@@ -864,18 +868,3 @@ def localise_demo(
         values = np.abs(stc.data[:, stc.time_as_index(t_peak)[0]])
         errors[name] = float(np.linalg.norm(piu.grid.pos[np.argmax(values)] - centre) * 1e3)
     return DemoResult(montage, snr_db, evoked, centre, t_peak, stcs, errors)
-
-
-def __getattr__(name: str):
-    # the demo evoked moved to mne_piunet.simulation in 0.2
-    if name in ("simulate_demo_evoked", "DEMO_SOURCE_POS"):
-        warnings.warn(
-            f"mne_piunet.evaluation.{name} moved to mne_piunet.simulation.{name}; "
-            "the old name will be removed in mne-piunet 0.3.",
-            FutureWarning,
-            stacklevel=2,
-        )
-        from . import simulation
-
-        return getattr(simulation, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

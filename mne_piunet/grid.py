@@ -32,7 +32,7 @@ DEFAULT_SPACING_MM = 8.0
 DEFAULT_MINDIST_MM = 3.0
 #: A frame or unit mistake moves most sources out of the brain; a sphere model
 #: fitted to the scalp leaves ~6 % of a 10 mm volume source space more than
-#: 12 mm outside (the drop-in issue's example), so a quarter tells them apart.
+#: 12 mm outside, so a quarter tells them apart.
 MAX_FAR_FRACTION = 0.25
 #: No source of a correctly placed head model lies this far (m) outside the
 #: template brain: the scalp itself is ~15 mm beyond it.
@@ -70,11 +70,11 @@ def make_grid_src(
         return mne.setup_volume_source_space(
             TEMPLATE_SUBJECT, pos=float(spacing), mri="T1.mgz",
             surface=str(bem_dir / "inner_skull.surf"), mindist=float(mindist),
-            subjects_dir=subjects_dir, verbose=False,
+            subjects_dir=subjects_dir,
         )  # fmt: skip
 
     def read(fname):
-        src = mne.read_source_spaces(fname, verbose=False)
+        src = mne.read_source_spaces(fname)
         # The MRI path is absolute: point it at this cache's template.
         src[0]["mri_file"] = str(subjects_dir / TEMPLATE_SUBJECT / "mri" / "T1.mgz")
         return src
@@ -82,7 +82,7 @@ def make_grid_src(
     return cached(
         "src", dict(spacing=float(spacing), mindist=float(mindist), subjects=str(subjects_dir)),
         "-src.fif", build,
-        lambda f, s: mne.write_source_spaces(f, s, overwrite=True, verbose=False), read,
+        lambda f, s: mne.write_source_spaces(f, s, overwrite=True), read,
     )  # fmt: skip
 
 
@@ -398,7 +398,7 @@ def _mri_to_mni(
     if subject in (None, TEMPLATE_SUBJECT):
         return None
     try:
-        return mne.read_talxfm(subject, subjects_dir, verbose=False)["trans"]
+        return mne.read_talxfm(subject, subjects_dir)["trans"]
     except Exception as exc:
         raise ValueError(
             f"The inverse is for subject {subject!r}, but PIUNet works in MNI space and "

@@ -1,14 +1,14 @@
 """Inference: eLORETA maps on the grid in, PIUNet maps in Am out (the one path).
 
 The inverse, training's validation and the evaluation all call
-:func:`predict_maps`, so the scaling convention (divide each map by its largest
-moment norm, predict shape and peak ratio, multiply back) and the speed choices
-(precision, batch size, memory layout) live here and nowhere else.
+:func:`predict_maps`, so the scaling convention (divide each map by its signed
+largest moment norm, predict shape and peak ratio, multiply back) and the speed
+choices (precision, batch size, memory layout) live here and nowhere else.
 
-Speed, measured on the development machine (x86_64, 2 cores with AVX512-BF16,
-the fast-inference issue): bf16 autocast halves the U-Net's forward cost where
-the CPU computes bf16 natively; elsewhere bf16 is emulated and slower than fp32,
-so "auto" keeps fp32 there. Batches of 16 maps beat 64 on the CPU (cache).
+bf16 autocast halves the U-Net's cost where the CPU computes bf16 natively;
+elsewhere bf16 is emulated and slower than fp32, so "auto" keeps fp32 there.
+Small batches suit a CPU's caches, large ones a GPU (the model card measures
+both).
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from .network import UNet3d
 
 #: Precisions :func:`resolve_precision` accepts.
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
-#: Maps per network call: 16 was fastest on the 2-core CPU (64 spills the
-#: cache), a GPU wants large batches.
+#: Maps per network call: small batches stay in a CPU's caches, a GPU wants large ones.
 DEFAULT_BATCH = {"cpu": 16, "cuda": 256}
 
 
@@ -90,8 +89,46 @@ def default_batch_size(device: torch.device) -> int:
     return DEFAULT_BATCH.get(device.type, DEFAULT_BATCH["cpu"])
 
 
+#: Weights of the moment components in :func:`canonical_sign`'s statistic: distinct,
+#: so that no common dipole orientation (e.g. along a diagonal) cancels it.
+_SIGN_WEIGHTS = np.array([1.0, 2.0, 4.0])
+
+
+def canonical_sign(x0: np.ndarray) -> np.ndarray:
+    """The sign that makes each map's weighted sum of cubed moment components positive.
+
+    A source's place does not change when the data change sign, so the
+    estimate must be odd: ``out(-x) == -out(x)``. Each map is flipped to this
+    canonical sign before the network and flipped back after, which makes
+    the estimate exactly odd at no cost. The cube keeps the sign of the
+    strongest lobe; the statistic is odd, so ``canonical_sign(-x) ==
+    -canonical_sign(x)`` wherever it is not zero.
+
+    Parameters
+    ----------
+    x0 : array, shape (n, n_grid_sources, 3)
+        Moment vectors; each map is scaled by its largest absolute value
+        first, so neither tiny nor huge amplitudes under- or overflow.
+
+    Returns
+    -------
+    sign : array of float, shape (n,)
+        +1 or -1 (+1 for a map whose statistic is exactly zero).
+    """
+    peak = np.abs(x0).max(axis=(1, 2), initial=0.0).astype(np.float64)
+    unit = x0 / np.where(peak > 0, peak, 1.0)[:, None, None]
+    stat = np.einsum("nij,j->n", unit.astype(np.float64) ** 3, _SIGN_WEIGHTS)
+    return np.where(stat < 0, -1.0, 1.0)
+
+
 def normalise_inputs(grid: SourceGrid, x0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Divide each eLORETA map by its largest moment norm and scatter it onto the grid tensor.
+    """Divide each eLORETA map by its signed largest moment norm and scatter it onto the grid tensor.
+
+    The divisor carries the map's :func:`canonical_sign`, so the network only
+    ever sees maps of one polarity and multiplying its output back by the
+    divisor restores the data's sign. Norms are taken after dividing by the
+    largest absolute value, in float64: maps of 1e-20 would underflow in
+    float32 squares.
 
     Parameters
     ----------
@@ -104,21 +141,24 @@ def normalise_inputs(grid: SourceGrid, x0: np.ndarray) -> tuple[np.ndarray, np.n
     -------
     inputs : array of float32, shape (n, 3, ``*grid.shape``)
         The normalised maps (all zeros for an all-zero map).
-    scale : array, shape (n,)
-        The divisors: each map's largest moment norm, 0 for an all-zero map.
+    scale : array of float64, shape (n,)
+        The divisors: each map's largest moment norm times its canonical
+        sign, 0 for an all-zero map.
     """
-    scale = np.sqrt(np.einsum("nij,nij->ni", x0, x0).max(axis=-1))
-    safe = np.where(scale > 0, scale, 1.0)
+    peak = np.abs(x0).max(axis=(1, 2), initial=0.0).astype(np.float64)
+    unit = x0 / np.where(peak > 0, peak, 1.0)[:, None, None]
+    norm = np.sqrt(np.einsum("nij,nij->ni", unit, unit, dtype=np.float64).max(axis=-1, initial=0.0))
+    scale = peak * norm * canonical_sign(x0)
+    safe = np.where(scale != 0, scale, 1.0)
     return grid.to_dense((x0 / safe[:, None, None]).astype(np.float32)), scale
 
 
 def uses_channels_last(network: UNet3d, device: torch.device) -> bool:
     """Whether the CPU layout channels_last is faster for this network.
 
-    It made the plain U-Net's 3-D convolutions ~20 % faster on this CPU; a
+    It speeds up the plain U-Net's 3-D convolutions on the CPU; a
     space-to-depth network folds its input into a new contiguous tensor
-    first, and ran ~1.7x faster without it (inference, batch 16; measured
-    with a training job on the other core).
+    first, and runs faster without it (the model card measures both).
 
     Parameters
     ----------

@@ -11,6 +11,7 @@ batched over time points (and across epochs) ->
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from mne.minimum_norm import InverseOperator
 from mne.utils import ProgressBar, logger, verbose, warn
 from scipy import sparse
 
+from ._cache import file_sha256
 from .anatomy import template_subjects_dir
 from .grid import DEFAULT_MINDIST_MM, SourceGrid, get_grid, grid_meta, to_template_space
 from .inference import predict_maps, prepare_network, resolve_precision
@@ -85,8 +87,7 @@ def _check_args(lambda2, method, pick_ori, label=None, return_residual=False) ->
 
 def _check_data(inst, inverse_operator, data: np.ndarray | None = None) -> None:
     """Inverse channels present, data non-empty and finite."""
-    inv_info = inverse_operator["info"]
-    needed = [c for c in inv_info["ch_names"] if c not in inv_info["bads"]]
+    needed = _used_channels(inverse_operator)
     have = set(inst.info["ch_names"])
     missing = [c for c in needed if c not in have]
     if missing:
@@ -100,22 +101,39 @@ def _check_data(inst, inverse_operator, data: np.ndarray | None = None) -> None:
     if data.size == 0:
         raise ValueError(f"The {type(inst).__name__} has no samples: nothing to localise.")
     names = inst.info["ch_names"]
-    _check_finite(data[..., [names.index(c) for c in _checked_channels(inst, inverse_operator)], :])
+    used = _used_channels(inverse_operator)
+    _check_finite(data[..., [names.index(c) for c in used], :], used, inst.info["bads"])
 
 
-def _checked_channels(inst, inverse_operator) -> list[str]:
-    """The inverse's good channels that are good in the data too: their values must be finite."""
-    inv_info = inverse_operator["info"]
-    return [c for c in inv_info["ch_names"] if c not in inv_info["bads"] and c not in inst.info["bads"]]
+def _used_channels(inverse_operator) -> list[str]:
+    """The channels the inverse's kernel multiplies, in its order.
+
+    MNE picks these from the data by name, whether or not the data mark them
+    bad, so each must hold finite values.
+    """
+    return list(inverse_operator["noise_cov"].ch_names)
 
 
-def _check_finite(data: np.ndarray) -> None:
+def _check_finite(data: np.ndarray, names: list[str], data_bads: list[str]) -> None:
+    """Raise, naming the channels, when ``data`` (channels on axis -2) holds NaN or inf."""
     bad = ~np.isfinite(data)
-    if bad.any():
-        raise ValueError(
-            f"The data contain {int(bad.sum())} NaN or infinite value(s): fix or drop "
-            "those channels/samples (e.g. raw.interpolate_bads(), epochs.drop_bad()) first."
+    if not bad.any():
+        return
+    rows = np.flatnonzero(bad.any(axis=tuple(i for i in range(data.ndim) if i != data.ndim - 2)))
+    culprits = [names[r] for r in rows]
+    listed = ", ".join(culprits[:5]) + (", ..." if len(culprits) > 5 else "")
+    hint = ""
+    marked = [c for c in culprits if c in data_bads]
+    if marked:
+        hint = (
+            f" {', '.join(marked[:5])} {'is' if len(marked) == 1 else 'are'} marked bad in the data, "
+            "but the inverse operator uses them: interpolate them (inst.interpolate_bads()) or make "
+            "the inverse from an info where they are bad."
         )
+    raise ValueError(
+        f"The data contain {int(bad.sum())} NaN or infinite value(s) in channel(s) {listed}: fix or "
+        "drop those channels/samples (e.g. raw.interpolate_bads(), epochs.drop_bad()) first." + hint
+    )
 
 
 def _finite_time_func(raw, inverse_operator) -> Callable[[np.ndarray], np.ndarray]:
@@ -125,11 +143,10 @@ def _finite_time_func(raw, inverse_operator) -> Callable[[np.ndarray], np.ndarra
     channels) before applying the kernel, so the chunk is checked without
     reading it twice; it is returned unchanged.
     """
-    checked = set(_checked_channels(raw, inverse_operator))
-    rows = [i for i, c in enumerate(inverse_operator["noise_cov"].ch_names) if c in checked]
+    used, bads = _used_channels(inverse_operator), list(raw.info["bads"])
 
     def check(data: np.ndarray) -> np.ndarray:
-        _check_finite(data[rows])
+        _check_finite(data, used, bads)
         return data
 
     return check
@@ -191,7 +208,7 @@ class PIUNetInverse:
             raise RuntimeError(
                 "The template grid built here differs from the one the weights were trained on "
                 f"({here['shape']} vs {gm['shape']}); clear the cache folder "
-                "(mne_piunet.anatomy.cache_dir()) and retry."
+                "($MNE_PIUNET_CACHE, by default ~/.cache/mne-piunet) and retry."
             )
         self._operators: dict[str, tuple] = {}
         logger.info(
@@ -276,7 +293,7 @@ class PIUNetInverse:
         kwargs = dict(vertices=self.grid.vertices, tmin=tmin, tstep=tstep, subject="fsaverage")
         if pick_ori == "vector":
             return mne.VolVectorSourceEstimate(data, **kwargs)
-        return mne.VolSourceEstimate(np.sqrt(np.einsum("ijk,ijk->ik", data, data)), **kwargs)
+        return mne.VolSourceEstimate(_amplitudes(data), **kwargs)
 
     def _inverse_geometry(self, inv, mni_transform, subjects_dir) -> tuple:
         """(operator, rotation, normals or None) of an inverse operator's source space."""
@@ -287,8 +304,7 @@ class PIUNetInverse:
     def _check_tuned_on(self, inv) -> None:
         """Warn when weights fine-tuned on one inverse are applied with another."""
         tuned_on = self.bundle.meta.get("tuned_on")
-        # the bundled weights: no cost; an inverse MNE has prepared has other matrices than its file's
-        if tuned_on is None or "reginv" in inv:
+        if tuned_on is None:  # the bundled weights: no cost
             return
         from .finetune import inverse_fingerprint
 
@@ -335,7 +351,7 @@ class PIUNetInverse:
         -------
         tuned : PIUNetInverse
             A model with the tuned weights, on this one's device and precision;
-            this model itself when the tuned weights validated no better (a
+            this model itself when the tuned weights were not better in every group (a
             warning says so).
         """
         from .finetune import fine_tune
@@ -464,7 +480,7 @@ class PIUNetInverse:
         )
         stc = mne.minimum_norm.apply_inverse(
             evoked, inverse_operator, lambda2, "eLORETA", pick_ori=_eloreta_ori(inverse_operator),
-            prepared=prepared, method_params=method_params, use_cps=use_cps, verbose=False,
+            prepared=prepared, method_params=method_params, use_cps=use_cps,
         )  # fmt: skip
         op, rot, normals = self._inverse_geometry(inverse_operator, mni_transform, subjects_dir)
         return self._make_stc(self._refine_array(stc.data, op, rot, normals), stc.tmin, stc.tstep, pick_ori)
@@ -523,7 +539,7 @@ class PIUNetInverse:
         inverse_operator = _prepare_eloreta(inverse_operator, prepared, nave, lambda2, method_params, use_cps)
         eloreta = mne.minimum_norm.apply_inverse_epochs(
             epochs, inverse_operator, lambda2, "eLORETA", nave=nave, pick_ori=_eloreta_ori(inverse_operator),
-            return_generator=True, prepared=True, method_params=method_params, use_cps=use_cps, verbose=False,
+            return_generator=True, prepared=True, method_params=method_params, use_cps=use_cps,
         )  # fmt: skip
         geometry = self._inverse_geometry(inverse_operator, mni_transform, subjects_dir)
         gen = self._refine_epochs(eloreta, geometry, pick_ori)
@@ -639,7 +655,7 @@ class PIUNetInverse:
             stc = mne.minimum_norm.apply_inverse_raw(
                 raw, inv, lambda2, "eLORETA", start=s0, stop=min(s0 + step, stop), nave=nave,
                 time_func=check, pick_ori=_eloreta_ori(inv), prepared=True,
-                method_params=method_params, use_cps=use_cps, verbose=False,
+                method_params=method_params, use_cps=use_cps,
             )  # fmt: skip
             yield s0, self._refine_array(stc.data, *geometry)
 
@@ -648,22 +664,56 @@ class PIUNetInverse:
         start, stop, step = span
         shape = (self.grid.n_sources, 3) if pick_ori == "vector" else (self.grid.n_sources,)
         out = np.empty(shape + (stop - start,), np.float32)
+        written = 0
         for s0, data in ProgressBar(chunks, max_value=len(range(start, stop, step)), mesg="PIUNet raw"):
-            out[..., s0 - start : s0 - start + data.shape[-1]] = (
-                data if pick_ori == "vector" else np.linalg.norm(data, axis=1)
-            )
+            if s0 - start != written:
+                raise RuntimeError(f"apply_raw's chunks are out of order at sample {s0}")
+            out[..., written : written + data.shape[-1]] = data if pick_ori == "vector" else _amplitudes(data)
+            written += data.shape[-1]
+        if written != stop - start:  # never hand out memory that was not written
+            raise RuntimeError(f"apply_raw refined {written} of {stop - start} samples")
         cls = mne.VolVectorSourceEstimate if pick_ori == "vector" else mne.VolSourceEstimate
         return cls(out, self.grid.vertices, raw.times[start], 1.0 / raw.info["sfreq"], subject="fsaverage")
 
 
 def _raw_span(raw, start, stop, buffer_size) -> tuple[int, int, int]:
-    """apply_raw's ``(start, stop, step)`` in samples, ``stop`` clipped to the data; an empty span raises."""
-    start = 0 if start is None else int(start)
-    stop = raw.n_times if stop is None else min(int(stop), raw.n_times)
+    """apply_raw's ``(start, stop, step)`` in samples, ``stop`` clipped to the data.
+
+    Negative or out-of-range bounds raise: MNE's ``apply_inverse_raw`` does
+    not count them from the end either (it fails or returns the wrong span).
+    """
+    bounds = {}
+    for name, value, default in (("start", start, 0), ("stop", stop, raw.n_times)):
+        if value is None:
+            value = default
+        elif isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} must be an integer sample index or None, got {value!r}")
+        if value < 0:
+            raise ValueError(
+                f"{name}={value} is negative: pass sample indices from 0 to raw.n_times={raw.n_times}, "
+                f"e.g. {name}=raw.n_times - {-value} or raw.time_as_index(seconds)[0]."
+            )
+        bounds[name] = int(value)
+    start, stop = bounds["start"], min(bounds["stop"], raw.n_times)
+    if start >= raw.n_times:
+        raise ValueError(f"start={start} is past the end of the data ({raw.n_times} samples).")
     if stop <= start:
         raise ValueError(f"Nothing to localise between start={start} and stop={stop} samples.")
+    if buffer_size is not None and (
+        isinstance(buffer_size, bool) or not isinstance(buffer_size, (int, np.integer)) or buffer_size < 1
+    ):
+        raise ValueError(f"buffer_size must be a positive integer (samples) or None, got {buffer_size!r}")
     # 2 s chunks by default: a loose fsaverage5 eLORETA chunk at 250 Hz is then ~250 MB
-    return start, stop, int(buffer_size or round(2 * raw.info["sfreq"]))
+    return start, stop, int(buffer_size or max(1, round(2 * raw.info["sfreq"])))
+
+
+def _amplitudes(vectors: np.ndarray) -> np.ndarray:
+    """Moment norms of (n_src, 3, n_times) vectors, float32, squared in float64.
+
+    float32 squares underflow below about 1e-19 Am (data near 1e-20 V), which
+    would turn a valid map into zeros.
+    """
+    return np.sqrt(np.einsum("ijk,ijk->ik", vectors, vectors, dtype=np.float64)).astype(np.float32)
 
 
 def _prepare_eloreta(inverse_operator, prepared, nave, lambda2, method_params, use_cps):
@@ -671,7 +721,7 @@ def _prepare_eloreta(inverse_operator, prepared, nave, lambda2, method_params, u
     if prepared:
         return inverse_operator
     return mne.minimum_norm.prepare_inverse_operator(
-        inverse_operator, nave, lambda2, "eLORETA", method_params, use_cps, verbose=False
+        inverse_operator, nave, lambda2, "eLORETA", method_params, use_cps
     )
 
 
@@ -697,15 +747,32 @@ def _validate_src(src) -> None:
 
 
 def _unpack_inverse(inv, stc, mri_head_t, normals) -> tuple:
-    """An inverse's source space, and its mri_head_t and fixed orientations where not given."""
+    """An inverse's source space, and its mri_head_t and fixed orientations where not given.
+
+    A scalar estimate of a free or loose inverse holds moment norms
+    (``pick_ori=None``), not signed components: it is refused.
+    """
+    free = inv["source_ori"] == FIFF.FIFFV_MNE_FREE_ORI
+    if free and stc.data.ndim == 2:
+        raise ValueError(
+            "This inverse operator has free or loose orientations, so a scalar estimate of it holds "
+            "moment norms, which lose the sources' orientations: make the eLORETA estimate with "
+            'pick_ori="vector" (or use piu.apply on the data).'
+        )
     mri_head_t = inv["mri_head_t"] if mri_head_t is None else mri_head_t
-    if normals is None and stc.data.ndim == 2 and inv["source_ori"] != FIFF.FIFFV_MNE_FREE_ORI:
+    if normals is None and stc.data.ndim == 2:
         normals = inv["source_nn"]
     return inv["src"], mri_head_t, normals
 
 
+#: The largest |value| (Am) an eLORETA estimate of brain data can plausibly hold;
+#: brain sources are at most about 1e-7 Am, noise-normalised maps (dSPM,
+#: sLORETA) are unitless numbers of order 1-100.
+_MAX_PLAUSIBLE_AM = 1e-5
+
+
 def _check_estimate(stc, src, normals) -> np.ndarray | None:
-    """Check an estimate against its source space; return the orientations a scalar one needs.
+    """Check that an estimate can be an eLORETA estimate of ``src``; return the orientations a scalar one needs.
 
     A scalar estimate without ``normals`` on a surface source space takes the
     surface normals; a vector estimate's ``normals`` are returned as given (unused).
@@ -714,6 +781,28 @@ def _check_estimate(stc, src, normals) -> np.ndarray | None:
     if n_src != sum(s["nuse"] for s in src):
         raise ValueError(
             f"stc has {n_src} sources but src has {sum(s['nuse'] for s in src)}: pass the estimate's own source space"
+        )
+    if len(stc.vertices) != len(src) or not all(
+        np.array_equal(v, s["vertno"]) for v, s in zip(stc.vertices, src)
+    ):
+        raise ValueError(
+            "stc.vertices differ from the source space's vertices (another source space, or "
+            "hemispheres in another order): pass the inverse operator or source space that made the estimate."
+        )
+    if not np.all(np.isfinite(stc.data)):
+        raise ValueError("The estimate contains NaN or infinite values")
+    peak = float(np.abs(stc.data).max(initial=0.0))
+    if peak > _MAX_PLAUSIBLE_AM:
+        raise ValueError(
+            f"The estimate's largest value is {peak:.3g}, far above any brain source in Am: PIUNet refines "
+            "eLORETA estimates (method='eLORETA') of data in SI units (V, T), not dSPM, sLORETA or "
+            "noise-normalised maps. Make it with apply_inverse(..., method='eLORETA')."
+        )
+    if stc.data.ndim == 2 and stc.data.shape[0] > 1 and stc.data.min() >= 0 and peak > 0:
+        raise ValueError(
+            "The scalar estimate has no negative values, so it holds moment norms (pick_ori=None of a "
+            "free or loose inverse), not signed amplitudes along fixed orientations: make it with "
+            'pick_ori="vector", or pass a fixed-orientation estimate.'
         )
     if stc.data.ndim == 2 and normals is None:
         if any(s["type"] != "surf" for s in src):
@@ -726,20 +815,32 @@ def _check_estimate(stc, src, normals) -> np.ndarray | None:
         normals = np.concatenate([s["nn"][v] for s, v in zip(src, stc.vertices)])
     if stc.data.ndim == 2 and np.shape(normals) != (n_src, 3):
         raise ValueError(f"normals must have shape ({n_src}, 3), got {np.shape(normals)}")
-    if not np.all(np.isfinite(stc.data)):
-        raise ValueError("The estimate contains NaN or infinite values")
     return normals
 
 
 # --------------------------------------------------------- functional API
-_DEFAULT: dict[tuple, PIUNetInverse] = {}
+#: Networks the functional API keeps loaded, least recently used first.
+_DEFAULT: OrderedDict[tuple, PIUNetInverse] = OrderedDict()
+#: How many it keeps: a few weight files and settings, not one per call.
+_DEFAULT_SIZE = 4
 
 
 def _default_inverse(weights, device, batch_size, precision) -> PIUNetInverse:
-    """One :class:`PIUNetInverse` per network setting and process (its operator cache is reused)."""
-    key = (None if weights is None else str(weights), str(device), batch_size, precision)
-    if key not in _DEFAULT:
-        _DEFAULT[key] = PIUNetInverse(weights, device=device, batch_size=batch_size, precision=precision)
+    """One :class:`PIUNetInverse` per weights file *content* and network setting (an LRU cache).
+
+    Keyed by the file's sha256, not its path, so weights rewritten in place
+    (``fine_tune(..., overwrite=True)``) are loaded anew.
+    """
+    path = bundled_weights_path() if weights is None else Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"No weights file at {path}: pass weights=None for the bundled model.")
+    key = (file_sha256(path), str(device), batch_size, precision)
+    if key in _DEFAULT:
+        _DEFAULT.move_to_end(key)
+    else:
+        _DEFAULT[key] = PIUNetInverse(path, device=device, batch_size=batch_size, precision=precision)
+        while len(_DEFAULT) > _DEFAULT_SIZE:
+            _DEFAULT.popitem(last=False)
     return _DEFAULT[key]
 
 

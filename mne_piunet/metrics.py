@@ -452,11 +452,11 @@ def evaluate(
 def coarse_nemd(est: ArrayLike, true: ArrayLike, pos: ArrayLike, cell: float = 0.016) -> float:
     """NEMD after summing both maps' magnitudes into cubes of ``cell`` metres.
 
-    Exact EMD costs O(n^2) memory and more than O(n^2) time: on the 3,990-point
-    template grid (:func:`mne_piunet.grid.get_grid`) a pair of diffuse maps took
-    about 12 s on the development machine. Its points fall into 743 cubes of
-    16 mm, where the same pair took 0.1 s, so validation and large evaluations
-    stay affordable; both maps and the uniform reference share the coarse support.
+    Exact EMD costs O(n^2) memory and more than O(n^2) time, which on the
+    3,990-point template grid (:func:`mne_piunet.grid.get_grid`) is seconds per
+    pair of diffuse maps. Its points fall into 743 cubes of 16 mm, about a
+    hundred times cheaper, so validation and large evaluations stay
+    affordable; both maps and the uniform reference share the coarse support.
 
     Parameters
     ----------

@@ -21,7 +21,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-# file_sha256 stays importable from here: weights' provenance is checked with it.
 from ._cache import file_sha256
 
 #: Version of the network/config format; stored with the weights.
@@ -53,7 +52,7 @@ class UNetConfig:
         ``f``: fold each ``f x f x f`` block of voxels into channels before the
         U-Net and unfold after it (:func:`fold_blocks`), so the U-Net runs on a
         grid ``f`` times coarser while still predicting every voxel. 2 cuts the
-        cost ~4x (the fast-inference issue's frontier); 1 is the plain U-Net.
+        cost about 4x (the model card's frontier table); 1 is the plain U-Net.
     """
 
     width: int = 16
@@ -270,7 +269,7 @@ class UNet3d(nn.Module):
         shape, log_ratio = self(x)
         shape = shape.float()
         # the largest moment norm; square-sum-sqrt, since torch.linalg.vector_norm
-        # over 3 channels took ~10 ms per batch of 16 on this CPU, 100x longer
+        # over 3 channels is two orders of magnitude slower on the CPU
         peak = shape.square().sum(1).amax(dim=(1, 2, 3)).sqrt().clamp_min(1e-12)
         return shape * (torch.exp(log_ratio.float()) / peak)[:, None, None, None, None]
 
@@ -310,9 +309,21 @@ def resolve_device(device: str | torch.device) -> torch.device:
     device : torch.device
         The device.
     """
-    if device == "auto":
+    if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f'device must be "auto", "cpu", "cuda" or "cuda:N", got {device!r}') from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
+        raise ValueError(
+            f"device={str(device)!r} was asked for, but torch ({torch.__version__}, {build}) sees no CUDA "
+            'device: use device="auto" or "cpu", or install a CUDA build of torch on a machine with a GPU.'
+        )
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f'device must be "auto", "cpu" or "cuda", got {device!r}')
+    return resolved
 
 
 def bundled_weights_path() -> Path:
@@ -384,7 +395,13 @@ def load_network(fname: str | Path | None = None, device: str | torch.device = "
     fix = "reinstall mne-piunet (pip install --force-reinstall mne-piunet) or pass a valid weights file"
     if not fname.is_file() or not meta_fname.is_file():
         raise FileNotFoundError(f"PIUNet weights {fname} or their {meta_fname.name} are missing: {fix}")
-    meta = json.loads(meta_fname.read_text())
+    try:
+        meta = json.loads(meta_fname.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"The metadata {meta_fname} of weights {fname} is not valid JSON ({err}): {fix}") from None
+    missing = [k for k in ("format_version", "config", "grid", "sha256") if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise ValueError(f"The metadata {meta_fname} of weights {fname} lacks {', '.join(missing)}: {fix}")
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(
             f"Weights {fname} have format {meta.get('format_version')}, this mne-piunet reads {FORMAT_VERSION}: {fix}"
@@ -394,7 +411,13 @@ def load_network(fname: str | Path | None = None, device: str | torch.device = "
         raise ValueError(
             f"Weights {fname} are corrupted (sha256 {digest[:12]}... does not match {str(meta.get('sha256'))[:12]}...): {fix}"
         )
-    state = torch.load(fname, map_location="cpu", weights_only=True)
-    network = UNet3d(UNetConfig(**meta["config"]), state["mask"][0, 0] > 0.5)
-    network.load_state_dict(state)
+    not_weights = f"{fname} is not a PIUNet weights file written by save_network ({{}}): {fix}"
+    try:
+        # weights_only=True always: a file that needs more is never loaded
+        state = torch.load(fname, map_location="cpu", weights_only=True)
+        network = UNet3d(UNetConfig(**meta["config"]), state["mask"][0, 0] > 0.5)
+        network.load_state_dict(state)
+    except Exception as err:  # torch raises pickle, runtime, key and type errors for junk files
+        reason = str(err).splitlines()[0] if "weights_only" not in str(err) else "not a plain state dict"
+        raise ValueError(not_weights.format(f"{type(err).__name__}: {reason}")) from None
     return ModelBundle(network.to(device).eval(), meta)

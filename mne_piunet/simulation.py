@@ -271,12 +271,12 @@ def inverse_kernel(
         Head-frame vectors (free orientation) or signed amplitudes (fixed).
     """
     n_chan = len(info["ch_names"])
-    evoked = mne.EvokedArray(np.eye(n_chan), info, tmin=0.0, nave=1, verbose=False)
+    evoked = mne.EvokedArray(np.eye(n_chan), info, tmin=0.0, nave=1)
     free = inverse_operator["source_ori"] == mne.io.constants.FIFF.FIFFV_MNE_FREE_ORI
     logger.info(f"Computing the {method} kernel")
     stc = mne.minimum_norm.apply_inverse(
         evoked, inverse_operator, lambda2, method, pick_ori="vector" if free else None,
-        method_params=method_params, verbose=False,
+        method_params=method_params,
     )  # fmt: skip
     return stc.data.reshape(-1, n_chan)
 
@@ -337,7 +337,7 @@ def jittered_info(montage: str, jitter_mm: float, seed: int) -> mne.Info:
     jittered = mne.channels.make_dig_montage(
         ch_pos, nasion=pos["nasion"], lpa=pos["lpa"], rpa=pos["rpa"], coord_frame=pos["coord_frame"]
     )
-    info.set_montage(jittered, verbose=False)
+    info.set_montage(jittered)
     return info
 
 
@@ -392,11 +392,6 @@ def _template_kernel(setup: HeadSetup, inv, info, lambda2: float, src, custom_co
         return inverse_kernel(inv, info, lambda2)
     # eLORETA's weights take tens of seconds on a cortex: cache the kernel
     key = dict(setup=asdict(setup), lambda2=float(lambda2), src=src_fingerprint(src))
-    if not setup.loose and not setup.jitter_mm:
-        # the keys of the first releases' cache files: they stay valid
-        key["setup"] = {
-            k: v for k, v in key["setup"].items() if k not in ("loose", "jitter_mm", "jitter_seed")
-        }
     return cached(
         "kernel", key, ".npy", lambda: inverse_kernel(inv, info, lambda2), lambda f, k: np.save(f, k), np.load
     )
@@ -439,14 +434,14 @@ def prepare_setup(
     info = montage_info(setup.montage) if info is None else info
     custom_cov = noise_cov is not None
     if not custom_cov:
-        noise_cov = mne.make_ad_hoc_cov(info, verbose=False)
+        noise_cov = mne.make_ad_hoc_cov(info)
     if setup.source_space == "volume":
         orientation = dict(loose=1.0, fixed=False)
     elif setup.loose:
         orientation = dict(loose=setup.loose, depth=0.8, fixed=False)  # MNE's surface defaults
     else:
         orientation = dict(loose=0.0, fixed=True)
-    inv = mne.minimum_norm.make_inverse_operator(info, fwd, noise_cov, verbose=False, **orientation)
+    inv = mne.minimum_norm.make_inverse_operator(info, fwd, noise_cov, **orientation)
     kernel = _template_kernel(setup, inv, info, lambda2, src, custom_cov)
     # the forward lives in head coordinates, the grid in the template's MRI ones
     head_mri = _head_to_mri(fwd["mri_head_t"])["trans"]
@@ -500,22 +495,33 @@ def _user_noise_cov(inverse_operator, names: list[str]) -> np.ndarray:
     return data[np.ix_(order, order)]
 
 
-def _measurement_info(fwd: mne.Forward, inverse_operator) -> mne.Info:
+def _measurement_info(fwd: mne.Forward, inverse_operator) -> tuple[mne.Info, np.ndarray | None]:
     """An info of the inverse's channels, as data the inverse applies to would have.
 
     An inverse's own info has no sampling rate, so an evoked cannot be made
     from it: the channels, their positions and the inverse's (active)
-    projectors are copied into a new one.
+    projectors are copied into a new one. MNE applies an EEG inverse only to
+    data with an average-reference projector; where the inverse was made
+    without one, the user's data will carry it, applied, so the info gains it
+    (active) and the average-reference matrix is returned, to be folded into
+    the kernel. Otherwise the second value is None.
     """
     src_info = fwd["info"]
     types = [mne.channel_type(src_info, k) for k in range(len(src_info["ch_names"]))]
     info = mne.create_info(src_info["ch_names"], 1000.0, types)
     for ch, src_ch in zip(info["chs"], src_info["chs"]):
         ch["loc"][:] = src_ch["loc"]
-    raw = mne.io.RawArray(np.zeros((len(types), 1)), info, verbose=False)
+    raw = mne.io.RawArray(np.zeros((len(types), 1)), info)
     if inverse_operator["projs"]:
-        raw.add_proj(deepcopy(inverse_operator["projs"]), verbose=False).apply_proj(verbose=False)
-    return raw.info
+        raw.add_proj(deepcopy(inverse_operator["projs"])).apply_proj()
+    eeg = mne.pick_types(raw.info, meg=False, eeg=True)
+    has_ref = any(p["desc"].lower().startswith("average eeg reference") for p in raw.info["projs"])
+    if not len(eeg) or has_ref:
+        return raw.info, None
+    raw.set_eeg_reference("average", projection=True).apply_proj()
+    reference = np.eye(len(types))
+    reference[np.ix_(eeg, eeg)] -= 1.0 / len(eeg)
+    return raw.info, reference
 
 
 # Over 60 lines only for its numpydoc docstring; the body is 33.
@@ -583,9 +589,11 @@ def prepare_user_setup(
             "The inverse has free or loose orientations but the forward is fixed; pass the free-orientation "
             "forward the inverse was made from."
         )
-    fwd = mne.pick_channels_forward(forward, names, ordered=True, verbose=False)
-    info = _measurement_info(fwd, inverse_operator)
+    fwd = mne.pick_channels_forward(forward, names, ordered=True)
+    info, reference = _measurement_info(fwd, inverse_operator)
     kernel = inverse_kernel(inverse_operator, info, lambda2)
+    if reference is not None:  # the inverse has no reference projector: the data are referenced first
+        kernel = kernel @ reference
     affine, rot = to_template_space(
         fwd["src"],
         mri_head_t=inverse_operator["mri_head_t"],
@@ -611,14 +619,14 @@ def _prepared_from(setup, fwd, inv, info, lambda2, kernel, grid, src, affine, ro
     normals, hemi_of = None, None
     if surface or fixed:  # patch sources along the normals (a fixed inverse has only those)
         surf_fwd = mne.convert_forward_solution(
-            fwd, surf_ori=True, force_fixed=fixed, use_cps=True, verbose=False
+            fwd, surf_ori=True, force_fixed=fixed, use_cps=True
         )
         normals = (surf_fwd["source_nn"] if fixed else surf_fwd["source_nn"][2::3]) @ rot.T
         hemi_of = np.concatenate([np.full(s["nuse"], i) for i, s in enumerate(fwd["src"])])
     if fixed:
         leadfield = surf_fwd["sol"]["data"]
     else:
-        xyz = mne.convert_forward_solution(fwd, surf_ori=False, force_fixed=False, verbose=False)
+        xyz = mne.convert_forward_solution(fwd, surf_ori=False, force_fixed=False)
         leadfield = _rotate_blocks(xyz["sol"]["data"], rot, axis=1)  # takes template-frame moments
         kernel = _rotate_blocks(kernel, rot, axis=0)  # returns template-frame moments
     return PreparedSetup(
@@ -771,6 +779,34 @@ def simulate_sources(
     return np.asarray(sources), counts, sigmas
 
 
+def noise_colouring(noise_cov: np.ndarray) -> np.ndarray:
+    """A matrix ``C`` with ``C @ C.T == noise_cov`` for a covariance of any rank.
+
+    Real covariances are rank-deficient: an average reference or SSP
+    projectors remove dimensions, and rounding leaves eigenvalues of about
+    -1e-19 where a Cholesky factorisation fails. As MNE's whitener does, the
+    eigendecomposition is used and eigenvalues below ``1e-12`` of the largest
+    (numerically zero) are dropped, so noise drawn through ``C`` lies in the
+    covariance's own subspace.
+
+    Parameters
+    ----------
+    noise_cov : array, shape (n_chan, n_chan)
+        A symmetric positive semi-definite covariance.
+
+    Returns
+    -------
+    colouring : array, shape (n_chan, rank)
+        ``noise = white @ colouring.T`` has covariance ``noise_cov`` for white
+        ``(n, rank)`` draws.
+    """
+    eig, vec = np.linalg.eigh((noise_cov + noise_cov.T) / 2)
+    keep = eig > 1e-12 * max(eig.max(), 0.0)
+    if not keep.any():
+        raise ValueError("The noise covariance is zero: it cannot colour noise")
+    return vec[:, keep] * np.sqrt(eig[keep])
+
+
 def add_noise(
     clean: np.ndarray,
     snr_db: np.ndarray,
@@ -780,7 +816,8 @@ def add_noise(
     """Add sensor noise at the given SNR (dB) per sample.
 
     The signal std is taken over average-referenced channels; the noise is
-    white, or drawn from ``noise_cov`` (n_chan, n_chan) and rescaled.
+    white, or drawn from ``noise_cov`` (n_chan, n_chan; any rank, see
+    :func:`noise_colouring`) and rescaled.
 
     Parameters
     ----------
@@ -803,10 +840,8 @@ def add_noise(
     if noise_cov is None:
         noise = rng.standard_normal(clean.shape)
     else:
-        noise = (
-            rng.standard_normal(clean.shape)
-            @ np.linalg.cholesky(noise_cov + 1e-12 * np.eye(len(noise_cov)) * np.trace(noise_cov)).T
-        )
+        colouring = noise_colouring(noise_cov)
+        noise = rng.standard_normal((len(clean), colouring.shape[1])) @ colouring.T
     noise_std = (noise - noise.mean(axis=1, keepdims=True)).std(axis=1)
     scale = sig / np.sqrt(10 ** (np.asarray(snr_db) / 10)) / noise_std
     return clean + noise * scale[:, None]
@@ -979,10 +1014,11 @@ def normalised_dense(
         without ``x``.
     """
     inputs, scale = normalise_inputs(grid, x0)
-    scale = np.where(scale > 0, scale, 1.0)  # an all-zero map keeps its (zero) truth
+    scale = np.where(scale != 0, scale, 1.0)  # an all-zero map keeps its (zero) truth
     if x is None:
         return inputs, None, scale, None
-    ratio = np.linalg.norm(x, axis=-1).max(axis=-1) / scale
+    # the signed scale flips the truth with its input: the target's polarity follows the input's
+    ratio = np.linalg.norm(x, axis=-1).max(axis=-1) / np.abs(scale)
     ratio = np.where(ratio > 0, ratio, 1.0)
     targets = grid.to_dense((x / (scale * ratio)[:, None, None]).astype(np.float32))
     return inputs, targets, scale, ratio
@@ -1026,5 +1062,5 @@ def simulate_demo_evoked(
     clean = np.outer(setup.leadfield @ moments, course)
     peak = np.broadcast_to(clean[:, np.argmax(np.abs(course))], clean.T.shape)
     noise = add_noise(peak, np.full(len(times), snr_db), rng) - peak
-    evoked = mne.EvokedArray(clean + noise.T, setup.info, tmin=0.0, nave=1, verbose=False)
+    evoked = mne.EvokedArray(clean + noise.T, setup.info, tmin=0.0, nave=1)
     return evoked, centre

@@ -1,6 +1,6 @@
 """Speed benchmark: PIUNet's milliseconds per map and per call beside eLORETA, apply_raw's memory.
 
-``mne-piunet bench-speed`` prints, in one run (the fast-inference issue's targets):
+``mne-piunet bench-speed`` prints, in one run:
 
 1. milliseconds per map of ``apply_epochs`` end to end, in fp32 and the default precision;
 2. ``apply_inverse(method="eLORETA")`` and ``piu.apply`` on a 1-s evoked, and their ratio;
@@ -14,9 +14,9 @@ inverse's size: eLORETA's own cost is fitting its weights.
 
 from __future__ import annotations
 
-import resource
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import mne
 import numpy as np
@@ -61,10 +61,19 @@ def _measure_peak_mb(func: Callable[[], object]) -> tuple[object, float]:
             fid.write("5")
         before, field = _status_mb("VmRSS"), "VmHWM"
     except OSError:
-        before, field = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, None
+        before, field = _max_rss_mb(), None
     result = func()
-    peak = _status_mb(field) if field else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _status_mb(field) if field else _max_rss_mb()
     return result, peak - before
+
+
+def _max_rss_mb() -> float:
+    """The process's all-time peak resident memory (MB); NaN where ``resource`` is missing (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return float("nan")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _random_inputs(grid: SourceGrid, n: int, network: UNet3d, seed: int = 0) -> torch.Tensor:
@@ -171,7 +180,8 @@ def profile_forward(
 
 
 def bench_generation(
-    montage: str = "biosemi64", n: int = 4096, batch: int = 256, seed: int = 0
+    montage: str = "biosemi64", n: int = 4096, batch: int = 256, seed: int = 0,
+    spaces: tuple[str, ...] = ("volume", "surface"),
 ) -> dict[str, float]:
     """Samples per second of the simulation engine (sources -> sensors -> eLORETA -> grid).
 
@@ -188,15 +198,18 @@ def bench_generation(
         Samples per :func:`mne_piunet.simulation.simulate` call.
     seed : int
         Seed of the simulated sources and noise.
+    spaces : tuple of str
+        The source spaces to time: ``"volume"`` and/or ``"surface"``.
 
     Returns
     -------
     samples_per_s : dict of str to float
-        Samples per second for ``"volume"`` and ``"surface"``.
+        Samples per second for each of ``spaces``.
     """
     grid = get_grid()
     rates = {}
-    for space in ("volume", "surface"):
+    batch = min(batch, n)
+    for space in spaces:
         prepared = prepare_setup(HeadSetup(montage, source_space=space), grid)
         rng = np.random.default_rng(seed)
         simulate(prepared, batch, rng)  # warm-up
@@ -207,7 +220,7 @@ def bench_generation(
     return rates
 
 
-#: The fast-inference issue's candidates: the first bundled U-Net, narrower ones,
+#: The candidate architectures: the first bundled U-Net, narrower ones,
 #: and space-to-depth ("s2d") ones that run the U-Net on 16 mm (10 x 12 x 10).
 FRONTIER = {
     "width 16, 3 levels (first bundled)": dict(width=16, levels=3),
@@ -302,6 +315,7 @@ def bench_speed(
     return out
 
 
+# The timed calls below pass verbose=False: logging is not part of what they time.
 def _bench_raw(piu, inv, info: mne.Info, raw_minutes: float, rng: np.random.Generator) -> dict[str, float]:
     """``apply_raw`` on minutes of noise: seconds, output MB and peak memory beyond the output (MB)."""
     n_times = int(raw_minutes * 60 * info["sfreq"])
@@ -349,3 +363,131 @@ def _bench_epochs(piu, piu32, epochs: mne.BaseEpochs, inv) -> dict[str, float]:
     )
     out["epochs_ms_per_map_fp32"] = 1e3 * seconds / (len(quarter) * n_times)
     return out
+
+
+# ------------------------------------------------------------ training throughput
+#: The training variants :func:`bench_training` times: torch threads, autocast
+#: precision, simulation processes.
+TRAIN_VARIANTS = (
+    dict(threads=1, precision="float32", data_workers=0),
+    dict(threads=1, precision="bfloat16", data_workers=0),
+    dict(threads=2, precision="bfloat16", data_workers=0),
+    dict(threads=1, precision="bfloat16", data_workers=1),
+)
+
+
+def _bench_run(config, init, out):
+    """A training run's live objects, prepared as :func:`~mne_piunet.training.train` prepares them."""
+    from .training import _prepare_data, _start_run
+
+    run = _start_run(config, out, init)
+    _prepare_data(run, None)
+    return run
+
+
+def bench_training(config, init=None, n_steps: int = 30, variants: tuple = TRAIN_VARIANTS, out=None) -> list[dict]:
+    """Training samples per second of the real step (simulation included) for each variant.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The run to time (its setups, prior, losses and batch size).
+    init : path-like | None
+        Weights to start from.
+    n_steps : int
+        Timed steps per variant, after two warm-up steps.
+    variants : tuple of dict
+        :class:`~mne_piunet.training.TrainConfig` fields to override per variant.
+    out : path-like | None
+        Scratch folder (default: a temporary one).
+
+    Returns
+    -------
+    rows : list of dict
+        Each variant's fields and ``samples_per_s``.
+    """
+    import tempfile
+    from dataclasses import replace
+
+    from .training import _start_workers, _train_step
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, variant in enumerate(variants):
+            run = _bench_run(replace(config, val_size=8, **variant), init, Path(out or tmp) / f"v{k}")
+            _start_workers(run)
+            for _ in range(2):
+                _train_step(run)
+            t0 = time.perf_counter()
+            samples = sum(_train_step(run)[1] for _ in range(n_steps))
+            rows.append(dict(variant, samples_per_s=samples / (time.perf_counter() - t0)))
+            run.batches = None  # ends the workers
+    return rows
+
+
+def profile_train_step(config, init=None, n_steps: int = 20, out=None) -> dict[str, float]:
+    """Milliseconds per training step by part: simulation, eLORETA, resampling, network, losses, update.
+
+    The simulation's parts repeat :func:`~mne_piunet.simulation.simulate`'s
+    arithmetic with a timer around each; the network's are the training
+    loop's own functions.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The run (its precision and threads too).
+    init : path-like | None
+        Weights to start from.
+    n_steps : int
+        Steps to average over.
+    out : path-like | None
+        Scratch folder (default: a temporary one).
+
+    Returns
+    -------
+    ms : dict
+        Mean milliseconds per step of each part, and ``"total"``.
+    """
+    import tempfile
+    from dataclasses import replace
+
+    from .simulation import SourcePrior, add_noise, normalised_dense, simulate_sources
+    from .training import _forward, _loss, _optimise
+
+    parts = dict.fromkeys(
+        ("sources", "sensors + noise", "eLORETA", "resampling", "dense tensors", "forward", "losses",
+         "backward + AdamW"), 0.0,
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        run = _bench_run(replace(config, val_size=8), init, Path(out or tmp) / "profile")
+        prior, rng, grid = SourcePrior(**config.prior), run.engine.rng, run.grid
+        run.network.train()
+
+        def timed(part, func, *args):
+            t0 = time.perf_counter()
+            result = func(*args)
+            parts[part] += time.perf_counter() - t0
+            return result
+
+        for _ in range(n_steps):
+            x0, x = [], []
+            for start in range(0, config.batch_size, run.engine.chunk):
+                prepared = run.engine.setups[rng.integers(len(run.engine.setups))]
+                n = min(run.engine.chunk, config.batch_size - start)
+                sources = timed("sources", lambda: simulate_sources(prepared, n, rng, prior)[0])
+                coloured = prepared.noise_cov is not None and rng.random() < prior.coloured_noise
+                cov = prepared.noise_cov if coloured else None
+                sensor = timed("sensors + noise", lambda: add_noise(
+                    sources.reshape(n, -1) @ prepared.leadfield.T, rng.uniform(*prior.snr_db, n), rng, cov))
+                eloreta = timed("eLORETA", lambda: (sensor @ prepared.kernel.T).reshape(sources.shape))
+                x0.append(timed("resampling", prepared.grid_values, eloreta))
+                x.append(timed("resampling", prepared.grid_values, sources))
+            inputs, targets, _, ratio = timed("dense tensors", normalised_dense, grid, np.concatenate(x0), np.concatenate(x))
+            inputs, targets = torch.from_numpy(inputs), torch.from_numpy(targets)
+            log_ratio = torch.from_numpy(np.log(ratio)).float()
+            shape, pred = timed("forward", _forward, run, inputs)
+            loss = timed("losses", _loss, run, inputs, shape, pred, targets, log_ratio)
+            timed("backward + AdamW", _optimise, run, loss)
+    ms = {k: 1e3 * v / n_steps for k, v in parts.items()}
+    ms["total"] = sum(ms.values())
+    return ms

@@ -10,11 +10,14 @@ resumes from ``DIR/checkpoint.pt``; ``export`` writes package-ready weights.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
 import os
 import platform
+import signal
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -25,15 +28,15 @@ import numpy as np
 import torch
 from mne.utils import logger
 
+from ._cache import file_sha256
 from .grid import DEFAULT_MINDIST_MM, DEFAULT_SPACING_MM, SourceGrid, get_grid, grid_meta
-from .inference import predict_maps, prepare_network
-from .losses import PeakLoss, TransportLoss, distill_loss, relative_loss, shape_amplitude_loss
+from .inference import cpu_has_native_bf16, predict_maps, prepare_network
+from .losses import PeakLoss, TransportLoss, distill_loss, shape_amplitude_loss
 from .metrics import coarse_nemd
 from .network import (
     UNet3d,
     UNetConfig,
     bundled_weights_path,
-    file_sha256,
     load_network,
     resolve_device,
     save_network,
@@ -41,20 +44,18 @@ from .network import (
 from .simulation import HeadSetup, PreparedSetup, SimulationEngine, SourcePrior, prepare_setup, simulate
 from .utils._defaults import DEFAULT_LAMBDA2, N_SOURCES_SWEEP
 
-# relative_loss and TransportLoss lived here: ``from mne_piunet.training import ...`` still works.
 __all__ = [
     "TrainConfig",
-    "TransportLoss",
+    "BUNDLED_CONFIGS",
+    "SimulatedBatches",
     "blend_weights",
-    "default_config_path",
+    "bundled_config",
     "export_checkpoint",
-    "finetune_config_path",
-    "distill_config_path",
+    "read_config",
     "make_validation_set",
     "mean_coarse_nemd",
-    "relative_loss",
     "train",
-    "validate",
+    "train_dtype",
     "validate_by_sources",
     "validation_nemd",
 ]
@@ -136,6 +137,17 @@ class TrainConfig:
         CPU threads of torch (None: torch's default).
     device : str
         ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+    data_workers : int
+        Processes that simulate training batches while the network steps (a
+        :class:`torch.utils.data.DataLoader` over the setups; 0: simulate in
+        the training process, between steps). On a machine with a GPU the
+        simulation is what limits the throughput, so give it the spare cores.
+    precision : "auto" | "float32" | "bfloat16"
+        Arithmetic of the network's forward and backward pass (autocast);
+        weights, optimiser state and every loss stay float32. ``"auto"`` is
+        bf16 on CUDA devices that support it and on CPUs that compute bf16
+        natively (:func:`~mne_piunet.inference.cpu_has_native_bf16`), float32
+        elsewhere, where emulated bf16 is slower.
     """
 
     train_setups: list[dict] = field(default_factory=lambda: [dict(montage="easycap-M10")])
@@ -168,6 +180,8 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None
     device: str = "auto"
+    data_workers: int = 0
+    precision: str = "auto"
 
     @classmethod
     def from_json(cls, fname: str | Path) -> TrainConfig:
@@ -191,40 +205,52 @@ class TrainConfig:
         return cls(**data)
 
 
-def default_config_path() -> Path:
-    """The bundled config of the shipped model's first stage (training from scratch).
+#: The training configs shipped in ``weights/``, by name: the stages behind the
+#: bundled weights (model card), ``continue`` (more training from the bundled
+#: weights on the same data, on the CPU) and ``gpu`` (the same on a CUDA device,
+#: simulating in worker processes).
+BUNDLED_CONFIGS = ("train", "finetune", "distill", "robust", "balanced", "continue", "gpu")
+
+
+def bundled_config(name: str = "train") -> Path:
+    """The path of a training config shipped with the package.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`BUNDLED_CONFIGS`; ``"train"`` is the first stage's
+        (training from scratch).
 
     Returns
     -------
     path : pathlib.Path
-        ``weights/train_config.json``.
+        ``weights/<name>_config.json``.
     """
-    return Path(str(files("mne_piunet") / "weights" / "train_config.json"))
+    if name not in BUNDLED_CONFIGS:
+        raise ValueError(f"No bundled training config {name!r}: choose one of {', '.join(BUNDLED_CONFIGS)}")
+    return Path(str(files("mne_piunet") / "weights" / f"{name}_config.json"))
 
 
-def finetune_config_path() -> Path:
-    """The bundled config of the shipped model's second stage (fine-tuning, transport term).
+def read_config(config: str | Path) -> TrainConfig:
+    """A training config from a bundled name (:data:`BUNDLED_CONFIGS`) or a JSON file.
+
+    Parameters
+    ----------
+    config : str | path-like
+        A name such as ``"continue"``, or a path.
 
     Returns
     -------
-    path : pathlib.Path
-        ``weights/finetune_config.json`` (not the config of
-        :func:`mne_piunet.finetune.fine_tune`, which adapts weights to a user's head).
+    config : TrainConfig
+        The config.
     """
-    return Path(str(files("mne_piunet") / "weights" / "finetune_config.json"))
-
-
-def distill_config_path() -> Path:
-    """The bundled config of the shipped model: a space-to-depth U-Net distilled from stage 2.
-
-    Returns
-    -------
-    path : pathlib.Path
-        ``weights/distill_config.json``; its ``teacher`` was ``"bundled"``, the
-        weights the package shipped before (their sha256 is in the shipped
-        weights' ``provenance["teacher"]``).
-    """
-    return Path(str(files("mne_piunet") / "weights" / "distill_config.json"))
+    if isinstance(config, str) and config in BUNDLED_CONFIGS:
+        return TrainConfig.from_json(bundled_config(config))
+    if not Path(config).is_file():
+        raise FileNotFoundError(
+            f"No training config file {config}: pass a JSON file or one of {', '.join(BUNDLED_CONFIGS)}"
+        )
+    return TrainConfig.from_json(config)
 
 
 # ------------------------------------------------------------- validation
@@ -315,32 +341,6 @@ def validation_nemd(network: UNet3d, val: dict, grid: SourceGrid) -> float:
     return mean_coarse_nemd(predict_maps(network, grid, val["eloreta"]), val["truth"], grid)
 
 
-def validate(network: UNet3d, val: dict, grid: SourceGrid) -> float:
-    """Deprecated alias of :func:`validation_nemd`, removed after 0.2.
-
-    Parameters
-    ----------
-    network : UNet3d
-        The network; it is put in eval mode.
-    val : dict
-        A validation set from :func:`make_validation_set`.
-    grid : SourceGrid
-        The network's grid.
-
-    Returns
-    -------
-    nemd : float
-        As :func:`validation_nemd` returns it (a FutureWarning is emitted).
-    """
-    warnings.warn(
-        "mne_piunet.training.validate is deprecated and will be removed after 0.2; "
-        "use validation_nemd (one validation set) or validate_by_sources (per number of sources)",
-        FutureWarning,
-        stacklevel=2,
-    )
-    return validation_nemd(network, val, grid)
-
-
 # ------------------------------------------------------------ the training run
 def _load_teacher(config: TrainConfig, device: torch.device) -> UNet3d | None:
     if not config.teacher:
@@ -356,6 +356,35 @@ def _loss_kwargs(config: TrainConfig) -> dict:
         norms=tuple(config.loss_norms),
         amplitude_weight=config.amplitude_weight,
     )
+
+
+def train_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype of a training step (float32: no autocast).
+
+    Unlike inference, ``"auto"`` never picks float16, which would need loss
+    scaling; bf16 keeps float32's exponent range, so no scaler is needed.
+
+    Parameters
+    ----------
+    precision : "auto" | "float32" | "bfloat16"
+        The requested arithmetic (:attr:`TrainConfig.precision`).
+    device : torch.device
+        Where the network trains.
+
+    Returns
+    -------
+    dtype : torch.dtype
+        ``torch.bfloat16`` or ``torch.float32``.
+    """
+    if precision not in ("auto", "float32", "bfloat16"):
+        raise ValueError(f'Training precision must be "auto", "float32" or "bfloat16", got {precision!r}')
+    if precision == "auto":
+        if device.type == "cuda":
+            native = torch.cuda.is_bf16_supported()
+        else:
+            native = device.type == "cpu" and cpu_has_native_bf16()
+        return torch.bfloat16 if native else torch.float32
+    return getattr(torch, precision)
 
 
 def _lr_factor(step: int, config: TrainConfig) -> float:
@@ -423,6 +452,41 @@ def _check_ranks_agree(run: _Run) -> None:
     run.log(f"weights agree on all {run.ranks.world} ranks (checksum {checksum:.12g})")
 
 
+class SimulatedBatches(torch.utils.data.IterableDataset):
+    """An endless stream of training batches, each drawn by its worker's own :class:`SimulationEngine`.
+
+    Worker ``w`` of rank ``r`` draws from the seed stream ``[seed, r, start_step, w]``,
+    so workers, ranks and resumed runs never repeat one another's samples.
+
+    Parameters
+    ----------
+    setups : list of PreparedSetup
+        The training setups.
+    grid : SourceGrid
+        The network's grid.
+    prior : SourcePrior
+        The source and noise distribution.
+    seed : list of int
+        The stream's seed, without the worker index.
+    batch_size : int
+        Samples per batch.
+    """
+
+    def __init__(self, setups, grid, prior, seed: list[int], batch_size: int):
+        super().__init__()
+        self.setups, self.grid, self.prior, self.seed, self.batch_size = setups, grid, prior, seed, batch_size
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        torch.set_num_threads(1)  # each worker simulates on one core; the network has the rest
+        engine = SimulationEngine(
+            self.setups, self.grid, self.prior, seed=[*self.seed, 0 if info is None else info.id]
+        )
+        while True:
+            inputs, targets, meta = engine.batch(self.batch_size)
+            yield inputs, targets, meta["log_ratio"]
+
+
 @dataclass
 class _Run:
     """The live objects of one training run, and its resumable ``state``.
@@ -448,6 +512,9 @@ class _Run:
     meta: dict = field(default_factory=dict)
     state: dict = field(default_factory=lambda: dict(step=0, elapsed=0.0, best=float("inf"), curve=[]))
     t_start: float = 0.0
+    dtype: torch.dtype = torch.float32  # autocast dtype of the training step (train_dtype)
+    batches: object = None  # the DataLoader's iterator when config.data_workers > 0
+    stop_requested: bool = False  # set by SIGTERM/SIGINT: stop after the step, keeping the weights
 
     @property
     def checkpoint(self) -> Path:
@@ -463,11 +530,21 @@ class _Run:
             fid.write(line + "\n")
 
 
-def _make_network(config: TrainConfig, grid: SourceGrid, device: torch.device, init) -> UNet3d:
+def _train_channels_last(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether a CPU training step runs faster in the channels_last layout.
+
+    In float32 it speeds up the 3-D convolutions' backward pass; in bf16
+    autocast the contiguous layout is faster (the model card's step profile).
+    """
+    return device.type == "cpu" and dtype == torch.float32
+
+
+def _make_network(
+    config: TrainConfig, grid: SourceGrid, device: torch.device, init, channels_last: bool
+) -> UNet3d:
     """A fresh network (seeded by the caller), or one loaded from ``init``."""
     network = UNet3d(UNetConfig(**config.network), torch.from_numpy(grid.mask)).to(device)
-    if device.type == "cpu":
-        # channels_last is ~20% faster for 3-D convolutions on this kind of CPU
+    if channels_last:
         network = network.to(memory_format=torch.channels_last_3d)
     if init is not None:
         network.load_state_dict(torch.load(init, map_location=device, weights_only=True))
@@ -492,7 +569,8 @@ def _start_run(config: TrainConfig, out: Path, init) -> _Run:
         torch.cuda.set_device(device)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     grid = get_grid(config.grid_spacing_mm, config.grid_mindist_mm)
-    network = _make_network(config, grid, device, init)
+    dtype = train_dtype(config.precision, device)
+    network = _make_network(config, grid, device, init, _train_channels_last(device, dtype))
     model = network
     if ranks.world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -514,7 +592,9 @@ def _start_run(config: TrainConfig, out: Path, init) -> _Run:
     teacher = _load_teacher(config, device)
     opt = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, config))
-    return _Run(config, out, device, grid, network, model, ranks, opt, sched, transport, teacher, peak)
+    run = _Run(config, out, device, grid, network, model, ranks, opt, sched, transport, teacher, peak)
+    run.dtype = dtype
+    return run
 
 
 def _prepare_data(run: _Run, setups: tuple[list, list] | None) -> None:
@@ -525,6 +605,12 @@ def _prepare_data(run: _Run, setups: tuple[list, list] | None) -> None:
     """
     config, ranks = run.config, run.ranks
     if setups is None:
+        if not config.train_setups or not config.val_setups:
+            raise ValueError(
+                "The training config has no train_setups or no val_setups. A fine-tune's stored config "
+                "has none, since it trained on a user's forward and inverse (its weights' tuned_on): "
+                "fine-tune again with mne_piunet.finetune.fine_tune, or list HeadSetup dicts in the config."
+            )
         if not ranks.main:  # rank 0 fills the on-disk cache first; the others then read it
             _barrier(ranks)
         run.log(
@@ -563,9 +649,9 @@ def _resume(run: _Run) -> None:
     run.opt.load_state_dict(saved["opt"])
     run.sched.load_state_dict(saved["sched"])
     run.state = saved["state"]
-    if run.ranks.main:
+    if run.ranks.main and saved["rng"] is not None:
         run.engine.rng.bit_generator.state = saved["rng"]
-    else:  # only rank 0's stream is saved; the others restart theirs from the step
+    else:  # only rank 0's inline stream is saved; the others restart theirs from the step
         run.engine.rng = np.random.default_rng([run.config.seed, run.ranks.rank, run.state["step"]])
     torch.set_rng_state(saved["torch_rng"].cpu())  # map_location moved it to the run's device
     run.log(f"resumed at step {run.state['step']}")
@@ -576,12 +662,25 @@ def _save_checkpoint(run: _Run) -> None:
     if not run.ranks.main:
         return
     tmp = run.out / "checkpoint.tmp"
+    # with worker processes the engines live there: a resumed run reseeds them from its step
+    rng = run.engine.rng.bit_generator.state if run.batches is None else None
     torch.save(
         dict(network=run.network.state_dict(), opt=run.opt.state_dict(), sched=run.sched.state_dict(),
-             rng=run.engine.rng.bit_generator.state, torch_rng=torch.get_rng_state(), state=run.state),
+             rng=rng, torch_rng=torch.get_rng_state(), state=run.state),
         tmp,
     )  # fmt: skip
     tmp.replace(run.checkpoint)
+    # usable weights at every checkpoint: a run cut short (a lent GPU's time running out) keeps them
+    save_network(run.network, run.out / "latest.pt", dict(run.meta, provenance=_provenance(run), curve=run.state["curve"]))
+
+
+def _provenance(run: _Run) -> dict:
+    """The run's provenance at its current step: steps, samples, minutes."""
+    state = run.state
+    return dict(
+        run.meta.get("provenance", {}), steps=state["step"], samples=state["step"] * run.config.batch_size * run.ranks.world,
+        minutes=round(state["elapsed"] / 60, 1),
+    )  # fmt: skip
 
 
 def _run_meta(run: _Run, init) -> dict:
@@ -599,17 +698,45 @@ def _run_meta(run: _Run, init) -> dict:
     return meta
 
 
-def _train_step(run: _Run) -> tuple[float, int]:
-    """One optimiser step on a fresh batch; return its loss and number of samples."""
-    config, device = run.config, run.device
-    run.network.train()
-    inputs, targets, batch_meta = run.engine.batch(config.batch_size)
-    inputs, targets = inputs.to(device), targets.to(device)
-    log_ratio = batch_meta["log_ratio"].to(device)
-    if device.type == "cpu":
+def _start_workers(run: _Run) -> None:
+    """The DataLoader of :class:`SimulatedBatches` when the config asks for worker processes."""
+    config = run.config
+    if not config.data_workers:
+        return
+    stream = SimulatedBatches(
+        run.engine.setups, run.grid, run.engine.prior, [config.seed, run.ranks.rank, run.state["step"]],
+        config.batch_size,
+    )  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        stream, batch_size=None, num_workers=config.data_workers, prefetch_factor=4,
+        pin_memory=run.device.type == "cuda", persistent_workers=True,
+    )  # fmt: skip
+    run.batches = iter(loader)
+    run.log(f"simulating in {config.data_workers} worker process(es)")
+
+
+def _next_batch(run: _Run) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inputs, targets and log peak ratios of the next batch, on the run's device."""
+    if run.batches is not None:
+        inputs, targets, log_ratio = next(run.batches)
+    else:
+        inputs, targets, meta = run.engine.batch(run.config.batch_size)
+        log_ratio = meta["log_ratio"]
+    non_blocking = run.device.type == "cuda"
+    return tuple(t.to(run.device, non_blocking=non_blocking) for t in (inputs, targets, log_ratio))
+
+
+def _forward(run: _Run, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network's shape and log peak ratio, in the run's autocast precision."""
+    if _train_channels_last(run.device, run.dtype):
         inputs = inputs.to(memory_format=torch.channels_last_3d)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        shape, pred_log_ratio = run.model(inputs)
+    with torch.autocast(run.device.type, dtype=run.dtype, enabled=run.dtype != torch.float32):
+        return run.model(inputs)
+
+
+def _loss(run: _Run, inputs, shape, pred_log_ratio, targets, log_ratio) -> torch.Tensor:
+    """The configured loss of one batch, in float32 (the transport term's Sinkhorn included)."""
+    config = run.config
     loss = shape_amplitude_loss(shape, pred_log_ratio, targets, log_ratio, **_loss_kwargs(config))
     if run.transport is not None:
         loss = loss + config.transport_weight * run.transport(shape, targets)
@@ -619,11 +746,25 @@ def _train_step(run: _Run) -> tuple[float, int]:
         loss = loss + config.distill_weight * distill_loss(
             run.teacher, inputs, shape, pred_log_ratio, **_loss_kwargs(config)
         )
+    return loss
+
+
+def _optimise(run: _Run, loss: torch.Tensor) -> None:
+    """Backward pass, gradient clipping and one AdamW and scheduler step."""
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(run.network.parameters(), 1.0)
     run.opt.step()
     run.sched.step()
+
+
+def _train_step(run: _Run) -> tuple[float, int]:
+    """One optimiser step on a fresh batch; return its loss and number of samples."""
+    run.network.train()
+    inputs, targets, log_ratio = _next_batch(run)
+    shape, pred_log_ratio = _forward(run, inputs)
+    loss = _loss(run, inputs, shape, pred_log_ratio, targets, log_ratio)
+    _optimise(run, loss)
     run.state["step"] += 1
     return loss.item(), len(inputs)
 
@@ -655,9 +796,7 @@ def _validate_and_keep_best(run: _Run, window: _Window) -> None:
             f"(eLORETA {val['eloreta_nemd']:.3f}) lr {run.sched.get_last_lr()[0]:.2e} {rate:.1f} samples/s")  # fmt: skip
     if nemd < state["best"]:
         state["best"] = nemd
-        provenance = dict(run.meta["provenance"], steps=step, samples=step * run.config.batch_size,
-                          minutes=round(state["elapsed"] / 60, 1), val_nemd=nemd,
-                          val_eloreta_nemd=val["eloreta_nemd"])  # fmt: skip
+        provenance = dict(_provenance(run), val_nemd=nemd, val_eloreta_nemd=val["eloreta_nemd"])
         save_network(
             run.network, run.out / "best.pt", dict(run.meta, provenance=provenance, curve=state["curve"])
         )
@@ -671,8 +810,8 @@ def _loop(run: _Run) -> None:
     window = _Window()
     while state["step"] < config.max_steps:
         over = bool(config.max_minutes) and (time.time() - run.t_start) / 60 > config.max_minutes
-        if _broadcast_flag(over, run.ranks, run.device):
-            run.log(f"time budget of {config.max_minutes} min reached")
+        if _broadcast_flag(over or run.stop_requested, run.ranks, run.device):
+            run.log("stopped on request" if run.stop_requested else f"time budget of {config.max_minutes} min reached")
             if run.ranks.main and window.n_steps:  # score the last weights too
                 _validate_and_keep_best(run, window)
             break
@@ -732,10 +871,14 @@ def train(
     run.meta = _run_meta(run, init)
     if run.ranks.main:
         n_params = sum(p.numel() for p in run.network.parameters())
-        run.log(f"device {run.device} x {run.ranks.world}, {n_params:,} parameters, "
+        run.log(f"device {run.device} x {run.ranks.world}, {str(run.dtype)[6:]}, "
+                f"{torch.get_num_threads()} threads, {n_params:,} parameters, "
                 f"grid {run.grid.shape}, eLORETA validation NEMD {run.val['eloreta_nemd']:.3f}")  # fmt: skip
         _validate_init(run, init)
-    _loop(run)
+    run.state["world"] = run.ranks.world  # samples per step = world * batch_size
+    _start_workers(run)
+    with _stop_on_signals(run):
+        _loop(run)
     _check_ranks_agree(run)
     if run.ranks.main:
         if not (out / "best.pt").exists():
@@ -747,6 +890,24 @@ def train(
         dist.barrier()
         dist.destroy_process_group()
     return out / "best.pt"
+
+
+@contextlib.contextmanager
+def _stop_on_signals(run: _Run):
+    """SIGTERM or SIGINT (``kill PID``, Ctrl-C) end the run after its step: validated, checkpointed, exported."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def request_stop(signum, frame):
+        run.stop_requested = True
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _validate_init(run: _Run, init) -> None:
@@ -788,7 +949,7 @@ def export_checkpoint(run: str | Path, fname: str | Path | None = None) -> Path:
     network.load_state_dict(saved["network"])
     batch = meta["train_config"]["batch_size"]
     provenance = dict(
-        meta.get("provenance", {}), steps=state["step"], samples=state["step"] * batch,
+        meta.get("provenance", {}), steps=state["step"], samples=state["step"] * batch * state.get("world", 1),
         minutes=round(state["elapsed"] / 60, 1), val_nemd=state["curve"][-1]["val_nemd"] if state["curve"] else None,
     )  # fmt: skip
     keep = {k: v for k, v in meta.items() if k not in ("config", "sha256", "format_version")}

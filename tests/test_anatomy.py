@@ -134,13 +134,12 @@ def test_cache_rebuilds_when_mne_or_nilearn_changes(tmp_path, monkeypatch, libra
 
 
 def test_one_file_checksum_for_cache_and_weights(tmp_path):
-    """The cache and the weight files share one sha256 helper, old import paths included."""
+    """The cache and the weight files share one sha256 helper."""
     import hashlib
 
     from mne_piunet import network
 
     assert network.file_sha256 is _cache.file_sha256
-    assert anatomy.cache_dir is _cache.cache_dir and anatomy.cached is _cache.cached
     fname = tmp_path / "blob.bin"
     data = np.random.default_rng(0).bytes(3 << 20)  # several 1 MiB blocks
     fname.write_bytes(data)

@@ -97,29 +97,6 @@ def test_score_map_of_an_empty_map():
     assert np.isnan(scores["peak_ratio"]) and np.isnan(scores["mass_ratio"])
 
 
-@pytest.mark.parametrize(
-    "old, module, new",
-    [
-        ("evaluate", "evaluation", "evaluate_methods"),
-        ("score_all", "evaluation", "score_map"),
-        ("run_benchmark", "evaluation", "run_benchmark"),
-        ("METHODS", "evaluation", "METHODS"),
-        ("benchmark_summary", "report", "benchmark_summary"),
-        ("run_evaluation", "report", "run_evaluation"),
-    ],
-)
-def test_old_benchmark_module_warns(old, module, new):
-    import importlib
-
-    import mne_piunet.benchmark as benchmark
-
-    with pytest.warns(FutureWarning, match=f"benchmark.{old} is deprecated.*{module}.{new}"):
-        obj = getattr(benchmark, old)
-    assert obj is getattr(importlib.import_module(f"mne_piunet.{module}"), new)
-    with pytest.raises(AttributeError, match="no attribute"):
-        benchmark.not_a_name  # noqa: B018
-
-
 def test_data_and_inverse_from_different_heads(volume_setup, grid):
     """The paper setting's mechanism: the leadfield from one forward, eLORETA from another's inverse."""
     from mne_piunet.anatomy import make_template_forward

@@ -33,6 +33,28 @@ def test_apply_writes_volume_stc(tiny_weights, volume_setup, tmp_path):
     assert np.all(np.isfinite(stc.data)) and stc.data.max() > 0
 
 
+def test_apply_bad_input_names_the_fix(tiny_weights, volume_setup, tmp_path, capsys):
+    from conftest import simulated_evoked
+
+    from mne_piunet.anatomy import make_template_forward
+    from mne_piunet.cli import build_parser, main
+
+    evoked, _ = simulated_evoked(volume_setup, n_times=3)
+    evoked.save(tmp_path / "x-ave.fif")
+    fwd = make_template_forward("easycap-M10", volume_setup.src)  # cached by volume_setup
+    mne.write_forward_solution(tmp_path / "x-fwd.fif", fwd)
+    with pytest.raises(SystemExit) as exit_:
+        main(["apply", str(tmp_path / "x-ave.fif"), str(tmp_path / "x-fwd.fif"), "-o", str(tmp_path / "out")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "is not an inverse operator file" in err and "Traceback" not in err
+    # --baseline takes None, as MNE's baseline does
+    args = build_parser().parse_args(["apply", "a-ave.fif", "a-inv.fif", "-o", "x", "--baseline", "None", "0"])
+    assert args.baseline == [None, 0.0]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["apply", "a-ave.fif", "a-inv.fif", "-o", "x", "--baseline", "soon", "0"])
+
+
 def test_evaluate_rows_and_tables(piu, volume_setup):
     from mne_piunet.evaluation import evaluate_methods
     from mne_piunet.report import markdown_table, summarise
@@ -54,7 +76,8 @@ def test_every_command_has_a_handler():
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
     assert list(commands) == [
-        "demo", "apply", "train", "fine-tune", "blend", "validate", "evaluate", "benchmark", "bench-data", "bench-speed",
+        "demo", "apply", "train", "fine-tune", "blend", "validate", "evaluate", "benchmark", "bench-data",
+        "bench-train", "bench-speed",
     ]  # fmt: skip
     args = parser.parse_args(["benchmark", "--quick", "--methods", "eLORETA", "PIUNet"])
     assert args.func.__name__ == "_benchmark" and args.methods == ["eLORETA", "PIUNet"] and args.n is None
@@ -72,25 +95,6 @@ def test_demo_evoked_has_the_requested_snr(volume_setup):
     signal, noise = clean.data[:, peak], evoked.data - clean.data
     ratio = (signal - signal.mean()).std() / noise.std(axis=0).mean()
     assert ratio**2 == pytest.approx(10.0, rel=0.05)
-
-
-@pytest.mark.parametrize("name", ["simulate_demo_evoked", "DEMO_SOURCE_POS", "demo"])
-def test_old_cli_names_warn(name):
-    import mne_piunet.cli as cli
-
-    with pytest.warns(FutureWarning, match=f"cli.{name} is deprecated"):
-        assert getattr(cli, name) is not None
-    with pytest.raises(AttributeError):
-        cli.not_a_name  # noqa: B018
-
-
-@pytest.mark.parametrize("name", ["simulate_demo_evoked", "DEMO_SOURCE_POS"])
-def test_demo_evoked_moved_to_simulation(name):
-    import mne_piunet.evaluation as evaluation
-    import mne_piunet.simulation as simulation
-
-    with pytest.warns(FutureWarning, match=f"moved to mne_piunet.simulation.{name}"):
-        assert getattr(evaluation, name) is getattr(simulation, name)
 
 
 def test_fine_tune_command(tiny_weights, volume_setup, tmp_path, monkeypatch, capsys):
@@ -113,6 +117,40 @@ def test_fine_tune_command(tiny_weights, volume_setup, tmp_path, monkeypatch, ca
     assert "minutes must be > 0" in capsys.readouterr().err
     # weights that cannot move validate no better: status 1 and nothing written
     monkeypatch.setitem(FINE_TUNE_SETTINGS, "lr", 0.0)
-    with pytest.warns(RuntimeWarning, match="do not validate better"):
+    with pytest.warns(RuntimeWarning, match="not better than .* in every group"):
         assert main([*args, "-o", str(tmp_path / "t.pt"), "--minutes", "0.05"]) == 1
     assert "nothing was written" in capsys.readouterr().out and not (tmp_path / "t.pt").exists()
+
+
+def test_bench_data_and_bench_speed_commands(volume_setup, surface_setup, capsys):
+    from mne_piunet.cli import main
+
+    assert main(["bench-data", "--montage", "easycap-M10", "--spaces", "volume", "--samples", "64"]) == 0
+    rate = capsys.readouterr().out.strip()
+    assert rate.startswith("easycap-M10 volume: ") and rate.endswith(" samples/s")
+    assert float(rate.split(": ")[1].split()[0].replace(",", "")) > 0
+    assert main(["bench-speed", "--epochs", "2", "--raw-minutes", "0.02"]) == 0
+    out = capsys.readouterr().out
+    for row in ("apply_epochs", "apply_raw", "apply_inverse"):
+        assert row in out
+
+
+def test_evaluate_command_end_to_end(tiny_weights, volume_setup, tmp_path, monkeypatch, capsys):
+    """The code behind the model card's tables, on one cached held-out setup instead of the real ones."""
+    from mne_piunet import evaluation, report
+    from mne_piunet.cli import main
+    from mne_piunet.simulation import HeadSetup
+
+    setup = HeadSetup("easycap-M10")
+    for module in (evaluation, report):
+        monkeypatch.setattr(module, "HELD_OUT_SETUPS", (setup,))
+        monkeypatch.setattr(module, "IN_DISTRIBUTION_SETUP", setup)
+    monkeypatch.setattr(report, "preset_cells", lambda grid, quick: [evaluation.Cell("preset", "volume", setup)])
+    assert main(["evaluate", "--quick", "--weights", str(tiny_weights), "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "In distribution" in out and "Held out" in out and "Presets" in out
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "evaluation.csv")))
+    assert {r["method"] for r in rows} == {"eLORETA", "PIUNet"}
+    assert all(0 <= float(r["nemd"]) < 2 for r in rows)

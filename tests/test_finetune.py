@@ -8,7 +8,18 @@ import numpy as np
 import pytest
 
 from mne_piunet.anatomy import make_template_forward, montage_info
-from mne_piunet.finetune import FINE_TUNE_SETTINGS, fine_tune, forward_fingerprint, inverse_fingerprint
+from mne_piunet.finetune import (
+    FINE_TUNE_SETTINGS,
+    _acceptance,
+    _write_if_better,
+    fine_tune,
+    forward_fingerprint,
+    inverse_fingerprint,
+)
+
+
+def _group(k, start, tuned, se, snr=(0.0, 10.0)):
+    return dict(n_sources=k, snr_db=list(snr), start=start, tuned=tuned, diff=tuned - start, se=se)
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +45,12 @@ def test_fine_tune_end_to_end_records_what_it_was_tuned_on(tmp_path, user_models
     )
     log = (tmp_path / "tuned_run" / "train.log").read_text()
     assert "step 0 (initial weights) val NEMD" in log and "time budget of 0.15 min reached" in log
-    # whether a few steps helped depends on the CPU: the contract holds either way
-    assert (written is None) != out.exists()
-    # the writing step, on the run's own best weights with a better score than the start's
-    from mne_piunet.finetune import _write_if_better
+    if written is not None:  # whether a few steps help depends on the CPU: each outcome is checked
+        groups = json.loads(out.with_suffix(".json").read_text())["tuned_on"]["acceptance"]
+        assert len(groups) == 9 and _acceptance(groups)[0]
+    else:
+        assert not out.exists()
+    # the writing step, on the run's own best weights, with groups that pass
     from mne_piunet.network import load_network
 
     tuned_on = dict(
@@ -47,9 +60,16 @@ def test_fine_tune_end_to_end_records_what_it_was_tuned_on(tmp_path, user_models
         files={},
     )
     best = load_network(tmp_path / "tuned_run" / "best.pt")
-    out = _write_if_better(best, tmp_path / "final_tuned.pt", tuned_on, "tiny.pt", tmp_path, 0.6, 0.5)
+    groups = [_group(1, 0.5, 0.4, 0.02), _group(3, 0.6, 0.59, 0.02)]
+    out = _write_if_better(best, tmp_path / "final_tuned.pt", tuned_on, "tiny.pt", tmp_path, groups)
     meta = json.loads(out.with_suffix(".json").read_text())
-    assert meta["tuned_on"]["val_nemd"] == dict(start=0.6, tuned=0.5)
+    assert meta["tuned_on"]["acceptance"] == groups
+    # its stored config names no HeadSetup, and training from it says why
+    assert meta["train_config"]["train_setups"] == []
+    from mne_piunet.training import TrainConfig, train
+
+    with pytest.raises(ValueError, match="no train_setups.*fine-tune"):
+        train(TrainConfig(**meta["train_config"]), tmp_path / "again")
     assert meta["tuned_on"]["inverse_sha256"] == inverse_fingerprint(
         mne.minimum_norm.read_inverse_operator(inv_file)
     )
@@ -77,9 +97,113 @@ def test_fine_tune_refuses_weights_no_better(tmp_path, user_models, tiny_weights
     monkeypatch.setitem(FINE_TUNE_SETTINGS, "lr", 0.0)
     fwd, inv = user_models
     out = tmp_path / "tuned.pt"
-    with pytest.warns(RuntimeWarning, match="do not validate better"):
+    with pytest.warns(RuntimeWarning, match="not better than tiny.pt on your setup in every group"):
         written = fine_tune(inv, fwd, out=out, minutes=0.05, weights=tiny_weights, threads=1, device="cpu")
     assert written is None and not out.exists()
+
+
+def test_acceptance_refuses_a_loss_in_any_group_that_an_average_hides(tmp_path, tiny_weights):
+    """A gain at many sources must not hide a loss at one (the common case)."""
+    from mne_piunet.network import load_network
+
+    one_worse = [_group(1, 0.40, 0.49, 0.02), _group(10, 0.80, 0.60, 0.02), _group(3, 0.6, 0.55, 0.02)]
+    assert float(np.mean([g["diff"] for g in one_worse])) < 0  # better on average
+    accepted, report = _acceptance(one_worse)
+    assert not accepted and " 1 source(s), 0-10 dB: NEMD 0.400 -> 0.490 (+0.090 +/- 0.020)" in report
+    # a difference within the check's noise is not a loss
+    assert _acceptance([_group(1, 0.40, 0.42, 0.02), _group(10, 0.80, 0.60, 0.02)])[0]
+    assert not _acceptance([_group(1, 0.40, 0.40, 0.0)])[0]  # no better: refused
+    with pytest.warns(RuntimeWarning, match="1 source\\(s\\), 0-10 dB"):
+        assert _write_if_better(load_network(tiny_weights), tmp_path / "x.pt", {}, "a.pt", tmp_path, one_worse) is None
+    assert not (tmp_path / "x.pt").exists()
+
+
+def _rank_deficient_cov(info, seed=0):
+    """A covariance like MNE's test-cov.fif after an average reference: rank n - 1, an eigenvalue of -2.4e-19."""
+    n = len(info["ch_names"])
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(np.c_[np.ones(n), rng.standard_normal((n, n - 1))])  # first column: the reference
+    eig = np.r_[-2.4e-19, np.geomspace(1e-11, 1e-13, n - 1)]
+    data = (basis * eig) @ basis.T
+    return mne.Covariance(data, info["ch_names"], info["bads"], info["projs"], nfree=200)
+
+
+def test_noise_is_drawn_from_a_rank_deficient_covariance(user_models):
+    from mne_piunet.simulation import add_noise, noise_colouring
+
+    cov = _rank_deficient_cov(montage_info("easycap-M10")).data
+    jitter = 1e-12 * np.trace(cov) * np.eye(len(cov))
+    with pytest.raises(np.linalg.LinAlgError):  # what the Cholesky with a trace jitter did
+        np.linalg.cholesky(cov + jitter)
+    colouring = noise_colouring(cov)
+    assert colouring.shape == (len(cov), len(cov) - 1)
+    np.testing.assert_allclose(colouring @ colouring.T, cov, atol=1e-6 * np.abs(cov).max())
+    noisy = add_noise(np.zeros((4, len(cov))) + 1e-6 * np.arange(len(cov)), np.full(4, 10.0), np.random.default_rng(1), cov)
+    noise = noisy - 1e-6 * np.arange(len(cov))
+    # the noise lies in the covariance's subspace: none along the average reference
+    assert np.abs(noise.sum(axis=1)).max() < 1e-9 * np.abs(noise).sum(axis=1).max()
+
+
+def test_fine_tune_with_a_rank_deficient_covariance_and_no_reference_projector(
+    tmp_path, user_models, tiny_weights, monkeypatch
+):
+    """Both crashed: numpy's Cholesky, then MNE's "average reference is mandatory"."""
+    import mne_piunet.finetune as finetune
+
+    monkeypatch.setattr(finetune, "ACCEPTANCE_PER_GROUP", 2)
+    fwd, _ = user_models
+    info = montage_info("easycap-M10")
+    with info._unlock():
+        info["projs"] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MNE: no average reference in the info
+        inv = mne.minimum_norm.make_inverse_operator(info, fwd, _rank_deficient_cov(info), loose=1.0)
+    assert not inv["projs"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        written = fine_tune(inv, fwd, out=tmp_path / "t.pt", minutes=0.05, weights=tiny_weights, threads=1, device="cpu")
+    log = (tmp_path / "t_run" / "train.log").read_text()
+    assert "step 0 (initial weights) val NEMD" in log
+    assert written is not None or [w for w in caught if "in every group" in str(w.message)]
+
+
+def test_user_setup_without_reference_projector_references_the_data_as_mne_requires(user_models, grid):
+    from mne_piunet.simulation import prepare_user_setup
+
+    fwd, _ = user_models
+    info = montage_info("easycap-M10")
+    with info._unlock():
+        info["projs"] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        inv = mne.minimum_norm.make_inverse_operator(info, fwd, mne.make_ad_hoc_cov(info), loose=1.0)
+    prepared = prepare_user_setup(fwd, inv, grid)
+    x = np.random.default_rng(2).standard_normal((len(info["ch_names"]), 3)) * 1e-6
+    # the user's data: average-referenced by the projector MNE demands, then the inverse applied
+    assert prepared.info["ch_names"] == info["ch_names"]
+    evoked = mne.EvokedArray(x, info).set_eeg_reference(projection=True).apply_proj()
+    stc = mne.minimum_norm.apply_inverse(evoked, inv, 1 / 9, "eLORETA", pick_ori="vector")
+    # the kernel's rows are MRI-frame moments, x y z per source
+    expected = np.einsum("ij,sjt->sit", prepared.head_to_mri, stc.data)
+    got = (prepared.kernel @ x).reshape(expected.shape)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
+
+
+def test_inverse_fingerprint_survives_reading_and_preparation(tmp_path, user_models):
+    fwd, inv = user_models
+    fname = tmp_path / "u-inv.fif"
+    mne.minimum_norm.write_inverse_operator(fname, inv)
+    read = mne.minimum_norm.read_inverse_operator(fname)
+    prepared = mne.minimum_norm.prepare_inverse_operator(read, 3, 1 / 9, "eLORETA")
+    digest = inverse_fingerprint(inv)
+    assert inverse_fingerprint(read) == digest == inverse_fingerprint(prepared)
+    info = montage_info("easycap-M10")
+    rng = np.random.default_rng(3)
+    cov = mne.compute_raw_covariance(mne.io.RawArray(rng.standard_normal((len(info["ch_names"]), 500)) * 1e-6, info))
+    other = mne.minimum_norm.make_inverse_operator(info, fwd, cov, loose=1.0)
+    assert inverse_fingerprint(other) != digest  # another noise covariance
+    deeper = mne.minimum_norm.make_inverse_operator(info, fwd, mne.make_ad_hoc_cov(info), loose=1.0, depth=3.0)
+    assert inverse_fingerprint(deeper) != digest  # another depth prior
 
 
 def test_tuned_weights_warn_on_another_inverse(tmp_path, tiny_weights, user_models, volume_setup):
@@ -98,6 +222,15 @@ def test_tuned_weights_warn_on_another_inverse(tmp_path, tiny_weights, user_mode
     evoked = mne.EvokedArray(np.zeros((len(volume_setup.info["ch_names"]), 1)) + 1e-6, volume_setup.info)
     with pytest.warns(RuntimeWarning, match="fine-tuned on inverse 000000000000 \\(user:other\\)"):
         tuned.apply(evoked, inv)
+    # inverses read from disk and prepared ones are checked too
+    inv_file = tmp_path / "other-inv.fif"
+    mne.minimum_norm.write_inverse_operator(inv_file, inv)
+    read = mne.minimum_norm.read_inverse_operator(inv_file)
+    with pytest.warns(RuntimeWarning, match="fine-tuned on inverse"):
+        tuned.apply(evoked, read)
+    prepared = mne.minimum_norm.prepare_inverse_operator(read, 1, 1 / 9, "eLORETA")
+    with pytest.warns(RuntimeWarning, match="fine-tuned on inverse"):
+        tuned.apply(evoked, prepared, prepared=True)
 
 
 def test_fine_tune_bad_inputs(tmp_path, user_models, surface_setup):
@@ -151,3 +284,15 @@ def test_user_setup_input_is_what_the_inverse_feeds_the_network(piu, surface_set
     expected = piu.predict_grid(batch.eloreta_grid.astype(np.float32))
     got = np.moveaxis(stc.data, 2, 0)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_piunet_inverse_fine_tune_returns_itself_when_refused(piu, tmp_path, user_models, monkeypatch):
+    """The method behind ``piu.fine_tune``: weights that cannot move are refused, and the model is kept."""
+    import mne_piunet.finetune as finetune
+
+    monkeypatch.setitem(FINE_TUNE_SETTINGS, "lr", 0.0)
+    monkeypatch.setattr(finetune, "ACCEPTANCE_PER_GROUP", 2)
+    fwd, inv = user_models
+    with pytest.warns(RuntimeWarning, match="in every group"):
+        tuned = piu.fine_tune(inv, fwd, out=tmp_path / "m.pt", minutes=0.05, threads=1)
+    assert tuned is piu and not (tmp_path / "m.pt").exists()

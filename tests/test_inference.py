@@ -79,3 +79,29 @@ def test_bf16_matches_fp32_to_its_precision(grid, s2d_network):
     # bf16 keeps 8 bits of mantissa (relative error 2**-8 per operation)
     peak = np.abs(fp32).max(axis=(1, 2), keepdims=True)
     assert np.abs(bf16 - fp32).max() / peak.max() < 0.05
+
+
+def test_estimate_is_exactly_odd_in_the_data(grid, s2d_network):
+    """out(-x) == -out(x): a map's polarity never moves its sources (issue: sign symmetry)."""
+    from mne_piunet.inference import canonical_sign, normalise_inputs
+
+    rng = np.random.default_rng(5)
+    x0 = rng.standard_normal((6, grid.n_sources, 3))
+    # the network alone is not odd, so the canonical sign is what makes the estimate odd
+    dense = torch.from_numpy(normalise_inputs(grid, x0[:2])[0])
+    with torch.inference_mode():
+        assert not torch.allclose(s2d_network.estimate(-dense), -s2d_network.estimate(dense), atol=1e-3)
+    np.testing.assert_array_equal(canonical_sign(-x0), -canonical_sign(x0))
+    for dtype in (torch.float32, torch.bfloat16):
+        out = predict_maps(s2d_network, grid, x0, dtype=dtype, batch_size=4)
+        np.testing.assert_array_equal(predict_maps(s2d_network, grid, -x0, dtype=dtype, batch_size=4), -out)
+
+
+def test_tiny_and_huge_maps_keep_their_shape(grid, s2d_network):
+    """float32 squares of 1e-20 underflow: the norms are taken after scaling, in float64."""
+    x0 = np.random.default_rng(6).standard_normal((2, grid.n_sources, 3)).astype(np.float32)
+    out = predict_maps(s2d_network, grid, x0)
+    for factor in (1e-22, 1e18):
+        scaled = predict_maps(s2d_network, grid, (x0 * factor).astype(np.float32))
+        assert np.abs(scaled).max() > 0
+        np.testing.assert_allclose(scaled / factor, out, rtol=1e-4, atol=1e-5 * np.abs(out).max())

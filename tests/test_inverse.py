@@ -25,7 +25,7 @@ def test_apply_returns_standard_volume_estimates(piu, volume_case, tmp_path):
     assert isinstance(stc, mne.VolSourceEstimate) and isinstance(vec, mne.VolVectorSourceEstimate)
     assert stc.data.shape == (piu.grid.n_sources, len(evoked.times))
     np.testing.assert_array_equal(stc.vertices[0], piu.src[0]["vertno"])
-    np.testing.assert_allclose(np.linalg.norm(vec.data, axis=1), stc.data)
+    np.testing.assert_allclose(np.linalg.norm(vec.data, axis=1), stc.data, rtol=1e-6)
     assert stc.tmin == evoked.tmin and stc.tstep == pytest.approx(1 / evoked.info["sfreq"])
     assert stc.subject == "fsaverage" and np.all(np.isfinite(stc.data)) and stc.data.max() > 0
     # deterministic
@@ -126,12 +126,14 @@ def test_refine_errors(piu, volume_case):
     vec = mne.minimum_norm.apply_inverse(evoked, inv, 1 / 9, "eLORETA", pick_ori="vector", verbose=False)
     amp = mne.minimum_norm.apply_inverse(evoked, inv, 1 / 9, "eLORETA", verbose=False)
     src, trans = inv["src"], inv["mri_head_t"]
+    # signed components, as a fixed-orientation estimate has them
+    signed = mne.VolSourceEstimate(vec.data[:, 0], vec.vertices, vec.tmin, vec.tstep)
     with pytest.raises(TypeError, match="stc must be a source estimate"):
         piu.refine(vec.data, src, mri_head_t=trans)
     with pytest.raises(ValueError, match="needs its source orientations"):
-        piu.refine(amp, src, mri_head_t=trans)
+        piu.refine(signed, src, mri_head_t=trans)
     with pytest.raises(ValueError, match=r"normals must have shape \(\d+, 3\)"):
-        piu.refine(amp, src, mri_head_t=trans, normals=np.ones((2, 3)))
+        piu.refine(signed, src, mri_head_t=trans, normals=np.ones((2, 3)))
     part = mne.VolVectorSourceEstimate(vec.data[:10], [vec.vertices[0][:10]], vec.tmin, vec.tstep)
     with pytest.raises(ValueError, match="stc has 10 sources but src has"):
         piu.refine(part, src, mri_head_t=trans)
@@ -139,6 +141,127 @@ def test_refine_errors(piu, volume_case):
     nan.data[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN or infinite"):
         piu.refine(nan, inv)
+
+
+def test_refine_refuses_what_cannot_be_an_eloreta_estimate_of_the_source_space(piu, volume_case):
+    evoked, inv, _ = volume_case
+    vec = mne.minimum_norm.apply_inverse(evoked, inv, 1 / 9, "eLORETA", pick_ori="vector", verbose=False)
+    # amplitudes (pick_ori=None) of a free/loose inverse are norms, not signed components
+    amp = mne.minimum_norm.apply_inverse(evoked, inv, 1 / 9, "eLORETA", verbose=False)
+    with pytest.raises(ValueError, match='free or loose orientations.*pick_ori="vector"'):
+        piu.refine(amp, inv)
+    with pytest.raises(ValueError, match="no negative values.*moment norms"):
+        piu.refine(amp, inv["src"], mri_head_t=inv["mri_head_t"], normals=inv["source_nn"][::3])
+    # the same number of sources, other vertices
+    shifted = vec.copy()
+    shifted.vertices = [vec.vertices[0] + 1]
+    with pytest.raises(ValueError, match="stc.vertices differ from the source space"):
+        piu.refine(shifted, inv)
+    # dSPM's unitless values are not Am
+    dspm = mne.minimum_norm.apply_inverse(evoked, inv, 1 / 9, "dSPM", pick_ori="vector", verbose=False)
+    with pytest.raises(ValueError, match="far above any brain source in Am.*eLORETA"):
+        piu.refine(dspm, inv)
+    np.testing.assert_allclose(piu.refine(vec, inv).data, piu.apply(evoked, inv, 1 / 9).data, rtol=1e-6)
+
+
+def test_estimate_is_odd_in_the_data(piu, volume_case, surface_case):
+    for evoked, inv, _ in (volume_case, surface_case):
+        flipped = evoked.copy()
+        flipped.data *= -1
+        vec = piu.apply(evoked, inv, 1 / 9, pick_ori="vector").data
+        np.testing.assert_allclose(piu.apply(flipped, inv, 1 / 9, pick_ori="vector").data, -vec, rtol=1e-6)
+        np.testing.assert_allclose(
+            piu.apply(flipped, inv, 1 / 9).data, piu.apply(evoked, inv, 1 / 9).data, rtol=1e-6
+        )
+
+
+def test_tiny_data_give_the_same_map_scaled(piu, volume_case):
+    """1e-20 V data: float32 squared norms would underflow to an all-zero map."""
+    evoked, inv, _ = volume_case
+    tiny = evoked.copy()
+    tiny.data *= 1e-15  # ~1e-20 V
+    a = piu.apply(evoked, inv, 1 / 9).data
+    b = piu.apply(tiny, inv, 1 / 9).data
+    assert b.max() > 0
+    np.testing.assert_allclose(b * 1e15, a, rtol=1e-3, atol=1e-4 * a.max())
+
+
+def test_apply_raw_bounds_follow_samples_and_never_return_unwritten_memory(piu, volume_case):
+    evoked, inv, _ = volume_case
+    rng = np.random.default_rng(4)
+    raw = mne.io.RawArray(rng.standard_normal((len(evoked.ch_names), 25)) * 1e-6, evoked.info, verbose=False)
+    for start, stop in ((-5, None), (-5, 20), (0, -1)):
+        with pytest.raises(ValueError, match="is negative: pass sample indices from 0"):
+            piu.apply_raw(raw, inv, 1 / 9, start=start, stop=stop)
+    with pytest.raises(ValueError, match="past the end of the data"):
+        piu.apply_raw(raw, inv, 1 / 9, start=25)
+    with pytest.raises(TypeError, match="integer sample index"):
+        piu.apply_raw(raw, inv, 1 / 9, start=1.5)
+    with pytest.raises(ValueError, match="buffer_size must be a positive integer"):
+        piu.apply_raw(raw, inv, 1 / 9, buffer_size=0)
+    # stop past the end is clipped, as slicing does; every value is written and finite
+    tail = piu.apply_raw(raw, inv, 1 / 9, start=20, stop=100, buffer_size=3)
+    mne_tail = mne.minimum_norm.apply_inverse_raw(raw, inv, 1 / 9, "eLORETA", start=20, stop=100, verbose=False)
+    assert tail.data.shape[1] == len(mne_tail.times) == 5 and tail.tmin == pytest.approx(mne_tail.tmin)
+    np.testing.assert_allclose(tail.data, piu.apply_raw(raw, inv, 1 / 9).data[:, 20:], rtol=1e-5)
+    assert np.all(np.isfinite(tail.data))
+
+
+def test_nan_in_a_channel_bad_only_in_the_data_is_refused(piu, volume_case):
+    """MNE's inverse uses the inverse's channels whatever the data mark bad."""
+    evoked, inv, _ = volume_case
+    bad = evoked.copy()
+    name = bad.ch_names[3]
+    bad.info["bads"] = [name]
+    bad.data[3, 1] = np.nan
+    with pytest.raises(ValueError, match=f"channel\\(s\\) {name}.*marked bad in the data, but the inverse"):
+        piu.apply(bad, inv, 1 / 9)
+    raw = mne.io.RawArray(np.nan_to_num(bad.data), bad.info, verbose=False)
+    raw._data[3, 1] = np.nan
+    with pytest.raises(ValueError, match="marked bad in the data"):
+        piu.apply_raw(raw, inv, 1 / 9)
+    epochs = mne.EpochsArray(bad.data[None], bad.info, verbose=False)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        piu.apply_epochs(epochs, inv, 1 / 9)
+
+
+def test_functional_cache_follows_the_file_and_is_bounded(tmp_path, tiny_weights, volume_case, grid):
+    import shutil
+
+    import torch
+
+    from mne_piunet import apply_piunet
+    from mne_piunet import inverse as inverse_module
+    from mne_piunet.grid import grid_meta
+    from mne_piunet.network import UNet3d, UNetConfig, save_network
+
+    evoked, inv, _ = volume_case
+    path = tmp_path / "w.pt"
+    shutil.copy(tiny_weights, path)
+    shutil.copy(tiny_weights.with_suffix(".json"), path.with_suffix(".json"))
+    kwargs = dict(weights=path, device="cpu", precision="float32")
+    first = apply_piunet(evoked, inv, 1 / 9, **kwargs).data
+    torch.manual_seed(1)
+    other = UNet3d(UNetConfig(width=8, levels=2, heads=2, groups=4), torch.from_numpy(grid.mask))
+    torch.nn.init.normal_(other.out[-1].weight, std=0.05)
+    save_network(other, path, dict(grid=grid_meta(grid)))  # rewritten in place, as overwrite=True does
+    second = apply_piunet(evoked, inv, 1 / 9, **kwargs).data
+    assert np.abs(second - first).max() > 0.01 * np.abs(first).max()  # the new network, not the cached one
+    for batch_size in range(1, 7):
+        apply_piunet(evoked, inv, 1 / 9, batch_size=batch_size, **kwargs)
+    assert len(inverse_module._DEFAULT) <= inverse_module._DEFAULT_SIZE
+
+
+def test_epochs_and_raw_refuse_label_and_time_func(piu, volume_case):
+    evoked, inv, _ = volume_case
+    raw = mne.io.RawArray(evoked.data, evoked.info, verbose=False)
+    epochs = mne.EpochsArray(evoked.data[None], evoked.info, verbose=False)
+    with pytest.raises(ValueError, match="time_func is not supported"):
+        piu.apply_raw(raw, inv, 1 / 9, time_func=lambda x: x)
+    for call in (lambda: piu.apply_raw(raw, inv, 1 / 9, label=object()),
+                 lambda: piu.apply_epochs(epochs, inv, 1 / 9, label=object())):  # fmt: skip
+        with pytest.raises(ValueError, match="label is not supported"):
+            call()
 
 
 # ------------------------------------------------------------ bad input

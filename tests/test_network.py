@@ -63,3 +63,37 @@ def test_save_load_round_trip(tmp_path):
     # weights_only loading works on the file itself (no pickled code)
     state = torch.load(fname, weights_only=True)
     assert "mask" in state
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_names_the_fix():
+    from mne_piunet.network import resolve_device
+
+    with pytest.raises(ValueError, match='sees no CUDA device: use device="auto" or "cpu"'):
+        resolve_device("cuda")
+    with pytest.raises(ValueError, match="device must be"):
+        resolve_device("tpu:0")
+    assert resolve_device("auto").type == "cpu"
+
+
+def test_broken_weight_files_name_the_fix(tmp_path):
+    import json
+
+    from mne_piunet._cache import file_sha256
+    from mne_piunet.network import load_network
+
+    fname = save_network(UNet3d(UNetConfig(width=8, levels=2, heads=2, groups=4), _mask()), tmp_path / "w.pt", {"grid": {}})
+    meta_file = fname.with_suffix(".json")
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(meta_file.read_text()[:40])  # truncated
+    with pytest.raises(ValueError, match="is not valid JSON.*reinstall"):
+        load_network(fname)
+    meta_file.write_text(json.dumps({k: v for k, v in meta.items() if k != "grid"}))
+    with pytest.raises(ValueError, match="lacks grid"):
+        load_network(fname)
+    # junk with a matching checksum: refused without ever suggesting weights_only=False
+    fname.write_bytes(b"not a torch file at all" * 10)
+    meta_file.write_text(json.dumps(dict(meta, sha256=file_sha256(fname))))
+    with pytest.raises(ValueError, match="is not a PIUNet weights file") as err:
+        load_network(fname)
+    assert "weights_only=False" not in str(err.value)

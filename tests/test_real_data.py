@@ -84,3 +84,6 @@ def test_combined_meg_eeg_inverse_warns_and_matches_mne():
         stc = piu.apply(evoked, inv, 1 / 9)
     np.testing.assert_allclose(stc.times, ref.times)
     assert stc.subject == "fsaverage" and np.all(np.isfinite(stc.data)) and stc.data.max() > 0
+    # its values are the refinement of MNE's own eLORETA estimate
+    vec = mne.minimum_norm.apply_inverse(evoked, inv, 1 / 9, "eLORETA", pick_ori="vector", verbose=False)
+    np.testing.assert_allclose(piu.refine(vec, inv).data, stc.data, rtol=1e-5, atol=1e-6 * stc.data.max())

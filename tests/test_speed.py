@@ -35,3 +35,43 @@ def test_bench_speed_reports_every_figure(grid):
     assert res["raw_output_mb"] == pytest.approx(grid.n_sources * 300 * 4 / 2**20)  # float32 amplitudes
     times = {k: v for k, v in res.items() if k not in ("precision", "raw_peak_beyond_output_mb")}
     assert all(np.isfinite(v) and v > 0 for v in times.values())
+
+
+def test_peak_memory_without_the_resource_module(monkeypatch):
+    """``resource`` is Unix-only: the memory figure is NaN elsewhere, and the benchmark still runs."""
+    import sys
+
+    from mne_piunet import speed
+
+    assert speed._max_rss_mb() > 0
+    monkeypatch.setitem(sys.modules, "resource", None)  # import resource now raises ImportError
+    assert np.isnan(speed._max_rss_mb())
+
+
+def _tiny_train_config():
+    from mne_piunet.training import TrainConfig
+
+    return TrainConfig(
+        train_setups=[dict(montage="easycap-M10")], val_setups=[dict(montage="easycap-M10")],
+        prior=dict(max_sources=2, coloured_noise=0.5), network=dict(width=8, levels=2, heads=2, groups=4),
+        batch_size=4, transport_weight=1.0, threads=1, device="cpu",
+    )  # fmt: skip
+
+
+def test_bench_training_times_each_variant(volume_setup):
+    from mne_piunet.speed import bench_training
+
+    variants = (dict(threads=1, precision="float32", data_workers=0), dict(threads=1, precision="bfloat16", data_workers=1))
+    rows = bench_training(_tiny_train_config(), n_steps=2, variants=variants)
+    assert [{k: r[k] for k in variants[0]} for r in rows] == list(variants)
+    assert all(np.isfinite(r["samples_per_s"]) and r["samples_per_s"] > 0 for r in rows)
+
+
+def test_train_step_profile_covers_every_part(volume_setup):
+    from mne_piunet.speed import profile_train_step
+
+    ms = profile_train_step(_tiny_train_config(), n_steps=2)
+    parts = [k for k in ms if k != "total"]
+    assert parts == ["sources", "sensors + noise", "eLORETA", "resampling", "dense tensors", "forward", "losses",
+                     "backward + AdamW"]  # fmt: skip
+    assert all(ms[k] > 0 for k in parts) and ms["total"] == pytest.approx(sum(ms[k] for k in parts))

@@ -12,11 +12,10 @@ def _curve(fname):
     return json.loads(fname.with_suffix(".json").read_text())["curve"]
 
 
-def test_tiny_training_loss_falls_and_resumes(tmp_path, volume_setup, surface_setup):
-    """The training contract; which step validates best depends on the CPU's rounding, so it is not tested."""
-    from mne_piunet.training import TrainConfig, train
+def _tiny_config(**kwargs):
+    from mne_piunet.training import TrainConfig
 
-    config = TrainConfig(
+    return TrainConfig(**dict(dict(
         train_setups=[dict(montage="easycap-M10")],
         val_setups=[dict(montage="biosemi64", source_space="surface")],
         lambda2=[1 / 9],
@@ -24,12 +23,25 @@ def test_tiny_training_loss_falls_and_resumes(tmp_path, volume_setup, surface_se
         network=dict(width=8, levels=2, heads=2, groups=4),
         batch_size=8, lr=1e-3, warmup_steps=5, max_steps=60, val_size=8, val_every_steps=20,
         threads=2, device="cpu",
-    )  # fmt: skip
-    best = train(config, tmp_path)
-    assert best == tmp_path / "best.pt"
-    assert "val NEMD" in (tmp_path / "train.log").read_text()
+    ), **kwargs))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, volume_setup, surface_setup):
+    """One 60-step run of a tiny model, shared by the tests below (which copy it before changing it)."""
+    from mne_piunet.training import train
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    return out, train(_tiny_config(), out)
+
+
+def test_tiny_training_learns_and_exports_its_best(tiny_run):
+    """The training contract; which step validates best depends on the CPU's rounding, so it is not tested."""
+    out, best = tiny_run
+    assert best == out / "best.pt"
+    assert "val NEMD" in (out / "train.log").read_text()
     # final (the last checkpoint's export) holds the whole curve: every validation step
-    final = _curve(tmp_path / "final.pt")
+    final = _curve(out / "final.pt")
     assert [c["step"] for c in final] == [20, 40, 60]
     assert all(np.isfinite(c["val_nemd"]) for c in final)
     assert final[-1]["loss"] < final[0]["loss"]  # it learns
@@ -38,34 +50,88 @@ def test_tiny_training_loss_falls_and_resumes(tmp_path, volume_setup, surface_se
     assert best_curve == final[: len(best_curve)]
     assert best_curve[-1]["val_nemd"] == min(c["val_nemd"] for c in final)
     assert json.loads(best.with_suffix(".json").read_text())["provenance"]["steps"] == best_curve[-1]["step"]
-    # resuming continues from the checkpoint's step and curve
-    config.max_steps = 65
-    train(config, tmp_path)
-    assert "resumed at step 60" in (tmp_path / "train.log").read_text()
-    resumed = _curve(tmp_path / "final.pt")
-    assert resumed[:-1] == final and resumed[-1]["step"] == 65
-    assert json.loads((tmp_path / "final.json").read_text())["provenance"]["steps"] == 65
-    best_curve = _curve(best)
-    assert best_curve == resumed[: len(best_curve)]
-    # fine-tuning (here with the transport term) records the weights it started from
-    from mne_piunet.network import file_sha256
+    # the latest checkpoint's weights are exported too, for a run cut short
+    assert json.loads((out / "latest.json").read_text())["provenance"]["steps"] == 60
 
-    config.max_steps, config.transport_weight = 2, 1.0
-    train(config, tmp_path / "ft", init=tmp_path / "final.pt")
+
+def test_resume_continues_the_checkpoint(tiny_run, tmp_path):
+    import shutil
+
+    from mne_piunet.training import train
+
+    src, _ = tiny_run
+    out = tmp_path / "run"
+    shutil.copytree(src, out)
+    final = _curve(out / "final.pt")
+    train(_tiny_config(max_steps=65), out)
+    assert "resumed at step 60" in (out / "train.log").read_text()
+    resumed = _curve(out / "final.pt")
+    assert resumed[:-1] == final and resumed[-1]["step"] == 65
+    assert json.loads((out / "final.json").read_text())["provenance"]["steps"] == 65
+    best_curve = _curve(out / "best.pt")
+    assert best_curve == resumed[: len(best_curve)]
+
+
+def test_fine_tune_records_its_initial_weights(tiny_run, tmp_path):
+    """Fine-tuning (here with the transport term) records the weights it started from."""
+    from mne_piunet._cache import file_sha256
+    from mne_piunet.training import train
+
+    src, _ = tiny_run
+    train(_tiny_config(max_steps=2, transport_weight=1.0), tmp_path / "ft", init=src / "final.pt")
     ft = json.loads((tmp_path / "ft" / "final.json").read_text())
     init = ft["provenance"]["init"]
-    assert (init["file"], init["sha256"]) == ("final.pt", file_sha256(tmp_path / "final.pt"))
+    assert (init["file"], init["sha256"]) == ("final.pt", file_sha256(src / "final.pt"))
     # the fine-tune's curve starts with the initial weights' score on its validation set
     assert ft["curve"][0]["step"] == 0 and ft["curve"][0]["val_nemd"] == init["val_nemd"]
     assert np.isfinite(init["val_nemd"])
 
 
-def test_relative_loss():
-    from mne_piunet import training
-    from mne_piunet.losses import TransportLoss, relative_loss
+def test_simulation_in_worker_processes_and_bf16_steps(tiny_run, tmp_path):
+    """The GPU recipe's path, on the CPU: data from worker processes, bf16 autocast, a wall-clock budget."""
+    from mne_piunet.network import load_network
+    from mne_piunet.training import train
 
-    # the losses moved to mne_piunet.losses; the old import path gives the same objects
-    assert training.relative_loss is relative_loss and training.TransportLoss is TransportLoss
+    src, _ = tiny_run
+    config = _tiny_config(max_steps=10**6, max_minutes=0.1, data_workers=2, precision="bfloat16",
+                          checkpoint_every_s=1.0, val_every_steps=10**6)  # fmt: skip
+    train(config, tmp_path / "gpu", init=src / "final.pt")
+    log = (tmp_path / "gpu" / "train.log").read_text()
+    assert "simulating in 2 worker process(es)" in log and "bfloat16" in log
+    assert "time budget of 0.1 min reached" in log
+    latest = load_network(tmp_path / "gpu" / "latest.pt")  # rewritten at every checkpoint
+    final = json.loads((tmp_path / "gpu" / "final.json").read_text())
+    assert latest.meta["provenance"]["steps"] == final["provenance"]["steps"] > 0
+
+
+def test_sigterm_stops_the_run_cleanly(tiny_run, tmp_path, monkeypatch):
+    """A plain kill (the background mode's stop) finishes the step, validates, checkpoints and exports."""
+    import os
+    import signal
+
+    from mne_piunet import training
+
+    src, _ = tiny_run
+    step = training._train_step
+    calls = []
+
+    def step_then_kill(run):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(run)
+
+    monkeypatch.setattr(training, "_train_step", step_then_kill)
+    before = signal.getsignal(signal.SIGTERM)
+    training.train(_tiny_config(max_steps=1000), tmp_path / "stop", init=src / "final.pt")
+    log = (tmp_path / "stop" / "train.log").read_text()
+    assert "stopped on request" in log
+    assert json.loads((tmp_path / "stop" / "final.json").read_text())["provenance"]["steps"] == 3
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is restored
+
+
+def test_relative_loss():
+    from mne_piunet.losses import relative_loss
 
     target = torch.zeros(2, 3, 4, 4, 4)
     target[0, 0, 1, 1, 1] = 2.0
@@ -105,24 +171,11 @@ def test_shape_amplitude_and_distill_losses():
     )
 
 
-def test_validate_is_a_deprecated_alias_of_validation_nemd(grid, tiny_weights):
-    from mne_piunet.network import load_network
-    from mne_piunet.training import validate, validation_nemd
-
-    network = load_network(tiny_weights).network
-    rng = np.random.default_rng(0)
-    val = dict(
-        eloreta=rng.standard_normal((2, grid.n_sources, 3)), truth=rng.standard_normal((2, grid.n_sources, 3))
-    )
-    expected = validation_nemd(network, val, grid)
-    with pytest.warns(FutureWarning, match="validation_nemd"):
-        assert validate(network, val, grid) == expected
-
-
 def test_blend_interpolates_weights_and_records_inputs(tmp_path, tiny_weights, grid, capsys):
     from mne_piunet.cli import main
     from mne_piunet.grid import grid_meta
-    from mne_piunet.network import UNet3d, UNetConfig, file_sha256, load_network, save_network
+    from mne_piunet._cache import file_sha256
+    from mne_piunet.network import UNet3d, UNetConfig, load_network, save_network
 
     first = load_network(tiny_weights).network
     second = UNet3d(first.config, torch.from_numpy(grid.mask))
@@ -219,24 +272,11 @@ def test_transport_loss_tracks_nemd_and_its_gradient_moves_mass(grid):
 
 def test_bundled_configs_reproduce_the_shipped_weights():
     from dataclasses import asdict
-    from importlib.resources import files
 
     from mne_piunet.network import load_network
-    from mne_piunet.training import (
-        TrainConfig,
-        default_config_path,
-        distill_config_path,
-        finetune_config_path,
-    )
+    from mne_piunet.training import BUNDLED_CONFIGS, TrainConfig, read_config
 
-    weights = files("mne_piunet") / "weights"
-    stage1, stage2, distilled, robust, balanced = (
-        TrainConfig.from_json(p)
-        for p in (
-            default_config_path(), finetune_config_path(), distill_config_path(),
-            weights / "robust_config.json", weights / "balanced_config.json",
-        )
-    )  # fmt: skip
+    stage1, stage2, distilled, robust, balanced, continued, gpu = (read_config(n) for n in BUNDLED_CONFIGS)
     assert stage1.transport_weight == 0 and stage2.transport_weight > 0
     assert stage1.network == stage2.network  # stage 2 fine-tuned stage 1's network
     assert distilled.teacher and distilled.distill_weight > 0  # stage 3 distilled stage 2
@@ -274,3 +314,30 @@ def test_peak_loss_measures_the_peak_offset(grid):
     pred = shifted.clone().requires_grad_(True)
     PeakLoss(mask, temperature=0.5)(pred + 0.5 * target, target).backward()
     assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+
+
+def test_background_training_stops_cleanly_on_kill(tmp_path, tiny_run, capsys):
+    """``mne-piunet train --background``: a detached run that a plain kill stops with its weights exported."""
+    import os
+    import signal
+    import time
+    from dataclasses import asdict
+
+    from mne_piunet.cli import main
+
+    src, _ = tiny_run
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps(asdict(_tiny_config(max_steps=10**6, threads=1))))
+    out = tmp_path / "bg"
+    assert main(["train", "--config", str(config), "--init", str(src / "final.pt"), "--out", str(out), "--background"]) == 0
+    pid = int((out / "train.pid").read_text())
+    assert f"kill {pid}" in capsys.readouterr().out
+    deadline = time.time() + 300
+    while "step 0 (initial weights)" not in ((out / "train.log").read_text() if (out / "train.log").exists() else ""):
+        assert time.time() < deadline, (out / "train.out").read_text()
+        time.sleep(0.5)
+    os.kill(pid, signal.SIGTERM)
+    while not (out / "final.json").exists():
+        assert time.time() < deadline, (out / "train.out").read_text()
+        time.sleep(0.5)
+    assert "stopped on request" in (out / "train.log").read_text()

@@ -1,0 +1,37 @@
+"""apply_piunet_many: recordings spread over joblib workers give the serial estimates."""
+
+import mne
+import numpy as np
+import pytest
+from conftest import simulated_evoked
+
+
+def test_two_local_workers_match_a_serial_loop(piu, tiny_weights, volume_setup):
+    from mne_piunet import apply_piunet_many
+
+    inv = volume_setup.inverse_operator
+    evoked = [simulated_evoked(volume_setup, n_times=3, seed=s)[0] for s in range(3)]
+    raw = mne.io.RawArray(np.concatenate([e.data for e in evoked], axis=1), evoked[0].info, verbose=False)
+    epochs = mne.EpochsArray(np.stack([e.data for e in evoked]), evoked[0].info, verbose=False)
+    recordings = [*evoked, raw, epochs]
+    stcs = apply_piunet_many(
+        recordings, inv, 1 / 9, n_jobs=2, weights=tiny_weights, device="cpu", precision="float32"
+    )
+    assert len(stcs) == len(recordings)
+    for stc, e in zip(stcs[:3], evoked):
+        np.testing.assert_allclose(stc.data, piu.apply(e, inv, 1 / 9).data, rtol=1e-5)
+    np.testing.assert_allclose(stcs[3].data, piu.apply_raw(raw, inv, 1 / 9).data, rtol=1e-5)
+    assert stcs[3].tmin == raw.times[0]
+    for stc, expected in zip(stcs[4], piu.apply_epochs(epochs, inv, 1 / 9)):
+        np.testing.assert_allclose(stc.data, expected.data, rtol=1e-5)
+
+
+def test_bad_input_names_the_fix(volume_setup):
+    from mne_piunet import apply_piunet_many
+
+    evoked, _ = simulated_evoked(volume_setup, n_times=2)
+    inv = volume_setup.inverse_operator
+    with pytest.raises(ValueError, match="2 recordings but 3 inverse operators"):
+        apply_piunet_many([evoked, evoked], [inv] * 3)
+    with pytest.raises(TypeError, match=r"recordings\[1\] must be an Evoked, Epochs or Raw"):
+        apply_piunet_many([evoked, evoked.data], inv)
