@@ -279,9 +279,7 @@ def make_template_inverse(
     fwd = make_template_forward(info, src)
     picks = mne.pick_types(info, meg=False, eeg=True, exclude="bads")
     info = mne.pick_info(info, picks)
-    return mne.minimum_norm.make_inverse_operator(
-        info, fwd, noise_cov, loose=loose, depth=depth
-    )
+    return mne.minimum_norm.make_inverse_operator(info, fwd, noise_cov, loose=loose, depth=depth)
 
 
 def template_trans() -> mne.transforms.Transform:
@@ -360,9 +358,7 @@ def make_template_bem(
             sdir = tmp
         else:
             sdir = subjects_dir
-        model = mne.make_bem_model(
-            TEMPLATE_SUBJECT, ico=None, conductivity=cond, subjects_dir=sdir
-        )
+        model = mne.make_bem_model(TEMPLATE_SUBJECT, ico=None, conductivity=cond, subjects_dir=sdir)
         return mne.make_bem_solution(model)
 
     return cached(
@@ -569,9 +565,7 @@ def make_template_forward(
     def build():
         bem = _template_head_model(info, src, head, cond, trans)
         logger.info(f"Computing the {name} forward on the template {head} (once; cached)")
-        fwd = mne.make_forward_solution(
-            info, trans, src, bem, meg=False, eeg=True, mindist=0.0
-        )
+        fwd = mne.make_forward_solution(info, trans, src, bem, meg=False, eeg=True, mindist=0.0)
         return _check_forward(fwd, src)
 
     return cached(

@@ -23,8 +23,8 @@ DESCRIPTION = (
 
 def _demo(args: argparse.Namespace) -> None:
     from . import PIUNetInverse
-    from .evaluation import localise_demo
-    from .report import demo_summary, plot_demo
+    from .bench.evaluation import localise_demo
+    from .bench.report import demo_summary, plot_demo
 
     print("Building the offline template (cached after the first run) ...", flush=True)
     piu = PIUNetInverse(args.weights)
@@ -95,7 +95,7 @@ def _add_apply(sub) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     from .network import bundled_weights_path
-    from .training import read_config, train
+    from .train.training import read_config, train
 
     config = read_config(args.config or "train")
     for name in ("max_minutes", "device", "precision", "data_workers", "threads"):
@@ -143,7 +143,9 @@ def _add_train(sub) -> None:
         "--precision", choices=["auto", "float32", "bfloat16"], default=None,
         help="arithmetic of the network's steps (overrides the config; auto: bf16 where native)",
     )  # fmt: skip
-    p.add_argument("--data-workers", type=int, default=None, help="simulation processes (overrides the config)")
+    p.add_argument(
+        "--data-workers", type=int, default=None, help="simulation processes (overrides the config)"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads (overrides the config)")
     p.add_argument(
         "--background", action="store_true",
@@ -153,7 +155,7 @@ def _add_train(sub) -> None:
 
 
 def _fine_tune(args: argparse.Namespace) -> int | None:
-    from .finetune import fine_tune
+    from .train.finetune import fine_tune
 
     out = fine_tune(
         args.inv, args.fwd, out=args.out, minutes=args.minutes, weights=args.weights, lambda2=args.lambda2,
@@ -161,7 +163,9 @@ def _fine_tune(args: argparse.Namespace) -> int | None:
         device=args.device, threads=args.threads,
     )  # fmt: skip
     if out is None:
-        print("The fine-tuned weights were not better than the starting ones in every group; nothing was written.")
+        print(
+            "The fine-tuned weights were not better than the starting ones in every group; nothing was written."
+        )
         return 1
     print(f"Fine-tuned weights: {out} (use them with PIUNetInverse({str(out)!r}) and this inverse)")
 
@@ -186,7 +190,7 @@ def _add_fine_tune(sub) -> None:
 
 
 def _blend(args: argparse.Namespace) -> None:
-    from .training import blend_weights
+    from .train.training import blend_weights
 
     out = blend_weights(args.first, args.second, args.alpha, args.out)
     print(
@@ -205,8 +209,8 @@ def _add_blend(sub) -> None:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    from .report import validation_table
-    from .training import read_config, validate_by_sources
+    from .bench.report import validation_table
+    from .train.training import read_config, validate_by_sources
 
     config = read_config(args.config or "train")
     seed = {} if args.seed is None else dict(seed=args.seed)
@@ -229,7 +233,7 @@ def _add_validate(sub) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from . import PIUNetInverse
-    from .report import run_evaluation
+    from .bench.report import run_evaluation
 
     piu = PIUNetInverse(args.weights, precision=args.precision)
     print(run_evaluation(piu, out=args.out, quick=args.quick, seed=args.seed))
@@ -249,8 +253,8 @@ def _benchmark(args: argparse.Namespace) -> None:
     import time
 
     from . import PIUNetInverse
-    from .evaluation import benchmark_cells, run_benchmark
-    from .report import benchmark_header, write_benchmark
+    from .bench.evaluation import benchmark_cells, run_benchmark
+    from .bench.report import benchmark_header, write_benchmark
 
     n = args.n if args.n is not None else (2 if args.quick else 10)
     t0 = time.perf_counter()
@@ -264,7 +268,7 @@ def _benchmark(args: argparse.Namespace) -> None:
 
 
 def _add_benchmark(sub) -> None:
-    from .evaluation import METHODS
+    from .bench.evaluation import METHODS
 
     p = sub.add_parser(
         "benchmark", help="MNE, dSPM, sLORETA, eLORETA, MxNE, Gamma-MAP and PIUNet on the same simulations"
@@ -281,7 +285,7 @@ def _add_benchmark(sub) -> None:
 
 
 def _bench_data(args: argparse.Namespace) -> None:
-    from .speed import bench_generation
+    from .bench.speed import bench_generation
 
     for space, rate in bench_generation(args.montage, n=args.samples, spaces=tuple(args.spaces)).items():
         print(f"{args.montage} {space}: {rate:,.0f} samples/s")
@@ -296,18 +300,22 @@ def _add_bench_data(sub) -> None:
 
 
 def _bench_train(args: argparse.Namespace) -> None:
+    from .bench.speed import bench_training, profile_train_step
     from .network import bundled_weights_path
-    from .speed import bench_training, profile_train_step
-    from .training import read_config
+    from .train.training import read_config
 
     config = read_config(args.config)
     init = bundled_weights_path() if args.init == "bundled" else args.init
     print("| threads | precision | data workers | samples/s |\n| --- | --- | --- | --- |")
     for row in bench_training(config, init, n_steps=args.steps):
-        print(f"| {row['threads']} | {row['precision']} | {row['data_workers']} | {row['samples_per_s']:.1f} |")
+        print(
+            f"| {row['threads']} | {row['precision']} | {row['data_workers']} | {row['samples_per_s']:.1f} |"
+        )
     if args.profile:
         ms = profile_train_step(config, init, n_steps=args.steps)
-        print(f"\nOne step of {config.batch_size} samples by part ({config.precision}, {config.threads} thread(s)), ms:")
+        print(
+            f"\nOne step of {config.batch_size} samples by part ({config.precision}, {config.threads} thread(s)), ms:"
+        )
         print("| part | ms | share |\n| --- | --- | --- |")
         for part, value in ms.items():
             print(f"| {part} | {value:.1f} | {value / ms['total']:.0%} |")
@@ -323,15 +331,15 @@ def _add_bench_train(sub) -> None:
 
 
 def _bench_speed(args: argparse.Namespace) -> None:
-    from .report import profile_summary, speed_summary
-    from .speed import bench_speed, profile_forward
+    from .bench.report import profile_summary, speed_summary
+    from .bench.speed import bench_speed, profile_forward
 
     res = bench_speed(args.weights, args.montage, n_epochs=args.epochs, raw_minutes=args.raw_minutes)
     print(speed_summary(res, args.montage, args.epochs, args.raw_minutes))
     if args.frontier:
+        from .bench.report import frontier_summary
+        from .bench.speed import frontier_costs
         from .grid import get_grid
-        from .report import frontier_summary
-        from .speed import frontier_costs
 
         print(frontier_summary(frontier_costs(get_grid())))
     if args.profile:

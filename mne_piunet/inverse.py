@@ -11,6 +11,7 @@ batched over time points (and across epochs) ->
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -28,7 +29,8 @@ from .grid import DEFAULT_MINDIST_MM, SourceGrid, get_grid, grid_meta, to_templa
 from .inference import predict_maps, prepare_network, resolve_precision
 from .network import bundled_weights_path, load_network, resolve_device
 from .utils._defaults import DEFAULT_LAMBDA2
-from .utils._docs import fill_doc
+from .utils._docs import docdict, fill_doc
+from .utils._fingerprint import inverse_fingerprint
 
 #: Source estimate classes :meth:`PIUNetInverse.refine` accepts.
 _STC_TYPES = (
@@ -254,25 +256,6 @@ class PIUNetInverse:
             self._operators[key] = (self.grid.resampler(pos).astype(np.float32), rot.astype(np.float32))
         return self._operators[key]
 
-    def _refine_array(self, data, op, rot, normals=None) -> np.ndarray:
-        """(n_src, 3, n_times) vectors or (n_src, n_times) + normals -> (n_grid, 3, n_times).
-
-        Rotation and resampling are sparse products per grid component, so no
-        (n_src, 3, n_times) temporary is made; the network runs on all time
-        points in batches.
-        """
-        data = data.astype(np.float32, copy=False)  # op and rot are float32 too
-        if data.ndim == 2:
-            nn = (normals @ rot.T).astype(np.float32)  # normals in the grid frame
-            # fold each normal component into the sparse operator's columns
-            # (O(nnz)) rather than scaling a dense (n_src, n_times) copy per component
-            grid = np.stack([(op @ sparse.diags(nn[:, k])) @ data for k in range(3)], axis=-1)
-        else:
-            moved = [op @ data[:, j, :] for j in range(3)]
-            grid = np.stack([sum(rot[k, j] * moved[j] for j in range(3)) for k in range(3)], axis=-1)
-        # (n_grid, n_times, 3) -> (n_times, n_grid, 3), the maps predict_maps takes
-        return np.moveaxis(self.predict_grid(np.moveaxis(grid, 1, 0)), 0, 2)
-
     def predict_grid(self, x0: np.ndarray) -> np.ndarray:
         """Run the network on eLORETA maps already on the grid.
 
@@ -289,12 +272,6 @@ class PIUNetInverse:
         """
         return predict_maps(self.network, self.grid, x0, dtype=self.dtype, batch_size=self.batch_size)
 
-    def _make_stc(self, data, tmin, tstep, pick_ori):
-        kwargs = dict(vertices=self.grid.vertices, tmin=tmin, tstep=tstep, subject="fsaverage")
-        if pick_ori == "vector":
-            return mne.VolVectorSourceEstimate(data, **kwargs)
-        return mne.VolSourceEstimate(_amplitudes(data), **kwargs)
-
     def _inverse_geometry(self, inv, mni_transform, subjects_dir) -> tuple:
         """(operator, rotation, normals or None) of an inverse operator's source space."""
         normals = None if inv["source_ori"] == FIFF.FIFFV_MNE_FREE_ORI else inv["source_nn"]
@@ -306,8 +283,6 @@ class PIUNetInverse:
         tuned_on = self.bundle.meta.get("tuned_on")
         if tuned_on is None:  # the bundled weights: no cost
             return
-        from .finetune import inverse_fingerprint
-
         digest = inverse_fingerprint(inv)
         if digest != tuned_on["inverse_sha256"]:
             warn(
@@ -328,7 +303,7 @@ class PIUNetInverse:
         verbose=None,
         **kwargs,
     ) -> PIUNetInverse:
-        """Adapt these weights to your own forward model (see :func:`mne_piunet.finetune.fine_tune`).
+        """Adapt these weights to your own forward model (see :func:`mne_piunet.train.finetune.fine_tune`).
 
         Parameters
         ----------
@@ -343,7 +318,7 @@ class PIUNetInverse:
         verbose : bool | str | int | None
             Logging level, as for any MNE function (:func:`mne.verbose`).
         **kwargs
-            Further keywords of :func:`mne_piunet.finetune.fine_tune`
+            Further keywords of :func:`mne_piunet.train.finetune.fine_tune`
             (``lambda2``, ``mni_transform``, ``subjects_dir``, ``run_dir``,
             ``overwrite``, ``seed``, ``threads``).
 
@@ -354,7 +329,7 @@ class PIUNetInverse:
             this model itself when the tuned weights were not better in every group (a
             warning says so).
         """
-        from .finetune import fine_tune
+        from .train.finetune import fine_tune
 
         written = fine_tune(
             inverse_operator, forward, out=out, minutes=minutes, weights=self.weights_path,
@@ -420,7 +395,7 @@ class PIUNetInverse:
         _validate_src(src)
         normals = _check_estimate(stc, src, normals)
         op, rot = self._operator(src, mri_head_t, mni_transform, subjects_dir)
-        return self._make_stc(self._refine_array(stc.data, op, rot, normals), stc.tmin, stc.tstep, pick_ori)
+        return _make_stc(self, _refine_array(self, stc.data, op, rot, normals), stc.tmin, stc.tstep, pick_ori)
 
     def _setup_call(self, inst, inverse_operator, lambda2, method, pick_ori, label, return_residual, data):
         _check_inverse(inverse_operator)
@@ -483,7 +458,7 @@ class PIUNetInverse:
             prepared=prepared, method_params=method_params, use_cps=use_cps,
         )  # fmt: skip
         op, rot, normals = self._inverse_geometry(inverse_operator, mni_transform, subjects_dir)
-        return self._make_stc(self._refine_array(stc.data, op, rot, normals), stc.tmin, stc.tstep, pick_ori)
+        return _make_stc(self, _refine_array(self, stc.data, op, rot, normals), stc.tmin, stc.tstep, pick_ori)
 
     @verbose
     @fill_doc
@@ -542,33 +517,11 @@ class PIUNetInverse:
             return_generator=True, prepared=True, method_params=method_params, use_cps=use_cps,
         )  # fmt: skip
         geometry = self._inverse_geometry(inverse_operator, mni_transform, subjects_dir)
-        gen = self._refine_epochs(eloreta, geometry, pick_ori)
+        gen = _refine_epochs(self, eloreta, geometry, pick_ori)
         if return_generator:
             return gen
         n = len(epochs.selection) if epochs.preload else None
         return list(ProgressBar(gen, max_value=n, mesg="PIUNet epochs")) if n else list(gen)
-
-    def _refine_epochs(self, eloreta: Iterator, geometry: tuple, pick_ori) -> Generator:
-        """Refine eLORETA epochs in chunks of about :data:`_EPOCHS_CHUNK` time points."""
-        pending: list = []
-        for stc in eloreta:
-            if not np.all(np.isfinite(stc.data)):
-                raise ValueError(
-                    "An epoch contains NaN or infinite values: drop or fix it first (epochs.drop_bad())."
-                )
-            pending.append(stc)
-            if sum(s.shape[-1] for s in pending) >= _EPOCHS_CHUNK:
-                yield from self._refine_stcs(pending, geometry, pick_ori)
-                pending = []
-        yield from self._refine_stcs(pending, geometry, pick_ori)
-
-    def _refine_stcs(self, stcs: list, geometry: tuple, pick_ori) -> Iterator:
-        if not stcs:
-            return
-        refined = self._refine_array(np.concatenate([s.data for s in stcs], axis=-1), *geometry)
-        bounds = np.cumsum([0] + [s.shape[-1] for s in stcs])
-        for stc, t0, t1 in zip(stcs, bounds[:-1], bounds[1:]):
-            yield self._make_stc(refined[..., t0:t1], stc.tmin, stc.tstep, pick_ori)
 
     # Over 60 lines only for its signature and docstring (apply_inverse_raw's); the body is 14.
     @verbose
@@ -638,42 +591,98 @@ class PIUNetInverse:
         lambda2 = self._setup_call(raw, inverse_operator, lambda2, method, pick_ori, label, False, None)
         span = _raw_span(raw, start, stop, buffer_size)
         inverse_operator = _prepare_eloreta(inverse_operator, prepared, nave, lambda2, method_params, use_cps)
-        chunks = self._raw_chunks(
-            raw, inverse_operator, lambda2, span, nave, method_params, use_cps,
+        chunks = _raw_chunks(
+            self, raw, inverse_operator, lambda2, span, nave, method_params, use_cps,
             self._inverse_geometry(inverse_operator, mni_transform, subjects_dir),
         )  # fmt: skip
         if return_generator:
             tstep = 1.0 / raw.info["sfreq"]
-            return (self._make_stc(data, raw.times[s0], tstep, pick_ori) for s0, data in chunks)
-        return self._raw_estimate(raw, chunks, span, pick_ori)
+            return (_make_stc(self, data, raw.times[s0], tstep, pick_ori) for s0, data in chunks)
+        return _raw_estimate(self, raw, chunks, span, pick_ori)
 
-    def _raw_chunks(self, raw, inv, lambda2, span, nave, method_params, use_cps, geometry) -> Iterator:
-        """(first sample, refined float32 vectors) per chunk of ``span = (start, stop, step)``."""
-        start, stop, step = span
-        check = _finite_time_func(raw, inv)  # each chunk is read once, by MNE, and checked there
-        for s0 in range(start, stop, step):
-            stc = mne.minimum_norm.apply_inverse_raw(
-                raw, inv, lambda2, "eLORETA", start=s0, stop=min(s0 + step, stop), nave=nave,
-                time_func=check, pick_ori=_eloreta_ori(inv), prepared=True,
-                method_params=method_params, use_cps=use_cps,
-            )  # fmt: skip
-            yield s0, self._refine_array(stc.data, *geometry)
 
-    def _raw_estimate(self, raw, chunks: Iterator, span: tuple, pick_ori):
-        """One float32 estimate of ``span = (start, stop, step)`` from its refined chunks."""
-        start, stop, step = span
-        shape = (self.grid.n_sources, 3) if pick_ori == "vector" else (self.grid.n_sources,)
-        out = np.empty(shape + (stop - start,), np.float32)
-        written = 0
-        for s0, data in ProgressBar(chunks, max_value=len(range(start, stop, step)), mesg="PIUNet raw"):
-            if s0 - start != written:
-                raise RuntimeError(f"apply_raw's chunks are out of order at sample {s0}")
-            out[..., written : written + data.shape[-1]] = data if pick_ori == "vector" else _amplitudes(data)
-            written += data.shape[-1]
-        if written != stop - start:  # never hand out memory that was not written
-            raise RuntimeError(f"apply_raw refined {written} of {stop - start} samples")
-        cls = mne.VolVectorSourceEstimate if pick_ori == "vector" else mne.VolSourceEstimate
-        return cls(out, self.grid.vertices, raw.times[start], 1.0 / raw.info["sfreq"], subject="fsaverage")
+# ------------------------------------------------------------------ the work
+def _refine_array(piu: PIUNetInverse, data, op, rot, normals=None) -> np.ndarray:
+    """(n_src, 3, n_times) vectors or (n_src, n_times) + normals -> (n_grid, 3, n_times).
+
+    Rotation and resampling are sparse products per grid component, so no
+    (n_src, 3, n_times) temporary is made; the network runs on all time
+    points in batches.
+    """
+    data = data.astype(np.float32, copy=False)  # op and rot are float32 too
+    if data.ndim == 2:
+        nn = (normals @ rot.T).astype(np.float32)  # normals in the grid frame
+        # fold each normal component into the sparse operator's columns
+        # (O(nnz)) rather than scaling a dense (n_src, n_times) copy per component
+        grid = np.stack([(op @ sparse.diags(nn[:, k])) @ data for k in range(3)], axis=-1)
+    else:
+        moved = [op @ data[:, j, :] for j in range(3)]
+        grid = np.stack([sum(rot[k, j] * moved[j] for j in range(3)) for k in range(3)], axis=-1)
+    # (n_grid, n_times, 3) -> (n_times, n_grid, 3), the maps predict_maps takes
+    return np.moveaxis(piu.predict_grid(np.moveaxis(grid, 1, 0)), 0, 2)
+
+
+def _make_stc(piu: PIUNetInverse, data, tmin, tstep, pick_ori):
+    kwargs = dict(vertices=piu.grid.vertices, tmin=tmin, tstep=tstep, subject="fsaverage")
+    if pick_ori == "vector":
+        return mne.VolVectorSourceEstimate(data, **kwargs)
+    return mne.VolSourceEstimate(_amplitudes(data), **kwargs)
+
+
+def _refine_epochs(piu: PIUNetInverse, eloreta: Iterator, geometry: tuple, pick_ori) -> Generator:
+    """Refine eLORETA epochs in chunks of about :data:`_EPOCHS_CHUNK` time points."""
+    pending: list = []
+    for stc in eloreta:
+        if not np.all(np.isfinite(stc.data)):
+            raise ValueError(
+                "An epoch contains NaN or infinite values: drop or fix it first (epochs.drop_bad())."
+            )
+        pending.append(stc)
+        if sum(s.shape[-1] for s in pending) >= _EPOCHS_CHUNK:
+            yield from _refine_stcs(piu, pending, geometry, pick_ori)
+            pending = []
+    yield from _refine_stcs(piu, pending, geometry, pick_ori)
+
+
+def _refine_stcs(piu: PIUNetInverse, stcs: list, geometry: tuple, pick_ori) -> Iterator:
+    if not stcs:
+        return
+    refined = _refine_array(piu, np.concatenate([s.data for s in stcs], axis=-1), *geometry)
+    bounds = np.cumsum([0] + [s.shape[-1] for s in stcs])
+    for stc, t0, t1 in zip(stcs, bounds[:-1], bounds[1:]):
+        yield _make_stc(piu, refined[..., t0:t1], stc.tmin, stc.tstep, pick_ori)
+
+
+def _raw_chunks(
+    piu: PIUNetInverse, raw, inv, lambda2, span, nave, method_params, use_cps, geometry
+) -> Iterator:
+    """(first sample, refined float32 vectors) per chunk of ``span = (start, stop, step)``."""
+    start, stop, step = span
+    check = _finite_time_func(raw, inv)  # each chunk is read once, by MNE, and checked there
+    for s0 in range(start, stop, step):
+        stc = mne.minimum_norm.apply_inverse_raw(
+            raw, inv, lambda2, "eLORETA", start=s0, stop=min(s0 + step, stop), nave=nave,
+            time_func=check, pick_ori=_eloreta_ori(inv), prepared=True,
+            method_params=method_params, use_cps=use_cps,
+        )  # fmt: skip
+        yield s0, _refine_array(piu, stc.data, *geometry)
+
+
+def _raw_estimate(piu: PIUNetInverse, raw, chunks: Iterator, span: tuple, pick_ori):
+    """One float32 estimate of ``span = (start, stop, step)`` from its refined chunks."""
+    start, stop, step = span
+    shape = (piu.grid.n_sources, 3) if pick_ori == "vector" else (piu.grid.n_sources,)
+    out = np.empty(shape + (stop - start,), np.float32)
+    written = 0
+    for s0, data in ProgressBar(chunks, max_value=len(range(start, stop, step)), mesg="PIUNet raw"):
+        if s0 - start != written:
+            raise RuntimeError(f"apply_raw's chunks are out of order at sample {s0}")
+        out[..., written : written + data.shape[-1]] = data if pick_ori == "vector" else _amplitudes(data)
+        written += data.shape[-1]
+    if written != stop - start:  # never hand out memory that was not written
+        raise RuntimeError(f"apply_raw refined {written} of {stop - start} samples")
+    cls = mne.VolVectorSourceEstimate if pick_ori == "vector" else mne.VolSourceEstimate
+    return cls(out, piu.grid.vertices, raw.times[start], 1.0 / raw.info["sfreq"], subject="fsaverage")
 
 
 def _raw_span(raw, start, stop, buffer_size) -> tuple[int, int, int]:
@@ -844,179 +853,44 @@ def _default_inverse(weights, device, batch_size, precision) -> PIUNetInverse:
     return _DEFAULT[key]
 
 
-@verbose
-@fill_doc
-def apply_piunet(
-    evoked,
-    inverse_operator,
-    lambda2: float = DEFAULT_LAMBDA2,
-    method: str = "eLORETA",
-    pick_ori: str | None = None,
-    prepared: bool = False,
-    label=None,
-    method_params: dict | None = None,
-    return_residual: bool = False,
-    use_cps: bool = True,
-    *,
-    mni_transform=None,
-    subjects_dir=None,
-    weights=None,
-    device: str = "auto",
-    batch_size: int | None = None,
-    precision: str = "auto",
-    verbose=None,
-):
-    """Functional mirror of :func:`mne.minimum_norm.apply_inverse` for PIUNet.
+#: The network settings each functional mirror takes besides its method's parameters.
+_NETWORK_DEFAULTS = dict(weights=None, device="auto", batch_size=None, precision="auto")
 
-    The network is loaded once per process and setting; see
-    :meth:`PIUNetInverse.apply`.
 
-    Parameters
-    ----------
-    evoked : mne.Evoked
-        EEG evoked data.
-    %(inverse_operator)s
-    %(lambda2)s
-    %(method)s
-    %(pick_ori)s
-    %(prepared)s
-    %(label)s
-    %(method_params)s
-    return_residual : False
-        Not supported (raises).
-    %(use_cps)s
-    %(template_params)s
-    %(network_params)s
-    %(verbose)s
+def _functional_mirror(method_name: str, name: str, mne_name: str) -> Callable:
+    """A function with the signature and docs of ``PIUNetInverse.<method_name>`` plus the network settings.
 
-    Returns
-    -------
-    stc : mne.VolSourceEstimate | mne.VolVectorSourceEstimate
-        On the template grid (subject "fsaverage"), in Am.
+    Each MNE signature is then written once, on the method; the function runs
+    it on the process's cached model for those settings (:func:`_default_inverse`).
     """
-    return _default_inverse(weights, device, batch_size, precision).apply(
-        evoked, inverse_operator, lambda2, method, pick_ori, prepared, label, method_params,
-        return_residual, use_cps, mni_transform=mni_transform, subjects_dir=subjects_dir,
-    )  # fmt: skip
+    method = getattr(PIUNetInverse, method_name)
+
+    def mirror(*args, weights=None, device="auto", batch_size=None, precision="auto", verbose=None, **kwargs):
+        piu = _default_inverse(weights, device, batch_size, precision)
+        return getattr(piu, method_name)(*args, verbose=verbose, **kwargs)
+
+    signature = inspect.signature(method)
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    params = [p for p in signature.parameters.values() if p.name not in ("self", "verbose")]
+    params += [inspect.Parameter(k, keyword, default=v) for k, v in _NETWORK_DEFAULTS.items()]
+    params.append(inspect.Parameter("verbose", keyword, default=None))
+    mirror.__signature__ = signature.replace(parameters=params)
+    mirror.__name__ = mirror.__qualname__ = name
+    mirror.__module__ = __name__
+    # the method's filled docstring, with the network settings before verbose
+    doc = inspect.cleandoc(method.__doc__)
+    sections = doc.split("\nverbose :", 1)
+    network = docdict["network_params"].strip("\n")
+    body = f"{sections[0].rstrip()}\n{network}\nverbose :{sections[1]}"
+    body = body.split("\n\n", 1)[1]  # the method's summary line gives way to the mirror's
+    mirror.__doc__ = (
+        f"Functional mirror of :func:`mne.minimum_norm.{mne_name}` for PIUNet.\n\n"
+        f"The network is loaded once per process, weights file and setting; see "
+        f":meth:`PIUNetInverse.{method_name}`.\n\n{body}"
+    )
+    return mirror
 
 
-@verbose
-@fill_doc
-def apply_piunet_epochs(
-    epochs,
-    inverse_operator,
-    lambda2: float = DEFAULT_LAMBDA2,
-    method: str = "eLORETA",
-    label=None,
-    nave: int = 1,
-    pick_ori: str | None = None,
-    return_generator: bool = False,
-    prepared: bool = False,
-    method_params: dict | None = None,
-    use_cps: bool = True,
-    *,
-    mni_transform=None,
-    subjects_dir=None,
-    weights=None,
-    device: str = "auto",
-    batch_size: int | None = None,
-    precision: str = "auto",
-    verbose=None,
-) -> list | Generator:
-    """Functional mirror of :func:`mne.minimum_norm.apply_inverse_epochs` for PIUNet.
-
-    See :meth:`PIUNetInverse.apply_epochs`.
-
-    Parameters
-    ----------
-    epochs : mne.BaseEpochs
-        EEG epochs, preloaded or not.
-    %(inverse_operator)s
-    %(lambda2)s
-    %(method)s
-    %(label)s
-    %(nave)s
-    %(pick_ori)s
-    %(return_generator)s
-    %(prepared)s
-    %(method_params)s
-    %(use_cps)s
-    %(template_params)s
-    %(network_params)s
-    %(verbose)s
-
-    Returns
-    -------
-    stcs : list | generator of VolSourceEstimate | VolVectorSourceEstimate
-        One estimate per epoch.
-    """
-    return _default_inverse(weights, device, batch_size, precision).apply_epochs(
-        epochs, inverse_operator, lambda2, method, label, nave, pick_ori, return_generator, prepared,
-        method_params, use_cps, mni_transform=mni_transform, subjects_dir=subjects_dir,
-    )  # fmt: skip
-
-
-# Over 60 lines only for its signature and docstring (apply_inverse_raw's); the body is 5.
-@verbose
-@fill_doc
-def apply_piunet_raw(
-    raw,
-    inverse_operator,
-    lambda2: float,
-    method: str = "eLORETA",
-    label=None,
-    start: int | None = None,
-    stop: int | None = None,
-    nave: int = 1,
-    time_func=None,
-    pick_ori: str | None = None,
-    buffer_size: int | None = None,
-    prepared: bool = False,
-    method_params: dict | None = None,
-    use_cps: bool = True,
-    *,
-    return_generator: bool = False,
-    mni_transform=None,
-    subjects_dir=None,
-    weights=None,
-    device: str = "auto",
-    batch_size: int | None = None,
-    precision: str = "auto",
-    verbose=None,
-):
-    """Functional mirror of :func:`mne.minimum_norm.apply_inverse_raw` for PIUNet.
-
-    See :meth:`PIUNetInverse.apply_raw`.
-
-    Parameters
-    ----------
-    raw : mne.io.BaseRaw
-        EEG data, preloaded or not.
-    %(inverse_operator)s
-    %(lambda2)s
-    %(method)s
-    %(label)s
-    %(start_stop)s
-    %(nave)s
-    %(time_func)s
-    %(pick_ori)s
-    %(buffer_size)s
-    %(prepared)s
-    %(method_params)s
-    %(use_cps)s
-    return_generator : bool
-        Return a generator of estimates, one per chunk.
-    %(template_params)s
-    %(network_params)s
-    %(verbose)s
-
-    Returns
-    -------
-    stc : VolSourceEstimate | VolVectorSourceEstimate | generator
-        The estimate, or a generator of consecutive estimates.
-    """
-    return _default_inverse(weights, device, batch_size, precision).apply_raw(
-        raw, inverse_operator, lambda2, method, label, start, stop, nave, time_func, pick_ori,
-        buffer_size, prepared, method_params, use_cps, return_generator=return_generator,
-        mni_transform=mni_transform, subjects_dir=subjects_dir,
-    )  # fmt: skip
+apply_piunet = _functional_mirror("apply", "apply_piunet", "apply_inverse")
+apply_piunet_epochs = _functional_mirror("apply_epochs", "apply_piunet_epochs", "apply_inverse_epochs")
+apply_piunet_raw = _functional_mirror("apply_raw", "apply_piunet_raw", "apply_inverse_raw")

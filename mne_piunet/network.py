@@ -398,8 +398,14 @@ def load_network(fname: str | Path | None = None, device: str | torch.device = "
     try:
         meta = json.loads(meta_fname.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"The metadata {meta_fname} of weights {fname} is not valid JSON ({err}): {fix}") from None
-    missing = [k for k in ("format_version", "config", "grid", "sha256") if not isinstance(meta, dict) or k not in meta]
+        raise ValueError(
+            f"The metadata {meta_fname} of weights {fname} is not valid JSON ({err}): {fix}"
+        ) from None
+    missing = [
+        k
+        for k in ("format_version", "config", "grid", "sha256")
+        if not isinstance(meta, dict) or k not in meta
+    ]
     if missing:
         raise ValueError(f"The metadata {meta_fname} of weights {fname} lacks {', '.join(missing)}: {fix}")
     if meta.get("format_version") != FORMAT_VERSION:

@@ -11,7 +11,7 @@ import pytest
 def test_linear_kernel_is_apply_inverse(volume_setup, method):
     from conftest import simulated_evoked
 
-    from mne_piunet.simulation import linear_kernel
+    from mne_piunet.train.simulation import linear_kernel
 
     evoked, batch = simulated_evoked(volume_setup, n_times=2)
     stc = mne.minimum_norm.apply_inverse(
@@ -23,8 +23,8 @@ def test_linear_kernel_is_apply_inverse(volume_setup, method):
 
 
 def test_sparse_solvers_explain_a_focal_source(volume_setup, piu):
-    from mne_piunet.evaluation import MethodRunner, score_map
-    from mne_piunet.simulation import simulate
+    from mne_piunet.bench.evaluation import MethodRunner, score_map
+    from mne_piunet.train.simulation import simulate
 
     batch = simulate(volume_setup, 2, np.random.default_rng(3), snr_db=30.0, n_sources=1, sigma_mm=(4.0, 4.0))
     runner = MethodRunner(volume_setup, methods=("eLORETA", "MxNE", "Gamma-MAP"))
@@ -47,15 +47,15 @@ def test_sparse_solvers_explain_a_focal_source(volume_setup, piu):
 
 
 def test_unknown_method_is_refused(volume_setup):
-    from mne_piunet.evaluation import MethodRunner
+    from mne_piunet.bench.evaluation import MethodRunner
 
     with pytest.raises(ValueError, match="Unknown methods.*LCMV"):
         MethodRunner(volume_setup, methods=("eLORETA", "LCMV"))
 
 
 def test_benchmark_quick_writes_scores_plots_and_summary(tiny_weights, tmp_path, capsys):
+    from mne_piunet.bench.evaluation import AM_METHODS, METHODS, benchmark_cells
     from mne_piunet.cli import main
-    from mne_piunet.evaluation import AM_METHODS, METHODS, benchmark_cells
 
     assert (
         main(["benchmark", "--quick", "--n", "1", "--weights", str(tiny_weights), "--out", str(tmp_path)])
@@ -85,7 +85,7 @@ def test_benchmark_quick_writes_scores_plots_and_summary(tiny_weights, tmp_path,
 
 
 def test_score_map_of_an_empty_map():
-    from mne_piunet.evaluation import score_map
+    from mne_piunet.bench.evaluation import score_map
 
     pos = np.random.default_rng(0).uniform(-0.05, 0.05, (50, 3))
     true = np.zeros((50, 3))
@@ -100,7 +100,7 @@ def test_score_map_of_an_empty_map():
 def test_data_and_inverse_from_different_heads(volume_setup, grid):
     """The paper setting's mechanism: the leadfield from one forward, eLORETA from another's inverse."""
     from mne_piunet.anatomy import make_template_forward
-    from mne_piunet.simulation import prepare_user_setup, simulate
+    from mne_piunet.train.simulation import prepare_user_setup, simulate
 
     sphere_fwd = make_template_forward("easycap-M10", grid.src, head="sphere")
     mixed = prepare_user_setup(
@@ -120,7 +120,7 @@ def test_data_and_inverse_from_different_heads(volume_setup, grid):
 
 
 def test_preset_cells_cover_loose_and_sparse_montages(grid):
-    from mne_piunet.evaluation import preset_cells
+    from mne_piunet.bench.evaluation import preset_cells
 
     cells = preset_cells(grid, quick=True)
     assert {c.sweep for c in cells} == {"preset"}

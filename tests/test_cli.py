@@ -49,16 +49,18 @@ def test_apply_bad_input_names_the_fix(tiny_weights, volume_setup, tmp_path, cap
     err = capsys.readouterr().err
     assert "is not an inverse operator file" in err and "Traceback" not in err
     # --baseline takes None, as MNE's baseline does
-    args = build_parser().parse_args(["apply", "a-ave.fif", "a-inv.fif", "-o", "x", "--baseline", "None", "0"])
+    args = build_parser().parse_args(
+        ["apply", "a-ave.fif", "a-inv.fif", "-o", "x", "--baseline", "None", "0"]
+    )
     assert args.baseline == [None, 0.0]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["apply", "a-ave.fif", "a-inv.fif", "-o", "x", "--baseline", "soon", "0"])
 
 
 def test_evaluate_rows_and_tables(piu, volume_setup):
-    from mne_piunet.evaluation import evaluate_methods
-    from mne_piunet.report import markdown_table, summarise
-    from mne_piunet.simulation import HeadSetup
+    from mne_piunet.bench.evaluation import evaluate_methods
+    from mne_piunet.bench.report import markdown_table, summarise
+    from mne_piunet.train.simulation import HeadSetup
 
     rows = evaluate_methods(piu, (HeadSetup("easycap-M10"),), snrs=(20.0,), n_sources=(1,), n_per_cell=2)
     assert len(rows) == 4 and {r["method"] for r in rows} == {"eLORETA", "PIUNet"}
@@ -86,7 +88,7 @@ def test_every_command_has_a_handler():
 
 
 def test_demo_evoked_has_the_requested_snr(volume_setup):
-    from mne_piunet.simulation import DEMO_SOURCE_POS, simulate_demo_evoked
+    from mne_piunet.train.simulation import DEMO_SOURCE_POS, simulate_demo_evoked
 
     evoked, centre = simulate_demo_evoked(volume_setup, snr_db=10.0, seed=1)
     assert np.linalg.norm(centre - DEMO_SOURCE_POS) < 0.01
@@ -100,7 +102,7 @@ def test_demo_evoked_has_the_requested_snr(volume_setup):
 def test_fine_tune_command(tiny_weights, volume_setup, tmp_path, monkeypatch, capsys):
     from mne_piunet.anatomy import make_template_forward
     from mne_piunet.cli import main
-    from mne_piunet.finetune import FINE_TUNE_SETTINGS
+    from mne_piunet.train.finetune import FINE_TUNE_SETTINGS
 
     fwd = make_template_forward("easycap-M10", volume_setup.src)
     mne.write_forward_solution(tmp_path / "s-fwd.fif", fwd)
@@ -137,15 +139,17 @@ def test_bench_data_and_bench_speed_commands(volume_setup, surface_setup, capsys
 
 def test_evaluate_command_end_to_end(tiny_weights, volume_setup, tmp_path, monkeypatch, capsys):
     """The code behind the model card's tables, on one cached held-out setup instead of the real ones."""
-    from mne_piunet import evaluation, report
+    from mne_piunet.bench import evaluation, report
     from mne_piunet.cli import main
-    from mne_piunet.simulation import HeadSetup
+    from mne_piunet.train.simulation import HeadSetup
 
     setup = HeadSetup("easycap-M10")
     for module in (evaluation, report):
         monkeypatch.setattr(module, "HELD_OUT_SETUPS", (setup,))
         monkeypatch.setattr(module, "IN_DISTRIBUTION_SETUP", setup)
-    monkeypatch.setattr(report, "preset_cells", lambda grid, quick: [evaluation.Cell("preset", "volume", setup)])
+    monkeypatch.setattr(
+        report, "preset_cells", lambda grid, quick: [evaluation.Cell("preset", "volume", setup)]
+    )
     assert main(["evaluate", "--quick", "--weights", str(tiny_weights), "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "In distribution" in out and "Held out" in out and "Presets" in out

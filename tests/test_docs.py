@@ -37,7 +37,11 @@ def test_every_public_docstring_is_filled_and_every_entry_is_used():
     used = set()
     for name in mne_piunet.__all__:
         obj = getattr(mne_piunet, name)
-        members = [obj] + [m for _, m in inspect.getmembers(obj, inspect.isfunction)] if inspect.isclass(obj) else [obj]
+        members = (
+            [obj] + [m for _, m in inspect.getmembers(obj, inspect.isfunction)]
+            if inspect.isclass(obj)
+            else [obj]
+        )
         for member in members:
             doc = member.__doc__ or ""
             assert "%(" not in doc, f"{name}.{member.__name__} has an unfilled entry"

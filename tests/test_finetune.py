@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 
 from mne_piunet.anatomy import make_template_forward, montage_info
-from mne_piunet.finetune import (
+from mne_piunet.train.finetune import (
     FINE_TUNE_SETTINGS,
     _acceptance,
     _write_if_better,
     fine_tune,
-    forward_fingerprint,
-    inverse_fingerprint,
 )
+from mne_piunet.utils._fingerprint import forward_fingerprint, inverse_fingerprint
 
 
 def _group(k, start, tuned, se, snr=(0.0, 10.0)):
@@ -66,7 +65,7 @@ def test_fine_tune_end_to_end_records_what_it_was_tuned_on(tmp_path, user_models
     assert meta["tuned_on"]["acceptance"] == groups
     # its stored config names no HeadSetup, and training from it says why
     assert meta["train_config"]["train_setups"] == []
-    from mne_piunet.training import TrainConfig, train
+    from mne_piunet.train.training import TrainConfig, train
 
     with pytest.raises(ValueError, match="no train_setups.*fine-tune"):
         train(TrainConfig(**meta["train_config"]), tmp_path / "again")
@@ -114,7 +113,10 @@ def test_acceptance_refuses_a_loss_in_any_group_that_an_average_hides(tmp_path, 
     assert _acceptance([_group(1, 0.40, 0.42, 0.02), _group(10, 0.80, 0.60, 0.02)])[0]
     assert not _acceptance([_group(1, 0.40, 0.40, 0.0)])[0]  # no better: refused
     with pytest.warns(RuntimeWarning, match="1 source\\(s\\), 0-10 dB"):
-        assert _write_if_better(load_network(tiny_weights), tmp_path / "x.pt", {}, "a.pt", tmp_path, one_worse) is None
+        assert (
+            _write_if_better(load_network(tiny_weights), tmp_path / "x.pt", {}, "a.pt", tmp_path, one_worse)
+            is None
+        )
     assert not (tmp_path / "x.pt").exists()
 
 
@@ -129,7 +131,7 @@ def _rank_deficient_cov(info, seed=0):
 
 
 def test_noise_is_drawn_from_a_rank_deficient_covariance(user_models):
-    from mne_piunet.simulation import add_noise, noise_colouring
+    from mne_piunet.train.simulation import add_noise, noise_colouring
 
     cov = _rank_deficient_cov(montage_info("easycap-M10")).data
     jitter = 1e-12 * np.trace(cov) * np.eye(len(cov))
@@ -138,7 +140,9 @@ def test_noise_is_drawn_from_a_rank_deficient_covariance(user_models):
     colouring = noise_colouring(cov)
     assert colouring.shape == (len(cov), len(cov) - 1)
     np.testing.assert_allclose(colouring @ colouring.T, cov, atol=1e-6 * np.abs(cov).max())
-    noisy = add_noise(np.zeros((4, len(cov))) + 1e-6 * np.arange(len(cov)), np.full(4, 10.0), np.random.default_rng(1), cov)
+    noisy = add_noise(
+        np.zeros((4, len(cov))) + 1e-6 * np.arange(len(cov)), np.full(4, 10.0), np.random.default_rng(1), cov
+    )
     noise = noisy - 1e-6 * np.arange(len(cov))
     # the noise lies in the covariance's subspace: none along the average reference
     assert np.abs(noise.sum(axis=1)).max() < 1e-9 * np.abs(noise).sum(axis=1).max()
@@ -148,7 +152,7 @@ def test_fine_tune_with_a_rank_deficient_covariance_and_no_reference_projector(
     tmp_path, user_models, tiny_weights, monkeypatch
 ):
     """Both crashed: numpy's Cholesky, then MNE's "average reference is mandatory"."""
-    import mne_piunet.finetune as finetune
+    import mne_piunet.train.finetune as finetune
 
     monkeypatch.setattr(finetune, "ACCEPTANCE_PER_GROUP", 2)
     fwd, _ = user_models
@@ -161,14 +165,16 @@ def test_fine_tune_with_a_rank_deficient_covariance_and_no_reference_projector(
     assert not inv["projs"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        written = fine_tune(inv, fwd, out=tmp_path / "t.pt", minutes=0.05, weights=tiny_weights, threads=1, device="cpu")
+        written = fine_tune(
+            inv, fwd, out=tmp_path / "t.pt", minutes=0.05, weights=tiny_weights, threads=1, device="cpu"
+        )
     log = (tmp_path / "t_run" / "train.log").read_text()
     assert "step 0 (initial weights) val NEMD" in log
     assert written is not None or [w for w in caught if "in every group" in str(w.message)]
 
 
 def test_user_setup_without_reference_projector_references_the_data_as_mne_requires(user_models, grid):
-    from mne_piunet.simulation import prepare_user_setup
+    from mne_piunet.train.simulation import prepare_user_setup
 
     fwd, _ = user_models
     info = montage_info("easycap-M10")
@@ -199,10 +205,14 @@ def test_inverse_fingerprint_survives_reading_and_preparation(tmp_path, user_mod
     assert inverse_fingerprint(read) == digest == inverse_fingerprint(prepared)
     info = montage_info("easycap-M10")
     rng = np.random.default_rng(3)
-    cov = mne.compute_raw_covariance(mne.io.RawArray(rng.standard_normal((len(info["ch_names"]), 500)) * 1e-6, info))
+    cov = mne.compute_raw_covariance(
+        mne.io.RawArray(rng.standard_normal((len(info["ch_names"]), 500)) * 1e-6, info)
+    )
     other = mne.minimum_norm.make_inverse_operator(info, fwd, cov, loose=1.0)
     assert inverse_fingerprint(other) != digest  # another noise covariance
-    deeper = mne.minimum_norm.make_inverse_operator(info, fwd, mne.make_ad_hoc_cov(info), loose=1.0, depth=3.0)
+    deeper = mne.minimum_norm.make_inverse_operator(
+        info, fwd, mne.make_ad_hoc_cov(info), loose=1.0, depth=3.0
+    )
     assert inverse_fingerprint(deeper) != digest  # another depth prior
 
 
@@ -265,7 +275,7 @@ def test_fine_tune_bad_inputs(tmp_path, user_models, surface_setup):
 def test_user_setup_input_is_what_the_inverse_feeds_the_network(piu, surface_setup, loose):
     """Training on a user setup sees exactly the maps PIUNetInverse.apply refines (loose and fixed)."""
     from mne_piunet.anatomy import make_cortex_src
-    from mne_piunet.simulation import SourcePrior, prepare_user_setup, simulate
+    from mne_piunet.train.simulation import SourcePrior, prepare_user_setup, simulate
 
     info = montage_info("biosemi64")
     fwd = make_template_forward("biosemi64", make_cortex_src())  # cached by surface_setup
@@ -288,7 +298,7 @@ def test_user_setup_input_is_what_the_inverse_feeds_the_network(piu, surface_set
 
 def test_piunet_inverse_fine_tune_returns_itself_when_refused(piu, tmp_path, user_models, monkeypatch):
     """The method behind ``piu.fine_tune``: weights that cannot move are refused, and the model is kept."""
-    import mne_piunet.finetune as finetune
+    import mne_piunet.train.finetune as finetune
 
     monkeypatch.setitem(FINE_TUNE_SETTINGS, "lr", 0.0)
     monkeypatch.setattr(finetune, "ACCEPTANCE_PER_GROUP", 2)

@@ -124,7 +124,6 @@ def test_apply_raw_reads_each_chunk_once_and_checks_it(piu, volume_case, monkeyp
 def test_refine_errors(piu, volume_case):
     evoked, inv, _ = volume_case
     vec = mne.minimum_norm.apply_inverse(evoked, inv, 1 / 9, "eLORETA", pick_ori="vector", verbose=False)
-    amp = mne.minimum_norm.apply_inverse(evoked, inv, 1 / 9, "eLORETA", verbose=False)
     src, trans = inv["src"], inv["mri_head_t"]
     # signed components, as a fixed-orientation estimate has them
     signed = mne.VolSourceEstimate(vec.data[:, 0], vec.vertices, vec.tmin, vec.tstep)
@@ -201,7 +200,9 @@ def test_apply_raw_bounds_follow_samples_and_never_return_unwritten_memory(piu, 
         piu.apply_raw(raw, inv, 1 / 9, buffer_size=0)
     # stop past the end is clipped, as slicing does; every value is written and finite
     tail = piu.apply_raw(raw, inv, 1 / 9, start=20, stop=100, buffer_size=3)
-    mne_tail = mne.minimum_norm.apply_inverse_raw(raw, inv, 1 / 9, "eLORETA", start=20, stop=100, verbose=False)
+    mne_tail = mne.minimum_norm.apply_inverse_raw(
+        raw, inv, 1 / 9, "eLORETA", start=20, stop=100, verbose=False
+    )
     assert tail.data.shape[1] == len(mne_tail.times) == 5 and tail.tmin == pytest.approx(mne_tail.tmin)
     np.testing.assert_allclose(tail.data, piu.apply_raw(raw, inv, 1 / 9).data[:, 20:], rtol=1e-5)
     assert np.all(np.isfinite(tail.data))

@@ -82,7 +82,9 @@ def test_broken_weight_files_name_the_fix(tmp_path):
     from mne_piunet._cache import file_sha256
     from mne_piunet.network import load_network
 
-    fname = save_network(UNet3d(UNetConfig(width=8, levels=2, heads=2, groups=4), _mask()), tmp_path / "w.pt", {"grid": {}})
+    fname = save_network(
+        UNet3d(UNetConfig(width=8, levels=2, heads=2, groups=4), _mask()), tmp_path / "w.pt", {"grid": {}}
+    )
     meta_file = fname.with_suffix(".json")
     meta = json.loads(meta_file.read_text())
     meta_file.write_text(meta_file.read_text()[:40])  # truncated

@@ -18,3 +18,14 @@ def test_import_binds_the_api_and_imports_torch():
     assert version == importlib.metadata.version("mne-piunet")
     assert torch_imported == "True" and lazy == "False"
     assert missing == []  # every public name is bound at import
+
+
+def test_applying_a_model_never_imports_the_training_code():
+    """Users load anatomy, grid, network, inference and the inverse; train/ and bench/ are the developers'."""
+    code = (
+        "import sys, mne_piunet\n"
+        "piu = mne_piunet.PIUNetInverse(device='cpu')\n"
+        "print(*sorted(m for m in sys.modules if m.startswith(('mne_piunet.train', 'mne_piunet.bench'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == []

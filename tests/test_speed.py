@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from mne_piunet.bench.speed import bench_speed, forward_ms_per_map, profile_forward
 from mne_piunet.inference import prepare_network
 from mne_piunet.network import UNet3d, UNetConfig
-from mne_piunet.speed import bench_speed, forward_ms_per_map, profile_forward
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_peak_memory_without_the_resource_module(monkeypatch):
     """``resource`` is Unix-only: the memory figure is NaN elsewhere, and the benchmark still runs."""
     import sys
 
-    from mne_piunet import speed
+    from mne_piunet.bench import speed
 
     assert speed._max_rss_mb() > 0
     monkeypatch.setitem(sys.modules, "resource", None)  # import resource now raises ImportError
@@ -49,7 +49,7 @@ def test_peak_memory_without_the_resource_module(monkeypatch):
 
 
 def _tiny_train_config():
-    from mne_piunet.training import TrainConfig
+    from mne_piunet.train.training import TrainConfig
 
     return TrainConfig(
         train_setups=[dict(montage="easycap-M10")], val_setups=[dict(montage="easycap-M10")],
@@ -59,16 +59,19 @@ def _tiny_train_config():
 
 
 def test_bench_training_times_each_variant(volume_setup):
-    from mne_piunet.speed import bench_training
+    from mne_piunet.bench.speed import bench_training
 
-    variants = (dict(threads=1, precision="float32", data_workers=0), dict(threads=1, precision="bfloat16", data_workers=1))
+    variants = (
+        dict(threads=1, precision="float32", data_workers=0),
+        dict(threads=1, precision="bfloat16", data_workers=1),
+    )
     rows = bench_training(_tiny_train_config(), n_steps=2, variants=variants)
     assert [{k: r[k] for k in variants[0]} for r in rows] == list(variants)
     assert all(np.isfinite(r["samples_per_s"]) and r["samples_per_s"] > 0 for r in rows)
 
 
 def test_train_step_profile_covers_every_part(volume_setup):
-    from mne_piunet.speed import profile_train_step
+    from mne_piunet.bench.speed import profile_train_step
 
     ms = profile_train_step(_tiny_train_config(), n_steps=2)
     parts = [k for k in ms if k != "total"]

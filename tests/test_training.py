@@ -13,7 +13,7 @@ def _curve(fname):
 
 
 def _tiny_config(**kwargs):
-    from mne_piunet.training import TrainConfig
+    from mne_piunet.train.training import TrainConfig
 
     return TrainConfig(**dict(dict(
         train_setups=[dict(montage="easycap-M10")],
@@ -29,7 +29,7 @@ def _tiny_config(**kwargs):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, volume_setup, surface_setup):
     """One 60-step run of a tiny model, shared by the tests below (which copy it before changing it)."""
-    from mne_piunet.training import train
+    from mne_piunet.train.training import train
 
     out = tmp_path_factory.mktemp("tiny_run")
     return out, train(_tiny_config(), out)
@@ -57,7 +57,7 @@ def test_tiny_training_learns_and_exports_its_best(tiny_run):
 def test_resume_continues_the_checkpoint(tiny_run, tmp_path):
     import shutil
 
-    from mne_piunet.training import train
+    from mne_piunet.train.training import train
 
     src, _ = tiny_run
     out = tmp_path / "run"
@@ -75,7 +75,7 @@ def test_resume_continues_the_checkpoint(tiny_run, tmp_path):
 def test_fine_tune_records_its_initial_weights(tiny_run, tmp_path):
     """Fine-tuning (here with the transport term) records the weights it started from."""
     from mne_piunet._cache import file_sha256
-    from mne_piunet.training import train
+    from mne_piunet.train.training import train
 
     src, _ = tiny_run
     train(_tiny_config(max_steps=2, transport_weight=1.0), tmp_path / "ft", init=src / "final.pt")
@@ -90,7 +90,7 @@ def test_fine_tune_records_its_initial_weights(tiny_run, tmp_path):
 def test_simulation_in_worker_processes_and_bf16_steps(tiny_run, tmp_path):
     """The GPU recipe's path, on the CPU: data from worker processes, bf16 autocast, a wall-clock budget."""
     from mne_piunet.network import load_network
-    from mne_piunet.training import train
+    from mne_piunet.train.training import train
 
     src, _ = tiny_run
     config = _tiny_config(max_steps=10**6, max_minutes=0.1, data_workers=2, precision="bfloat16",
@@ -109,7 +109,7 @@ def test_sigterm_stops_the_run_cleanly(tiny_run, tmp_path, monkeypatch):
     import os
     import signal
 
-    from mne_piunet import training
+    from mne_piunet.train import training
 
     src, _ = tiny_run
     step = training._train_step
@@ -131,7 +131,7 @@ def test_sigterm_stops_the_run_cleanly(tiny_run, tmp_path, monkeypatch):
 
 
 def test_relative_loss():
-    from mne_piunet.losses import relative_loss
+    from mne_piunet.train.losses import relative_loss
 
     target = torch.zeros(2, 3, 4, 4, 4)
     target[0, 0, 1, 1, 1] = 2.0
@@ -150,8 +150,8 @@ def test_relative_loss():
 
 
 def test_shape_amplitude_and_distill_losses():
-    from mne_piunet.losses import distill_loss, relative_loss, shape_amplitude_loss
     from mne_piunet.network import UNet3d, UNetConfig
+    from mne_piunet.train.losses import distill_loss, relative_loss, shape_amplitude_loss
 
     torch.manual_seed(0)
     target = torch.randn(2, 3, 8, 8, 8)
@@ -172,9 +172,9 @@ def test_shape_amplitude_and_distill_losses():
 
 
 def test_blend_interpolates_weights_and_records_inputs(tmp_path, tiny_weights, grid, capsys):
+    from mne_piunet._cache import file_sha256
     from mne_piunet.cli import main
     from mne_piunet.grid import grid_meta
-    from mne_piunet._cache import file_sha256
     from mne_piunet.network import UNet3d, UNetConfig, load_network, save_network
 
     first = load_network(tiny_weights).network
@@ -206,7 +206,7 @@ def test_validate_compares_weights_per_number_of_sources(tmp_path, tiny_weights,
     from dataclasses import asdict
 
     from mne_piunet.cli import main
-    from mne_piunet.training import TrainConfig, validate_by_sources
+    from mne_piunet.train.training import TrainConfig, validate_by_sources
 
     config = TrainConfig(val_setups=[dict(montage="easycap-M10")], lambda2=[1 / 9])
     res = validate_by_sources([tiny_weights], config, n_sources=(1, 3), n_per_setup=2)
@@ -241,8 +241,8 @@ def _blob(grid, centre, sigma=0.01):
 
 
 def test_transport_loss_tracks_nemd_and_its_gradient_moves_mass(grid):
-    from mne_piunet.losses import TransportLoss
     from mne_piunet.metrics import coarse_nemd
+    from mne_piunet.train.losses import TransportLoss
 
     loss = TransportLoss(torch.from_numpy(grid.mask))
     centre = grid.pos[np.argmin(np.linalg.norm(grid.pos - grid.pos.mean(0), axis=1))]
@@ -274,7 +274,7 @@ def test_bundled_configs_reproduce_the_shipped_weights():
     from dataclasses import asdict
 
     from mne_piunet.network import load_network
-    from mne_piunet.training import BUNDLED_CONFIGS, TrainConfig, read_config
+    from mne_piunet.train.training import BUNDLED_CONFIGS, TrainConfig, read_config
 
     stage1, stage2, distilled, robust, balanced, continued, gpu = (read_config(n) for n in BUNDLED_CONFIGS)
     assert stage1.transport_weight == 0 and stage2.transport_weight > 0
@@ -294,7 +294,7 @@ def test_bundled_configs_reproduce_the_shipped_weights():
 
 
 def test_peak_loss_measures_the_peak_offset(grid):
-    from mne_piunet.losses import PeakLoss
+    from mne_piunet.train.losses import PeakLoss
 
     mask = torch.from_numpy(grid.mask)
     loss = PeakLoss(mask, temperature=0.01)
@@ -329,11 +329,27 @@ def test_background_training_stops_cleanly_on_kill(tmp_path, tiny_run, capsys):
     config = tmp_path / "c.json"
     config.write_text(json.dumps(asdict(_tiny_config(max_steps=10**6, threads=1))))
     out = tmp_path / "bg"
-    assert main(["train", "--config", str(config), "--init", str(src / "final.pt"), "--out", str(out), "--background"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(config),
+                "--init",
+                str(src / "final.pt"),
+                "--out",
+                str(out),
+                "--background",
+            ]
+        )
+        == 0
+    )
     pid = int((out / "train.pid").read_text())
     assert f"kill {pid}" in capsys.readouterr().out
     deadline = time.time() + 300
-    while "step 0 (initial weights)" not in ((out / "train.log").read_text() if (out / "train.log").exists() else ""):
+    while "step 0 (initial weights)" not in (
+        (out / "train.log").read_text() if (out / "train.log").exists() else ""
+    ):
         assert time.time() < deadline, (out / "train.out").read_text()
         time.sleep(0.5)
     os.kill(pid, signal.SIGTERM)

@@ -18,7 +18,7 @@ cores buy. The command-line equivalent is::
     mne-piunet fine-tune --fwd sub-01-fwd.fif --inv sub-01-inv.fif --minutes 30 -o my_piunet.pt
 
 To train a model from scratch on other template setups instead, see
-``mne-piunet train`` and :class:`mne_piunet.training.TrainConfig`.
+``mne-piunet train`` and :class:`mne_piunet.train.training.TrainConfig`.
 """
 
 # %%
@@ -34,9 +34,9 @@ import mne
 import numpy as np
 
 from mne_piunet import PIUNetInverse
-from mne_piunet.evaluation import USER_STYLE_HEAD, finetune_benefit, user_style_models
-from mne_piunet.report import methods_table
-from mne_piunet.simulation import jittered_info
+from mne_piunet.bench.evaluation import USER_STYLE_HEAD, finetune_benefit, user_style_models
+from mne_piunet.bench.report import methods_table
+from mne_piunet.train.simulation import jittered_info
 
 mne.set_log_level("WARNING")
 minutes = float(os.environ.get("PIUNET_TUTORIAL_MINUTES", 2))

@@ -3,14 +3,14 @@
 ``python docs/scripts/bench_finetune.py OUT_DIR [MINUTES ...] [--weights W] [--threads N]``
 
 1. Builds a user-style forward and loose inverse
-   (:func:`mne_piunet.evaluation.user_style_models`: easycap-M43 digitised with
+   (:func:`mne_piunet.bench.evaluation.user_style_models`: easycap-M43 digitised with
    5 mm of jitter, BEM conductivities 0.33/0.0066/0.33), and writes both to
    ``OUT_DIR`` and reads them back, as a user's files would be.
 2. Fine-tunes the weights for each budget in ``MINUTES`` (default 10 30), the
    later budgets resuming the same run (``OUT_DIR/run``), so 30 minutes costs
    30, not 40.
 3. Scores eLORETA, the starting weights and every tuned model on the same
-   samples (:func:`mne_piunet.evaluation.finetune_benefit`, seed 4321, apart
+   samples (:func:`mne_piunet.bench.evaluation.finetune_benefit`, seed 4321, apart
    from the fine-tune's streams) and prints NEMD and peak localisation error
    per SNR and number of sources, then pooled over each.
 """
@@ -22,9 +22,9 @@ from pathlib import Path
 import mne
 
 from mne_piunet import PIUNetInverse
-from mne_piunet.evaluation import USER_STYLE_HEAD, finetune_benefit, user_style_models
-from mne_piunet.finetune import fine_tune
-from mne_piunet.report import methods_table, write_csv
+from mne_piunet.bench.evaluation import USER_STYLE_HEAD, finetune_benefit, user_style_models
+from mne_piunet.bench.report import methods_table, write_csv
+from mne_piunet.train.finetune import fine_tune
 
 
 def main() -> None:

@@ -13,9 +13,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from mne_piunet.bench.speed import _random_inputs, forward_ms_per_map
 from mne_piunet.inference import prepare_network
 from mne_piunet.network import load_network
-from mne_piunet.speed import _random_inputs, forward_ms_per_map
 
 
 class _Estimate(torch.nn.Module):

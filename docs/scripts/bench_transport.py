@@ -8,7 +8,7 @@ without it they are skipped), then
 On one simulated batch of 16 (easycap-M10, up to 5 sources, seed 0) and two
 estimates of it, eLORETA (the network's input) and the bundled network's shape,
 it scores each of the 32 (sample, estimate) pairs with
-:class:`mne_piunet.losses.TransportLoss` and with GeomLoss's debiased Sinkhorn
+:class:`mne_piunet.train.losses.TransportLoss` and with GeomLoss's debiased Sinkhorn
 divergence (``p=1``, the blur matched to TransportLoss's final epsilon) on the
 same coarse cells and masses (:meth:`TransportLoss.masses`, cell centres as
 points, both divided by the truth's divergence from the uniform map as
@@ -39,9 +39,9 @@ from geomloss import SamplesLoss
 from scipy.stats import spearmanr
 
 from mne_piunet.grid import get_grid
-from mne_piunet.losses import TransportLoss
 from mne_piunet.network import load_network
-from mne_piunet.simulation import HeadSetup, SimulationEngine, SourcePrior, prepare_setup
+from mne_piunet.train.losses import TransportLoss
+from mne_piunet.train.simulation import HeadSetup, SimulationEngine, SourcePrior, prepare_setup
 
 try:
     import pykeops  # noqa: F401  (GeomLoss's multiscale backend needs it)
@@ -120,7 +120,7 @@ def fwd_bwd(values, pred, target, repeats=5):
 
 def main(threads=1, pools=(3, 2), n=16):
     torch.set_num_threads(threads)
-    torch.set_flush_denormal(True)  # as training does (mne_piunet.training._make_transport)
+    torch.set_flush_denormal(True)  # as training does (mne_piunet.train.training._make_transport)
     grid = get_grid()
     setup = prepare_setup(HeadSetup("easycap-M10"), grid)
     engine = SimulationEngine([setup], grid, SourcePrior(max_sources=5), seed=0)

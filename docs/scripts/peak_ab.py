@@ -12,9 +12,9 @@ import sys
 import numpy as np
 
 from mne_piunet import PIUNetInverse
-from mne_piunet.evaluation import Cell, score_methods
-from mne_piunet.simulation import HeadSetup
-from mne_piunet.training import TrainConfig, finetune_config_path
+from mne_piunet.bench.evaluation import Cell, score_methods
+from mne_piunet.train.simulation import HeadSetup
+from mne_piunet.train.training import TrainConfig, finetune_config_path
 
 
 def main() -> None:

@@ -22,12 +22,12 @@ import mne
 import numpy as np
 import torch
 
-from .anatomy import montage_info
-from .grid import SourceGrid, get_grid
-from .inference import normalise_inputs, uses_channels_last
-from .network import UNet3d
-from .simulation import HeadSetup, prepare_setup, simulate
-from .utils._defaults import DEFAULT_LAMBDA2
+from ..anatomy import montage_info
+from ..grid import SourceGrid, get_grid
+from ..inference import normalise_inputs, uses_channels_last
+from ..network import UNet3d
+from ..train.simulation import HeadSetup, prepare_setup, simulate
+from ..utils._defaults import DEFAULT_LAMBDA2
 
 
 def _seconds(func: Callable[[], object]) -> float:
@@ -180,7 +180,10 @@ def profile_forward(
 
 
 def bench_generation(
-    montage: str = "biosemi64", n: int = 4096, batch: int = 256, seed: int = 0,
+    montage: str = "biosemi64",
+    n: int = 4096,
+    batch: int = 256,
+    seed: int = 0,
     spaces: tuple[str, ...] = ("volume", "surface"),
 ) -> dict[str, float]:
     """Samples per second of the simulation engine (sources -> sensors -> eLORETA -> grid).
@@ -195,7 +198,7 @@ def bench_generation(
     n : int
         Samples timed per setup (rounded down to whole batches).
     batch : int
-        Samples per :func:`mne_piunet.simulation.simulate` call.
+        Samples per :func:`mne_piunet.train.simulation.simulate` call.
     seed : int
         Seed of the simulated sources and noise.
     spaces : tuple of str
@@ -248,8 +251,8 @@ def frontier_costs(grid: SourceGrid, dtypes: tuple = (torch.float32, torch.bfloa
         Per candidate name: ``"parameters"`` (count) and the forward ms per map
         under each dtype's name (e.g. ``"float32"``, ``"bfloat16"``).
     """
-    from .inference import prepare_network
-    from .network import UNetConfig
+    from ..inference import prepare_network
+    from ..network import UNetConfig
 
     out = {}
     for name, kwargs in FRONTIER.items():
@@ -290,7 +293,7 @@ def bench_speed(
     figures : dict
         Seconds per call, ms per map, ratios to eLORETA and apply_raw's memory.
     """
-    from .inverse import PIUNetInverse
+    from ..inverse import PIUNetInverse
 
     piu = PIUNetInverse(weights)
     piu32 = PIUNetInverse(weights, precision="float32")
@@ -377,15 +380,17 @@ TRAIN_VARIANTS = (
 
 
 def _bench_run(config, init, out):
-    """A training run's live objects, prepared as :func:`~mne_piunet.training.train` prepares them."""
-    from .training import _prepare_data, _start_run
+    """A training run's live objects, prepared as :func:`~mne_piunet.train.training.train` prepares them."""
+    from ..train.training import _prepare_data, _start_run
 
     run = _start_run(config, out, init)
     _prepare_data(run, None)
     return run
 
 
-def bench_training(config, init=None, n_steps: int = 30, variants: tuple = TRAIN_VARIANTS, out=None) -> list[dict]:
+def bench_training(
+    config, init=None, n_steps: int = 30, variants: tuple = TRAIN_VARIANTS, out=None
+) -> list[dict]:
     """Training samples per second of the real step (simulation included) for each variant.
 
     Parameters
@@ -397,7 +402,7 @@ def bench_training(config, init=None, n_steps: int = 30, variants: tuple = TRAIN
     n_steps : int
         Timed steps per variant, after two warm-up steps.
     variants : tuple of dict
-        :class:`~mne_piunet.training.TrainConfig` fields to override per variant.
+        :class:`~mne_piunet.train.training.TrainConfig` fields to override per variant.
     out : path-like | None
         Scratch folder (default: a temporary one).
 
@@ -409,7 +414,7 @@ def bench_training(config, init=None, n_steps: int = 30, variants: tuple = TRAIN
     import tempfile
     from dataclasses import replace
 
-    from .training import _start_workers, _train_step
+    from ..train.training import _start_workers, _train_step
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -428,7 +433,7 @@ def bench_training(config, init=None, n_steps: int = 30, variants: tuple = TRAIN
 def profile_train_step(config, init=None, n_steps: int = 20, out=None) -> dict[str, float]:
     """Milliseconds per training step by part: simulation, eLORETA, resampling, network, losses, update.
 
-    The simulation's parts repeat :func:`~mne_piunet.simulation.simulate`'s
+    The simulation's parts repeat :func:`~mne_piunet.train.simulation.simulate`'s
     arithmetic with a timer around each; the network's are the training
     loop's own functions.
 
@@ -451,8 +456,8 @@ def profile_train_step(config, init=None, n_steps: int = 20, out=None) -> dict[s
     import tempfile
     from dataclasses import replace
 
-    from .simulation import SourcePrior, add_noise, normalised_dense, simulate_sources
-    from .training import _forward, _loss, _optimise
+    from ..train.simulation import SourcePrior, add_noise, normalised_dense, simulate_sources
+    from ..train.training import _forward, _loss, _optimise
 
     parts = dict.fromkeys(
         ("sources", "sensors + noise", "eLORETA", "resampling", "dense tensors", "forward", "losses",
@@ -474,15 +479,17 @@ def profile_train_step(config, init=None, n_steps: int = 20, out=None) -> dict[s
             for start in range(0, config.batch_size, run.engine.chunk):
                 prepared = run.engine.setups[rng.integers(len(run.engine.setups))]
                 n = min(run.engine.chunk, config.batch_size - start)
-                sources = timed("sources", lambda: simulate_sources(prepared, n, rng, prior)[0])
+                sources = timed("sources", simulate_sources, prepared, n, rng, prior)[0]
                 coloured = prepared.noise_cov is not None and rng.random() < prior.coloured_noise
-                cov = prepared.noise_cov if coloured else None
-                sensor = timed("sensors + noise", lambda: add_noise(
-                    sources.reshape(n, -1) @ prepared.leadfield.T, rng.uniform(*prior.snr_db, n), rng, cov))
-                eloreta = timed("eLORETA", lambda: (sensor @ prepared.kernel.T).reshape(sources.shape))
+                clean = timed("sensors + noise", np.matmul, sources.reshape(n, -1), prepared.leadfield.T)
+                sensor = timed("sensors + noise", add_noise, clean, rng.uniform(*prior.snr_db, n), rng,
+                               prepared.noise_cov if coloured else None)  # fmt: skip
+                eloreta = timed("eLORETA", np.matmul, sensor, prepared.kernel.T).reshape(sources.shape)
                 x0.append(timed("resampling", prepared.grid_values, eloreta))
                 x.append(timed("resampling", prepared.grid_values, sources))
-            inputs, targets, _, ratio = timed("dense tensors", normalised_dense, grid, np.concatenate(x0), np.concatenate(x))
+            inputs, targets, _, ratio = timed(
+                "dense tensors", normalised_dense, grid, np.concatenate(x0), np.concatenate(x)
+            )
             inputs, targets = torch.from_numpy(inputs), torch.from_numpy(targets)
             log_ratio = torch.from_numpy(np.log(ratio)).float()
             shape, pred = timed("forward", _forward, run, inputs)

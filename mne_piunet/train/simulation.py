@@ -22,17 +22,17 @@ import numpy as np
 from mne.utils import logger, verbose
 from scipy import sparse
 
-from ._cache import cached
-from .anatomy import (
+from .._cache import cached
+from ..anatomy import (
     DEFAULT_CONDUCTIVITY,
     make_cortex_src,
     make_template_forward,
     montage_info,
     src_fingerprint,
 )
-from .grid import SourceGrid, _head_to_mri, get_grid
-from .inference import normalise_inputs
-from .utils._defaults import DEFAULT_LAMBDA2
+from ..grid import SourceGrid, _head_to_mri, get_grid
+from ..inference import normalise_inputs
+from ..utils._defaults import DEFAULT_LAMBDA2
 
 
 @dataclass(frozen=True)
@@ -570,7 +570,7 @@ def prepare_user_setup(
     prepared : PreparedSetup
         Its ``setup`` is ``name``; its ``noise_cov`` the inverse's.
     """
-    from .grid import to_template_space
+    from ..grid import to_template_space
 
     if not isinstance(forward, mne.Forward):
         raise TypeError(
@@ -618,9 +618,7 @@ def _prepared_from(setup, fwd, inv, info, lambda2, kernel, grid, src, affine, ro
     fixed = inv["source_ori"] != mne.io.constants.FIFF.FIFFV_MNE_FREE_ORI
     normals, hemi_of = None, None
     if surface or fixed:  # patch sources along the normals (a fixed inverse has only those)
-        surf_fwd = mne.convert_forward_solution(
-            fwd, surf_ori=True, force_fixed=fixed, use_cps=True
-        )
+        surf_fwd = mne.convert_forward_solution(fwd, surf_ori=True, force_fixed=fixed, use_cps=True)
         normals = (surf_fwd["source_nn"] if fixed else surf_fwd["source_nn"][2::3]) @ rot.T
         hemi_of = np.concatenate([np.full(s["nuse"], i) for i, s in enumerate(fwd["src"])])
     if fixed:

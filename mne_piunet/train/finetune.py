@@ -1,8 +1,8 @@
 """Fine-tuning on your own head model: the bundled weights adapted to one forward and inverse.
 
 :func:`fine_tune` simulates from the user's forward model, noise covariance and
-eLORETA (:func:`~mne_piunet.simulation.prepare_user_setup`), trains from the
-bundled (or given) weights with the loop of :mod:`mne_piunet.training` for a
+eLORETA (:func:`~mne_piunet.train.simulation.prepare_user_setup`), trains from the
+bundled (or given) weights with the loop of :mod:`mne_piunet.train.training` for a
 wall-clock budget, keeps a seeded slice of the simulations for validation, and
 writes weights only if, on fresh samples, they are better than the weights it
 started from overall and worse in no group of number of sources and SNR band.
@@ -13,7 +13,6 @@ another inverse logs a warning.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -23,16 +22,17 @@ import numpy as np
 import torch
 from mne.utils import logger, verbose, warn
 
-from ._cache import file_sha256
-from .grid import DEFAULT_MINDIST_MM, get_grid
-from .network import ModelBundle, bundled_weights_path, load_network, save_network
-from .inference import predict_maps, prepare_network
-from .metrics import coarse_nemd
+from .._cache import file_sha256
+from ..grid import DEFAULT_MINDIST_MM, get_grid
+from ..inference import predict_maps, prepare_network
+from ..metrics import coarse_nemd
+from ..network import ModelBundle, bundled_weights_path, load_network, save_network
+from ..utils._defaults import DEFAULT_LAMBDA2
+from ..utils._fingerprint import forward_fingerprint, inverse_fingerprint
 from .simulation import SourcePrior, prepare_user_setup, simulate
 from .training import TrainConfig, train
-from .utils._defaults import DEFAULT_LAMBDA2
 
-__all__ = ["FINE_TUNE_SETTINGS", "acceptance_groups", "fine_tune", "forward_fingerprint", "inverse_fingerprint"]
+__all__ = ["FINE_TUNE_SETTINGS", "acceptance_groups", "fine_tune"]
 
 #: What a fine-tune changes in the starting weights' training config. A lower
 #: learning rate than training's (1e-3) and no cosine decay (the budget is in
@@ -41,7 +41,7 @@ FINE_TUNE_SETTINGS = dict(
     lr=2e-4, warmup_steps=20, max_steps=10**9, val_size=64, val_every_steps=100,
     checkpoint_every_s=120.0, teacher=None, distill_weight=0.0,
 )  # fmt: skip
-#: The fine-tune's ``coloured_noise`` (:class:`~mne_piunet.simulation.SourcePrior`):
+#: The fine-tune's ``coloured_noise`` (:class:`~mne_piunet.train.simulation.SourcePrior`):
 #: about half the samples carry the inverse's own noise covariance, the rest white noise.
 FINE_TUNE_COLOURED_NOISE = 0.5
 #: The acceptance check's samples come from a seed stream apart from training's
@@ -57,67 +57,6 @@ ACCEPTANCE_PER_GROUP = 16
 #: A group counts as worse when its mean paired NEMD difference exceeds this
 #: many standard errors of that mean: the check's own noise.
 ACCEPTANCE_SE = 2.0
-
-
-def _digest(arrays: list[np.ndarray], names: list[str]) -> str:
-    # float32: FIF files store these in single precision, so an object and its
-    # written-and-read copy get one digest
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a, np.float32).tobytes())
-    h.update(repr(list(names)).encode())
-    return h.hexdigest()
-
-
-def forward_fingerprint(forward: mne.Forward) -> str:
-    """sha256 of a forward's leadfield and channel names.
-
-    Parameters
-    ----------
-    forward : mne.Forward
-        The forward model.
-
-    Returns
-    -------
-    digest : str
-        64 hex digits.
-    """
-    return _digest([forward["sol"]["data"]], forward["sol"]["row_names"])
-
-
-def inverse_fingerprint(inverse_operator: mne.minimum_norm.InverseOperator) -> str:
-    """sha256 of what identifies an inverse operator through reading and preparation.
-
-    Writing and reading an inverse (``reginv`` becomes ``[]``) and preparing
-    it (``prepare_inverse_operator`` scales the noise covariance by ``nave``,
-    and eLORETA rewrites the source covariance, eigen fields, eigen leads and
-    singular values) leave this unchanged: the noise covariance up to scale,
-    its channels, the source space's vertices and orientations, the depth and
-    orientation priors, and the SSP projectors.
-
-    Parameters
-    ----------
-    inverse_operator : mne.minimum_norm.InverseOperator
-        The inverse, prepared or not.
-
-    Returns
-    -------
-    digest : str
-        64 hex digits.
-    """
-    inv = inverse_operator
-    cov = inv["noise_cov"]
-    # preparation scales the eigenvalues by 1 / nave: their ratios, on a log scale in steps
-    # of 1 %, stay put; the eigenvectors are stored as they are
-    eig = np.asarray(cov["eig"], float)
-    ratio = np.clip(eig / max(eig.max(), np.finfo(float).tiny), 1e-10, None)
-    priors = [np.asarray(inv[k]["data"]) for k in ("depth_prior", "orient_prior") if inv.get(k) is not None]
-    projs = [np.asarray(p["data"]["data"]) for p in inv["projs"]]
-    arrays = [
-        np.asarray(cov["eigvec"]), np.round(np.log2(ratio) * 64), inv["source_nn"],
-        np.concatenate([s["vertno"] for s in inv["src"]]).astype(np.float32), *priors, *projs,
-    ]  # fmt: skip
-    return _digest(arrays, cov["names"])
 
 
 def _read_inputs(inverse_operator, forward) -> tuple:
@@ -337,7 +276,9 @@ def _acceptance(groups: list[dict]) -> tuple[bool, str]:
     return better and not worse, "\n".join(lines)
 
 
-def _write_if_better(tuned: ModelBundle, out: Path, tuned_on: dict, start_name: str, run_dir: Path, groups) -> Path | None:
+def _write_if_better(
+    tuned: ModelBundle, out: Path, tuned_on: dict, start_name: str, run_dir: Path, groups
+) -> Path | None:
     """Write a run's best weights (loaded) to ``out`` with ``tuned_on``, if they pass :func:`_acceptance`.
 
     ``groups`` are both networks' scores on the same fresh samples

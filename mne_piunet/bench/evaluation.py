@@ -12,7 +12,7 @@ method to the same sensor data and scores the maps. It has two presets:
   card does (``mne-piunet evaluate``), with the :func:`preset_cells`
   (a loose cortical inverse, a 32-channel montage, the paper's setting).
 
-A cell's setup is a :class:`~mne_piunet.simulation.HeadSetup` or an already
+A cell's setup is a :class:`~mne_piunet.train.simulation.HeadSetup` or an already
 prepared setup (a user's forward and inverse, or a data/inverse mismatch):
 :func:`finetune_benefit` scores the bundled and fine-tuned models that way.
 
@@ -24,7 +24,7 @@ diffuse truth takes seconds, too slow for sweeps of hundreds of samples.
 PLE is the distance between the map's peak and the truth's peak (meaningful
 for one source; for several it is the error of the strongest one).
 
-:mod:`mne_piunet.report` turns the rows into tables, CSV files and plots.
+:mod:`mne_piunet.bench.report` turns the rows into tables, CSV files and plots.
 """
 
 # License: BSD-3-Clause
@@ -39,9 +39,9 @@ import mne
 import numpy as np
 from mne.utils import ProgressBar, verbose
 
-from .anatomy import make_template_forward, montage_info
-from .metrics import coarse_nemd, nmse, peak_localisation_error, spatial_dispersion, weighted_cosine_distance
-from .simulation import (
+from ..anatomy import make_template_forward, montage_info
+from ..metrics import coarse_nemd, nmse, peak_localisation_error, spatial_dispersion, weighted_cosine_distance
+from ..train.simulation import (
     HeadSetup,
     PreparedSetup,
     SimulatedBatch,
@@ -52,8 +52,8 @@ from .simulation import (
     prepare_user_setup,
     simulate,
 )
-from .simulation import simulate_demo_evoked as _simulate_demo_evoked
-from .utils._defaults import DEFAULT_LAMBDA2, N_SOURCES_SWEEP
+from ..train.simulation import simulate_demo_evoked as _simulate_demo_evoked
+from ..utils._defaults import DEFAULT_LAMBDA2, N_SOURCES_SWEEP
 
 __all__ = (
     "METHODS",
@@ -161,7 +161,7 @@ class Cell:
     ----------
     sweep : str
         The factor this cell's group varies (a key of
-        :data:`mne_piunet.report.SWEEP_LABELS`, or ``"evaluation"``).
+        :data:`mne_piunet.bench.report.SWEEP_LABELS`, or ``"evaluation"``).
     value : float | str
         The factor's value in this cell.
     setup : HeadSetup | PreparedSetup
@@ -643,7 +643,7 @@ def paper_setting_setup(grid, lambda2: float = DEFAULT_LAMBDA2, verbose=None) ->
     prepared : PreparedSetup
         Named ``"paper setting"``.
     """
-    from .grid import make_grid_src
+    from ..grid import make_grid_src
 
     src = make_grid_src(PAPER_SPACING_MM)
     data_fwd = make_template_forward("easycap-M10", src, conductivity=PAPER_DATA_CONDUCTIVITY)
@@ -692,7 +692,7 @@ def preset_cells(grid, quick: bool = False) -> list[Cell]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Fine-tuning on a user's head: the benchmark of :mod:`mne_piunet.finetune`
+# Fine-tuning on a user's head: the benchmark of :mod:`mne_piunet.train.finetune`
 
 #: A user-style head no training saw: a held-out montage digitised with 5 mm
 #: of jitter, and the template BEM with a skull 1/50 as conductive as a brain
@@ -734,8 +734,8 @@ def user_style_models(
     inverse_operator : mne.minimum_norm.InverseOperator
         The loose inverse made from it.
     """
-    from .anatomy import make_cortex_src
-    from .simulation import background_noise_cov, noise_colouring
+    from ..anatomy import make_cortex_src
+    from ..train.simulation import background_noise_cov, noise_colouring
 
     info = jittered_info(montage, jitter_mm, seed)
     fwd = make_template_forward(info, make_cortex_src(), conductivity=conductivity)
@@ -770,7 +770,7 @@ def finetune_benefit(
     models : dict of str to PIUNetInverse
         Label -> model (e.g. ``"bundled"``, ``"tuned 10 min"``).
     forward, inverse_operator
-        The user's models (:func:`~mne_piunet.simulation.prepare_user_setup`).
+        The user's models (:func:`~mne_piunet.train.simulation.prepare_user_setup`).
     snrs, n_sources : sequence
         The sweep.
     n_per_cell : int
@@ -857,9 +857,7 @@ def localise_demo(
     setup = prepare_setup(HeadSetup(montage), piu.grid)
     evoked, centre = _simulate_demo_evoked(setup, snr_db)
     inv = setup.inverse_operator
-    stcs = {
-        m: mne.minimum_norm.apply_inverse(evoked, inv, lambda2, m) for m in DEMO_METHODS[:-1]
-    }
+    stcs = {m: mne.minimum_norm.apply_inverse(evoked, inv, lambda2, m) for m in DEMO_METHODS[:-1]}
     stcs["PIUNet"] = piu.apply(evoked, inv, lambda2)
     t_peak = float(evoked.times[np.argmax(np.sum(evoked.data**2, axis=0))])
     # the vertices of a grid inverse are the grid's own (template MRI frame)

@@ -1,9 +1,9 @@
 """Training runs: the loop, its checkpoints and resume, validation and weight export.
 
 ``mne-piunet train --config CONFIG --out DIR`` runs :func:`train`. Data are drawn
-by :class:`~mne_piunet.simulation.SimulationEngine` over the configured
+by :class:`~mne_piunet.train.simulation.SimulationEngine` over the configured
 (domain-randomised) setups and scored by the losses of
-:mod:`mne_piunet.losses`; a fixed validation set from *held-out* setups is
+:mod:`mne_piunet.train.losses`; a fixed validation set from *held-out* setups is
 scored by NEMD on a coarsened grid. The loop checkpoints every few minutes and
 resumes from ``DIR/checkpoint.pt``; ``export`` writes package-ready weights.
 """
@@ -28,12 +28,11 @@ import numpy as np
 import torch
 from mne.utils import logger
 
-from ._cache import file_sha256
-from .grid import DEFAULT_MINDIST_MM, DEFAULT_SPACING_MM, SourceGrid, get_grid, grid_meta
-from .inference import cpu_has_native_bf16, predict_maps, prepare_network
-from .losses import PeakLoss, TransportLoss, distill_loss, shape_amplitude_loss
-from .metrics import coarse_nemd
-from .network import (
+from .._cache import file_sha256
+from ..grid import DEFAULT_MINDIST_MM, DEFAULT_SPACING_MM, SourceGrid, get_grid, grid_meta
+from ..inference import cpu_has_native_bf16, predict_maps, prepare_network
+from ..metrics import coarse_nemd
+from ..network import (
     UNet3d,
     UNetConfig,
     bundled_weights_path,
@@ -41,8 +40,9 @@ from .network import (
     resolve_device,
     save_network,
 )
+from ..utils._defaults import DEFAULT_LAMBDA2, N_SOURCES_SWEEP
+from .losses import PeakLoss, TransportLoss, distill_loss, shape_amplitude_loss
 from .simulation import HeadSetup, PreparedSetup, SimulationEngine, SourcePrior, prepare_setup, simulate
-from .utils._defaults import DEFAULT_LAMBDA2, N_SOURCES_SWEEP
 
 __all__ = [
     "TrainConfig",
@@ -75,7 +75,7 @@ class TrainConfig:
     Parameters
     ----------
     train_setups : list of dict
-        :class:`~mne_piunet.simulation.HeadSetup` keyword arguments, one dict
+        :class:`~mne_piunet.train.simulation.HeadSetup` keyword arguments, one dict
         per setup training draws from (domain randomisation).
     val_setups : list of dict
         The same for the held-out setups of the validation set.
@@ -83,7 +83,7 @@ class TrainConfig:
         eLORETA's regularisation: training setup ``i`` uses
         ``lambda2[i % len(lambda2)]``, the validation setups ``lambda2[0]``.
     prior : dict
-        Keyword arguments of the :class:`~mne_piunet.simulation.SourcePrior`.
+        Keyword arguments of the :class:`~mne_piunet.train.simulation.SourcePrior`.
     network : dict
         Keyword arguments of the :class:`~mne_piunet.network.UNetConfig`.
     grid_spacing_mm : float
@@ -94,21 +94,21 @@ class TrainConfig:
         Samples per optimiser step (per rank under ``torchrun``).
     amplitude_weight : float
         Weight of the log peak ratio term
-        (:func:`~mne_piunet.losses.shape_amplitude_loss`).
+        (:func:`~mne_piunet.train.losses.shape_amplitude_loss`).
     loss_scales : list of int
-        Average-pooling factors of :func:`~mne_piunet.losses.relative_loss`.
+        Average-pooling factors of :func:`~mne_piunet.train.losses.relative_loss`.
     loss_norms : list of str
         ``"l1"`` and/or ``"l2"``.
     transport_weight : float
-        Weight of the :class:`~mne_piunet.losses.TransportLoss` term (0: none).
+        Weight of the :class:`~mne_piunet.train.losses.TransportLoss` term (0: none).
     peak_weight : float
-        Weight of the :class:`~mne_piunet.losses.PeakLoss` term (0: none).
+        Weight of the :class:`~mne_piunet.train.losses.PeakLoss` term (0: none).
     peak_temperature : float
         Its softmax temperature.
     teacher : str | None
         Weights to distil from (a ``.pt`` path, or ``"bundled"``): the student
         also matches the teacher's shape and log peak ratio on every training
-        batch (:func:`~mne_piunet.losses.distill_loss`), weighted by
+        batch (:func:`~mne_piunet.train.losses.distill_loss`), weighted by
         ``distill_weight``. How a cheaper architecture inherits the bundled
         model's CPU-hours instead of starting over.
     distill_weight : float
@@ -350,7 +350,7 @@ def _load_teacher(config: TrainConfig, device: torch.device) -> UNet3d | None:
 
 
 def _loss_kwargs(config: TrainConfig) -> dict:
-    """Keyword arguments of :func:`~mne_piunet.losses.shape_amplitude_loss` for a run."""
+    """Keyword arguments of :func:`~mne_piunet.train.losses.shape_amplitude_loss` for a run."""
     return dict(
         scales=tuple(config.loss_scales),
         norms=tuple(config.loss_norms),
@@ -609,7 +609,7 @@ def _prepare_data(run: _Run, setups: tuple[list, list] | None) -> None:
             raise ValueError(
                 "The training config has no train_setups or no val_setups. A fine-tune's stored config "
                 "has none, since it trained on a user's forward and inverse (its weights' tuned_on): "
-                "fine-tune again with mne_piunet.finetune.fine_tune, or list HeadSetup dicts in the config."
+                "fine-tune again with mne_piunet.train.finetune.fine_tune, or list HeadSetup dicts in the config."
             )
         if not ranks.main:  # rank 0 fills the on-disk cache first; the others then read it
             _barrier(ranks)
@@ -671,7 +671,11 @@ def _save_checkpoint(run: _Run) -> None:
     )  # fmt: skip
     tmp.replace(run.checkpoint)
     # usable weights at every checkpoint: a run cut short (a lent GPU's time running out) keeps them
-    save_network(run.network, run.out / "latest.pt", dict(run.meta, provenance=_provenance(run), curve=run.state["curve"]))
+    save_network(
+        run.network,
+        run.out / "latest.pt",
+        dict(run.meta, provenance=_provenance(run), curve=run.state["curve"]),
+    )
 
 
 def _provenance(run: _Run) -> dict:
@@ -811,7 +815,11 @@ def _loop(run: _Run) -> None:
     while state["step"] < config.max_steps:
         over = bool(config.max_minutes) and (time.time() - run.t_start) / 60 > config.max_minutes
         if _broadcast_flag(over or run.stop_requested, run.ranks, run.device):
-            run.log("stopped on request" if run.stop_requested else f"time budget of {config.max_minutes} min reached")
+            run.log(
+                "stopped on request"
+                if run.stop_requested
+                else f"time budget of {config.max_minutes} min reached"
+            )
             if run.ranks.main and window.n_steps:  # score the last weights too
                 _validate_and_keep_best(run, window)
             break
@@ -856,7 +864,7 @@ def train(
         the curve's first point and ``provenance["init"]["val_nemd"]``.
     setups : tuple of (list of PreparedSetup, list of PreparedSetup) | None
         Prepared training and validation setups to use instead of the config's
-        (:func:`mne_piunet.finetune.fine_tune` passes a user's own).
+        (:func:`mne_piunet.train.finetune.fine_tune` passes a user's own).
 
     Returns
     -------

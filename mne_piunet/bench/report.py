@@ -1,6 +1,6 @@
 """Reports of evaluation runs: Markdown tables, CSV files and figures.
 
-The rows are those of :mod:`mne_piunet.evaluation` (one per sample and
+The rows are those of :mod:`mne_piunet.bench.evaluation` (one per sample and
 method). :func:`summarise` is the one path from rows to per-group statistics;
 :func:`markdown_table` (the model card's eLORETA-vs-PIUNet tables) and
 :func:`benchmark_summary` (``mne-piunet benchmark``) lay them out.
@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..train.simulation import SourcePrior
+from ..utils._defaults import DEFAULT_LAMBDA2
 from .evaluation import (
     EVALUATION_METHODS,
     GAMMA_MAP_ALPHA,
@@ -34,8 +36,6 @@ from .evaluation import (
     preset_cells,
     score_methods,
 )
-from .simulation import SourcePrior
-from .utils._defaults import DEFAULT_LAMBDA2
 
 __all__ = (
     "benchmark_header",
@@ -99,7 +99,7 @@ _STATS: dict[str, Callable] = dict(
 
 
 def _methods(rows: list[dict]) -> list[str]:
-    """The methods of the rows, in :data:`~mne_piunet.evaluation.METHODS` order."""
+    """The methods of the rows, in :data:`~mne_piunet.bench.evaluation.METHODS` order."""
     present = {r["method"] for r in rows}
     return [m for m in METHODS if m in present] + sorted(present - set(METHODS))
 
@@ -115,7 +115,7 @@ def summarise(
     Parameters
     ----------
     rows : list of dict
-        Rows of :mod:`mne_piunet.evaluation`.
+        Rows of :mod:`mne_piunet.bench.evaluation`.
     by : sequence of str
         The grouping columns.
     metrics : sequence of str
@@ -174,7 +174,7 @@ def methods_table(
     Parameters
     ----------
     rows : list of dict
-        Rows of :mod:`mne_piunet.evaluation` (e.g. of :func:`~mne_piunet.evaluation.finetune_benefit`).
+        Rows of :mod:`mne_piunet.bench.evaluation` (e.g. of :func:`~mne_piunet.bench.evaluation.finetune_benefit`).
     by : sequence of str
         The grouping columns.
     metrics : sequence of str
@@ -216,7 +216,7 @@ _POOLINGS = (("source_space",), ("source_space", "n_sources"), ("source_space", 
 
 
 def model_card_tables(in_distribution: list[dict], held_out: list[dict], seed: int) -> str:
-    """The model card's tables (Markdown) of :func:`~mne_piunet.evaluation.evaluate_model_card`'s rows.
+    """The model card's tables (Markdown) of :func:`~mne_piunet.bench.evaluation.evaluate_model_card`'s rows.
 
     Parameters
     ----------
@@ -312,7 +312,7 @@ def benchmark_summary(rows: list[dict], header: str = "") -> str:
     Parameters
     ----------
     rows : list of dict
-        Rows of :func:`~mne_piunet.evaluation.run_benchmark`.
+        Rows of :func:`~mne_piunet.bench.evaluation.run_benchmark`.
     header : str
         A first paragraph (see :func:`benchmark_header`).
 
@@ -363,7 +363,7 @@ def benchmark_header(n_per_cell: int, seed: int, quick: bool, elapsed_s: float) 
 
 
 def validation_table(results: dict[str, dict[int, float]]) -> str:
-    """Markdown table of :func:`mne_piunet.training.validate_by_sources`' mean NEMD.
+    """Markdown table of :func:`mne_piunet.train.training.validate_by_sources`' mean NEMD.
 
     Parameters
     ----------
@@ -402,7 +402,7 @@ def demo_summary(result: DemoResult) -> str:
     Parameters
     ----------
     result : DemoResult
-        The output of :func:`~mne_piunet.evaluation.localise_demo`.
+        The output of :func:`~mne_piunet.bench.evaluation.localise_demo`.
 
     Returns
     -------
@@ -423,7 +423,7 @@ def speed_summary(res: dict, montage: str, n_epochs: int, raw_minutes: float) ->
     Parameters
     ----------
     res : dict
-        The output of :func:`mne_piunet.speed.bench_speed`.
+        The output of :func:`mne_piunet.bench.speed.bench_speed`.
     montage : str
         Its montage.
     n_epochs : int
@@ -465,7 +465,7 @@ def profile_summary(times_ms: dict[str, float], precision: str) -> str:
     Parameters
     ----------
     times_ms : dict of str to float
-        The output of :func:`mne_piunet.speed.profile_forward`.
+        The output of :func:`mne_piunet.bench.speed.profile_forward`.
     precision : str
         The network's arithmetic.
 
@@ -512,7 +512,7 @@ def write_benchmark(rows: list[dict], out: str | Path, header: str = "") -> tupl
     Parameters
     ----------
     rows : list of dict
-        Rows of :func:`~mne_piunet.evaluation.run_benchmark`.
+        Rows of :func:`~mne_piunet.bench.evaluation.run_benchmark`.
     out : path-like
         The folder.
     header : str
@@ -542,7 +542,7 @@ def run_evaluation(piu, out: str | Path | None = None, quick: bool = False, seed
     out : path-like | None
         Folder for ``evaluation.csv`` (every sample's scores); ``None`` writes nothing.
     quick : bool
-        A small sweep (see :func:`~mne_piunet.evaluation.evaluate_model_card`).
+        A small sweep (see :func:`~mne_piunet.bench.evaluation.evaluate_model_card`).
     seed : int
         The seed.
 
@@ -636,7 +636,7 @@ def plot_benchmark(rows: list[dict], out: str | Path) -> list[Path]:
     Parameters
     ----------
     rows : list of dict
-        Rows of :func:`~mne_piunet.evaluation.run_benchmark`.
+        Rows of :func:`~mne_piunet.bench.evaluation.run_benchmark`.
     out : path-like
         The folder.
 
@@ -666,7 +666,7 @@ def plot_demo(result: DemoResult, piu) -> Figure:
     Parameters
     ----------
     result : DemoResult
-        The output of :func:`~mne_piunet.evaluation.localise_demo`.
+        The output of :func:`~mne_piunet.bench.evaluation.localise_demo`.
     piu : PIUNetInverse
         The model whose source space the maps live on.
 
@@ -693,7 +693,7 @@ def plot_demo(result: DemoResult, piu) -> Figure:
 
 
 def frontier_summary(costs: dict[str, dict]) -> str:
-    """Markdown table of :func:`mne_piunet.speed.frontier_costs`: parameters and forward ms per map.
+    """Markdown table of :func:`mne_piunet.bench.speed.frontier_costs`: parameters and forward ms per map.
 
     Parameters
     ----------
