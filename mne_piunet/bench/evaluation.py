@@ -295,7 +295,7 @@ class MethodRunner:
         self.kernels = {m: linear_kernel(prepared, m) for m in LINEAR_METHODS if m in methods}
         self.forward = None
         if set(SPARSE_METHODS) & set(methods):  # the setup's own forward (read from the cache)
-            setup = prepared.setup
+            setup = prepared.spec
             if not isinstance(setup, HeadSetup) or setup.loose or setup.jitter_mm:
                 raise ValueError(
                     f"MxNE and Gamma-MAP run on plain template setups only (fixed cortex or free volume, "
@@ -477,7 +477,7 @@ def _cell_rows(
     rows = []
     for i in range(len(batch.sensor)):
         for method in runner.methods:
-            setup = cell.setup.setup if isinstance(cell.setup, PreparedSetup) else cell.setup
+            setup = cell.setup.spec if isinstance(cell.setup, PreparedSetup) else cell.setup
             row = dict(
                 sweep=cell.sweep, value=cell.value, setup=cell.setup.name,
                 montage=getattr(setup, "montage", cell.setup.name), n_channels=len(runner.prepared.info["ch_names"]),

@@ -383,6 +383,8 @@ def _bench_run(config, init, out):
     """A training run's live objects, prepared as :func:`~mne_piunet.train.training.train` prepares them."""
     from ..train.training import _prepare_data, _start_run
 
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     run = _start_run(config, out, init)
     _prepare_data(run, None)
     return run

@@ -145,8 +145,8 @@ class PreparedSetup:
 
     Parameters
     ----------
-    setup : HeadSetup | str
-        The template setup, or a user setup's name.
+    spec : HeadSetup | str
+        What it was prepared from: a template setup, or a user setup's name.
     info : mne.Info
         Measurement info of the setup's channels, in the order of the kernel's columns.
     inverse_operator : mne.minimum_norm.InverseOperator
@@ -177,7 +177,7 @@ class PreparedSetup:
         Sensor covariance of coloured noise (``coloured_noise`` of :class:`SourcePrior`).
     """
 
-    setup: HeadSetup | str  # a HeadSetup, or a user setup's name
+    spec: HeadSetup | str  # a HeadSetup, or a user setup's name
     info: mne.Info
     inverse_operator: mne.minimum_norm.InverseOperator
     lambda2: float
@@ -194,7 +194,7 @@ class PreparedSetup:
     @property
     def name(self) -> str:
         """The setup's name: a user setup's own, or :attr:`HeadSetup.name`."""
-        return self.setup if isinstance(self.setup, str) else self.setup.name
+        return self.spec if isinstance(self.spec, str) else self.spec.name
 
     @cached_property
     def on_grid(self) -> bool:
@@ -628,7 +628,7 @@ def _prepared_from(setup, fwd, inv, info, lambda2, kernel, grid, src, affine, ro
         leadfield = _rotate_blocks(xyz["sol"]["data"], rot, axis=1)  # takes template-frame moments
         kernel = _rotate_blocks(kernel, rot, axis=0)  # returns template-frame moments
     return PreparedSetup(
-        setup=setup, info=info, inverse_operator=inv, lambda2=lambda2, pos=pos,
+        spec=setup, info=info, inverse_operator=inv, lambda2=lambda2, pos=pos,
         normals=normals, leadfield=np.asarray(leadfield, np.float64),
         kernel=np.asarray(kernel, np.float64), to_grid=grid.resampler(pos), hemi_of=hemi_of,
         head_to_mri=rot, src=src,
