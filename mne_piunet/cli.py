@@ -370,6 +370,10 @@ _SUBCOMMANDS = (
 )  # fmt: skip
 
 
+#: Commands whose progress is logged: they run at MNE's "info" level unless told otherwise.
+_PROGRESS_COMMANDS = ("train", "fine-tune")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``mne-piunet`` argument parser.
 
@@ -379,6 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
         One subcommand per command; each sets ``func``, its handler.
     """
     parser = argparse.ArgumentParser(prog="mne-piunet", description=DESCRIPTION)
+    parser.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], default=None,
+        help="MNE's logging level, which the library's messages share (default: info for train and "
+        "fine-tune, which report their progress, warning for the others)",
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
     for add in _SUBCOMMANDS:
         add(sub)
@@ -403,8 +412,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what --background re-runs
+    import mne
+
+    level = args.log_level or ("info" if args.command in _PROGRESS_COMMANDS else "warning")
     try:
-        code = args.func(args)  # None, or 1 when a command did not do its job
+        with mne.utils.use_log_level(level):
+            code = args.func(args)  # None, or 1 when a command did not do its job
     except (ValueError, TypeError, FileExistsError, FileNotFoundError) as exc:
         # bad input: the library's message names the problem and the fix; no traceback
         parser.exit(2, f"mne-piunet {args.command}: error: {exc}\n")

@@ -75,8 +75,11 @@ def test_benchmark_quick_writes_scores_plots_and_summary(tiny_weights, tmp_path,
             assert 0 <= float(r["nemd"]) < 3 and float(r["ple"]) >= 0
     extents = {(r["setup"], r["sweep"], r["value"]): r["extent_mm"] for r in rows if r["method"] == "MNE"}
     assert all(extents[(r["setup"], r["sweep"], r["value"])] == r["extent_mm"] for r in rows)
+    import matplotlib.pyplot as plt
+
     for name in ("benchmark_nemd.png", "benchmark_surface.png", "benchmark_volume.png"):
-        assert (tmp_path / name).stat().st_size > 20_000
+        image = plt.imread(tmp_path / name)  # drawn, whatever the fonts: not blank
+        assert min(image.shape[:2]) > 200 and image[..., :3].std() > 0.05
     summary = (tmp_path / "summary.md").read_text()
     assert summary.strip() in capsys.readouterr().out
     assert "mne-piunet benchmark --quick --n 1 --seed 0" in summary

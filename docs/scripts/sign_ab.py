@@ -33,7 +33,9 @@ def unsigned(network, grid, x0, dtype):
     safe = np.where(peak > 0, peak, 1.0)
     out = np.empty(x0.shape, np.float32)
     for start in range(0, len(x0), 16):
-        dense = torch.from_numpy(grid.to_dense((x0[start : start + 16] / safe[start : start + 16, None, None]).astype(np.float32)))
+        dense = torch.from_numpy(
+            grid.to_dense((x0[start : start + 16] / safe[start : start + 16, None, None]).astype(np.float32))
+        )
         with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
             pred = network.estimate(dense)
         out[start : start + 16] = grid.from_dense(pred.float().numpy()) * safe[start : start + 16, None, None]
@@ -49,7 +51,9 @@ def main(weights=None, config="continue"):
     rng = np.random.default_rng(20_000)
     prior = SourcePrior(**config.prior)
     print(f"precision {dtype}; NEMD per number of sources")
-    print("| sources | eLORETA | as trained | canonical sign | symmetrised |\n| --- | --- | --- | --- | --- |")
+    print(
+        "| sources | eLORETA | as trained | canonical sign | symmetrised |\n| --- | --- | --- | --- | --- |"
+    )
     rel, shift = [], []
     for k in (1, 2, 3, 5, 10):
         batches = [simulate(s, 12, rng, prior, n_sources=k) for s in setups]
