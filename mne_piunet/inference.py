@@ -115,8 +115,17 @@ def canonical_sign(x0: np.ndarray) -> np.ndarray:
     sign : array of float, shape (n,)
         +1 or -1 (+1 for a map whose statistic is exactly zero).
     """
+    return _sign_of(_unit_maps(x0)[1])
+
+
+def _unit_maps(x0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each map's largest absolute value (float64) and the map divided by it."""
     peak = np.abs(x0).max(axis=(1, 2), initial=0.0).astype(np.float64)
-    unit = x0 / np.where(peak > 0, peak, 1.0)[:, None, None]
+    return peak, x0 / np.where(peak > 0, peak, 1.0)[:, None, None]
+
+
+def _sign_of(unit: np.ndarray) -> np.ndarray:
+    """:func:`canonical_sign` of maps already divided by their largest absolute value."""
     stat = np.einsum("nij,j->n", unit.astype(np.float64) ** 3, _SIGN_WEIGHTS)
     return np.where(stat < 0, -1.0, 1.0)
 
@@ -145,10 +154,9 @@ def normalise_inputs(grid: SourceGrid, x0: np.ndarray) -> tuple[np.ndarray, np.n
         The divisors: each map's largest moment norm times its canonical
         sign, 0 for an all-zero map.
     """
-    peak = np.abs(x0).max(axis=(1, 2), initial=0.0).astype(np.float64)
-    unit = x0 / np.where(peak > 0, peak, 1.0)[:, None, None]
+    peak, unit = _unit_maps(x0)
     norm = np.sqrt(np.einsum("nij,nij->ni", unit, unit, dtype=np.float64).max(axis=-1, initial=0.0))
-    scale = peak * norm * canonical_sign(x0)
+    scale = peak * norm * _sign_of(unit)
     safe = np.where(scale != 0, scale, 1.0)
     return grid.to_dense((x0 / safe[:, None, None]).astype(np.float32)), scale
 
