@@ -114,7 +114,8 @@ def _train_in_background(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    argv = [a for a in args.argv if a != "--background"]
+    # argparse accepts any prefix of an option: drop them all, or the child detaches again
+    argv = [a for a in args.argv if not (a.startswith("--b") and "--background".startswith(a))]
     with open(out / "train.out", "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mne_piunet.cli", *argv], stdout=log, stderr=subprocess.STDOUT,
@@ -164,7 +165,7 @@ def _fine_tune(args: argparse.Namespace) -> int | None:
     )  # fmt: skip
     if out is None:
         print(
-            "The fine-tuned weights were not better than the starting ones in every group; nothing was written."
+            "The fine-tuned weights failed the acceptance check (the warning lists its groups); nothing was written."
         )
         return 1
     print(f"Fine-tuned weights: {out} (use them with PIUNetInverse({str(out)!r}) and this inverse)")
@@ -406,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     -------
     code : int
         The exit status: 0, or 1 when a command did not do its job (a
-        fine-tune whose weights were not better in every group). Bad input exits with
+        fine-tune whose weights its acceptance check refused). Bad input exits with
         status 2 and the library's message.
     """
     parser = build_parser()

@@ -232,7 +232,8 @@ def predict_maps(
     -------
     estimate : array of float32, shape (n, n_grid_sources, 3)
         Moment vectors in Am, float32 (finer than the network's own
-        precision): each map is divided by its largest moment norm before the
+        precision): each map is divided by its signed largest moment norm
+        (:func:`normalise_inputs`) before the
         network, which predicts the map's shape and its peak relative to the
         input's; the product is multiplied back by the divisor.
     """

@@ -326,8 +326,8 @@ class PIUNetInverse:
         -------
         tuned : PIUNetInverse
             A model with the tuned weights, on this one's device and precision;
-            this model itself when the tuned weights were not better in every group (a
-            warning says so).
+            this model itself when the fine-tune's acceptance check refused the
+            tuned weights (a warning lists its groups).
         """
         from .train.finetune import fine_tune
 

@@ -73,8 +73,8 @@ def apply_piunet_many(
     n_jobs : int
         Number of workers (``-1``: one per core), as for MNE's ``n_jobs``.
     threads : int | None
-        Torch threads per worker; None: the cores divided among the local
-        workers (one worker keeps torch's default).
+        Torch threads per worker process; None: the cores divided among the
+        local workers. With one job the caller's setting is left alone.
     %(network_params)s
     %(verbose)s
     **kwargs
@@ -103,8 +103,15 @@ def apply_piunet_many(
             raise TypeError(f"recordings[{k}] must be an Evoked, Epochs or Raw, got {type(inst).__name__}")
         if not isinstance(inv, InverseOperator):
             raise TypeError(f"inverse_operators[{k}] must be an InverseOperator, got {type(inv).__name__}")
+    if kwargs.get("return_generator") and n_jobs != 1:
+        raise ValueError(
+            "return_generator=True cannot cross to worker processes (a generator cannot be pickled): "
+            "use n_jobs=1, or collect the estimates (return_generator=False)."
+        )
     parallel, run, n_jobs = parallel_func(_apply_one, n_jobs)
-    if threads is None and n_jobs > 1:
+    if n_jobs == 1:
+        threads = None  # this process's own torch threads are left as they are
+    elif threads is None:
         threads = max(1, (os.cpu_count() or 1) // n_jobs)
     network = (weights, device, batch_size, precision)
     return parallel(

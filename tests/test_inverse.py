@@ -204,7 +204,8 @@ def test_apply_raw_bounds_follow_samples_and_never_return_unwritten_memory(piu, 
         raw, inv, 1 / 9, "eLORETA", start=20, stop=100, verbose=False
     )
     assert tail.data.shape[1] == len(mne_tail.times) == 5 and tail.tmin == pytest.approx(mne_tail.tmin)
-    np.testing.assert_allclose(tail.data, piu.apply_raw(raw, inv, 1 / 9).data[:, 20:], rtol=1e-5)
+    whole = piu.apply_raw(raw, inv, 1 / 9).data[:, 20:]  # other chunks: equal to fp32 round-off
+    np.testing.assert_allclose(tail.data, whole, rtol=1e-4, atol=1e-5 * whole.max())
     assert np.all(np.isfinite(tail.data))
 
 

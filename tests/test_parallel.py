@@ -18,12 +18,18 @@ def test_two_local_workers_match_a_serial_loop(piu, tiny_weights, volume_setup):
         recordings, inv, 1 / 9, n_jobs=2, weights=tiny_weights, device="cpu", precision="float32"
     )
     assert len(stcs) == len(recordings)
+
+    def assert_close(a, b):  # other torch threads in the workers: equal to fp32 round-off
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
+
     for stc, e in zip(stcs[:3], evoked):
-        np.testing.assert_allclose(stc.data, piu.apply(e, inv, 1 / 9).data, rtol=1e-5)
-    np.testing.assert_allclose(stcs[3].data, piu.apply_raw(raw, inv, 1 / 9).data, rtol=1e-5)
+        assert_close(stc.data, piu.apply(e, inv, 1 / 9).data)
+    assert_close(stcs[3].data, piu.apply_raw(raw, inv, 1 / 9).data)
     assert stcs[3].tmin == raw.times[0]
     for stc, expected in zip(stcs[4], piu.apply_epochs(epochs, inv, 1 / 9)):
-        np.testing.assert_allclose(stc.data, expected.data, rtol=1e-5)
+        assert_close(stc.data, expected.data)
+    with pytest.raises(ValueError, match="return_generator=True cannot cross to worker processes"):
+        apply_piunet_many([raw, raw], inv, 1 / 9, n_jobs=2, return_generator=True)
 
 
 def test_bad_input_names_the_fix(volume_setup):

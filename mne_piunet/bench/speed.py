@@ -14,6 +14,7 @@ inverse's size: eLORETA's own cost is fitting its weights.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -73,7 +74,8 @@ def _max_rss_mb() -> float:
         import resource
     except ImportError:
         return float("nan")
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
 
 
 def _random_inputs(grid: SourceGrid, n: int, network: UNet3d, seed: int = 0) -> torch.Tensor:

@@ -39,7 +39,7 @@ __all__ = ["FINE_TUNE_SETTINGS", "acceptance_groups", "fine_tune"]
 #: minutes, not steps): the weights move towards one head without forgetting.
 FINE_TUNE_SETTINGS = dict(
     lr=2e-4, warmup_steps=20, max_steps=10**9, val_size=64, val_every_steps=100,
-    checkpoint_every_s=120.0, teacher=None, distill_weight=0.0,
+    checkpoint_every_s=120.0, teacher=None, distill_weight=0.0, batch_size=16, data_workers=0,
 )  # fmt: skip
 #: The fine-tune's ``coloured_noise`` (:class:`~mne_piunet.train.simulation.SourcePrior`):
 #: about half the samples carry the inverse's own noise covariance, the rest white noise.
@@ -161,10 +161,10 @@ def fine_tune(
     Returns
     -------
     out : pathlib.Path | None
-        ``out``, or None when the tuned weights were not better than the
-        starting ones on fresh samples of your setup, overall and in every
-        group of :func:`acceptance_groups` (a warning lists the groups;
-        nothing is written).
+        ``out``, or None when, on fresh samples of your setup, the tuned
+        weights were not better than the starting ones on average, or worse
+        in some group of :func:`acceptance_groups` by more than twice its
+        standard error (a warning lists the groups; nothing is written).
     """
     out = _check_budget_and_out(minutes, out, overwrite)
     inverse_operator, forward, files = _read_inputs(inverse_operator, forward)
@@ -287,7 +287,7 @@ def _write_if_better(
     accepted, report = _acceptance(groups)
     if not accepted:
         warn(
-            f"The fine-tuned weights are not better than {start_name} on your setup in every group of "
+            f"The fine-tuned weights are not better than {start_name} on your setup on average, or are worse in a group of "
             f"fresh samples (NEMD, starting -> tuned, mean paired difference +/- its standard error):\n"
             f"{report}\n{out} was not written. Train longer (a larger minutes= resumes from {run_dir}) "
             "or keep the starting weights."

@@ -989,7 +989,9 @@ def normalised_dense(
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
     """Normalise eLORETA (and truth) maps and scatter them onto the grid tensor.
 
-    Each eLORETA map is divided by its largest moment norm (``scale``). The
+    Each eLORETA map is divided by its largest moment norm times its
+    canonical sign (``scale``, :func:`~mne_piunet.inference.normalise_inputs`), so the
+    truth flips with its input. The
     truth is divided by the same number and then by its own peak norm
     (``ratio``, the amplitude the network predicts as ``log(ratio)``), so the
     target shape peaks at 1 like the input. ``truth = target * ratio * scale``.

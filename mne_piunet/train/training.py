@@ -478,7 +478,12 @@ class SimulatedBatches(torch.utils.data.IterableDataset):
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
-        torch.set_num_threads(1)  # each worker simulates on one core; the network has the rest
+        if info is not None:  # in a worker process
+            torch.set_num_threads(1)  # each worker simulates on one core; the network has the rest
+            # a signal to the whole process group stops the run, not its workers mid-batch:
+            # the main process finishes its step and ends them
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         engine = SimulationEngine(
             self.setups, self.grid, self.prior, seed=[*self.seed, 0 if info is None else info.id]
         )
@@ -514,7 +519,7 @@ class _Run:
     t_start: float = 0.0
     dtype: torch.dtype = torch.float32  # autocast dtype of the training step (train_dtype)
     batches: object = None  # the DataLoader's iterator when config.data_workers > 0
-    stop_requested: bool = False  # set by SIGTERM/SIGINT: stop after the step, keeping the weights
+    stop: threading.Event = field(default_factory=threading.Event)  # set by SIGTERM/SIGINT (_stop_on_signals)
 
     @property
     def checkpoint(self) -> Path:
@@ -670,12 +675,12 @@ def _save_checkpoint(run: _Run) -> None:
         tmp,
     )  # fmt: skip
     tmp.replace(run.checkpoint)
-    # usable weights at every checkpoint: a run cut short (a lent GPU's time running out) keeps them
-    save_network(
-        run.network,
-        run.out / "latest.pt",
-        dict(run.meta, provenance=_provenance(run), curve=run.state["curve"]),
-    )
+    # usable weights at every checkpoint: a run cut short (a lent GPU's time running out) keeps them;
+    # written aside and renamed, so a kill mid-write leaves the previous ones
+    meta = dict(run.meta, provenance=_provenance(run), curve=run.state["curve"])
+    written = save_network(run.network, run.out / "latest.tmp.pt", meta)
+    written.replace(run.out / "latest.pt")
+    written.with_suffix(".json").replace(run.out / "latest.json")
 
 
 def _provenance(run: _Run) -> dict:
@@ -814,10 +819,10 @@ def _loop(run: _Run) -> None:
     window = _Window()
     while state["step"] < config.max_steps:
         over = bool(config.max_minutes) and (time.time() - run.t_start) / 60 > config.max_minutes
-        if _broadcast_flag(over or run.stop_requested, run.ranks, run.device):
+        if _broadcast_flag(over or run.stop.is_set(), run.ranks, run.device):
             run.log(
                 "stopped on request"
-                if run.stop_requested
+                if run.stop.is_set()
                 else f"time budget of {config.max_minutes} min reached"
             )
             if run.ranks.main and window.n_steps:  # score the last weights too
@@ -873,19 +878,20 @@ def train(
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    run = _start_run(config, out, init)
-    _prepare_data(run, setups)
-    _resume(run)
-    run.meta = _run_meta(run, init)
-    if run.ranks.main:
-        n_params = sum(p.numel() for p in run.network.parameters())
-        run.log(f"device {run.device} x {run.ranks.world}, {str(run.dtype)[6:]}, "
-                f"{torch.get_num_threads()} threads, {n_params:,} parameters, "
-                f"grid {run.grid.shape}, eLORETA validation NEMD {run.val['eloreta_nemd']:.3f}")  # fmt: skip
-        _validate_init(run, init)
-    run.state["world"] = run.ranks.world  # samples per step = world * batch_size
-    _start_workers(run)
-    with _stop_on_signals(run):
+    with _stop_on_signals() as stop:  # from the start: a kill during set-up still ends cleanly
+        run = _start_run(config, out, init)
+        run.stop = stop
+        _prepare_data(run, setups)
+        _resume(run)
+        run.meta = _run_meta(run, init)
+        if run.ranks.main:
+            n_params = sum(p.numel() for p in run.network.parameters())
+            run.log(f"device {run.device} x {run.ranks.world}, {str(run.dtype)[6:]}, "
+                    f"{torch.get_num_threads()} threads, {n_params:,} parameters, "
+                    f"grid {run.grid.shape}, eLORETA validation NEMD {run.val['eloreta_nemd']:.3f}")  # fmt: skip
+            _validate_init(run, init)
+        run.state["world"] = run.ranks.world  # samples per step = world * batch_size
+        _start_workers(run)
         _loop(run)
     _check_ranks_agree(run)
     if run.ranks.main:
@@ -901,18 +907,21 @@ def train(
 
 
 @contextlib.contextmanager
-def _stop_on_signals(run: _Run):
-    """SIGTERM or SIGINT (``kill PID``, Ctrl-C) end the run after its step: validated, checkpointed, exported."""
+def _stop_on_signals():
+    """An event that SIGTERM or SIGINT (``kill PID``, Ctrl-C) set: the run then ends after its step.
+
+    The loop checks it before every step, then validates, checkpoints and
+    exports; the previous handlers are restored on leaving.
+    """
+    stop = threading.Event()
     if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
+        yield stop  # signal handlers can only be set from the main thread
         return
-
-    def request_stop(signum, frame):
-        run.stop_requested = True
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
     try:
-        yield
+        yield stop
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
