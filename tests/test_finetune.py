@@ -306,3 +306,14 @@ def test_piunet_inverse_fine_tune_returns_itself_when_refused(piu, tmp_path, use
     with pytest.warns(RuntimeWarning, match="in every group"):
         tuned = piu.fine_tune(inv, fwd, out=tmp_path / "m.pt", minutes=0.05, threads=1)
     assert tuned is piu and not (tmp_path / "m.pt").exists()
+
+
+def test_a_run_folder_resumes_under_another_output_name(tmp_path):
+    """The claim compares the inputs, not the output's name (a 10-minute budget resumes a 4-minute run)."""
+    from mne_piunet.train.finetune import _claim_run_dir
+
+    stamp = dict(name=None, inverse_sha256="a" * 64, lambda2=1 / 9, seed=0)
+    _claim_run_dir(tmp_path / "run", stamp)
+    _claim_run_dir(tmp_path / "run", dict(stamp))  # the same inputs: resumed
+    with pytest.raises(ValueError, match="holds a fine-tune of other inputs \\(lambda2 differ"):
+        _claim_run_dir(tmp_path / "run", dict(stamp, lambda2=0.5))
