@@ -225,7 +225,11 @@ def _validate(args: argparse.Namespace) -> None:
 def _add_validate(sub) -> None:
     p = sub.add_parser("validate", help="NEMD per number of sources on a config's validation setups")
     p.add_argument("weights", nargs="+", help="weight files (.pt) to compare")
-    p.add_argument("--config", default=None, help="JSON config whose val_setups and prior to use")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="a bundled config's name or a JSON file whose val_setups and prior to use",
+    )
     p.add_argument("--sources", type=int, nargs="+", default=list(N_SOURCES_SWEEP))
     p.add_argument("--n", type=int, default=12, help="samples per validation setup and number of sources")
     p.add_argument("--seed", type=int, default=None, help="default: a stream apart from training's")

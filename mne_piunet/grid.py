@@ -26,6 +26,7 @@ from scipy import sparse
 
 from ._cache import cached
 from .anatomy import TEMPLATE_SUBJECT, template_subjects_dir
+from .utils._checks import as_affine
 from .utils._docs import fill_doc
 
 DEFAULT_SPACING_MM = 8.0
@@ -387,14 +388,7 @@ def _mri_to_mni(
 ) -> np.ndarray | None:
     """Affine from a subject's MRI frame to MNI (the template's), None when they are one."""
     if mni_transform is not None:
-        mni = (
-            mni_transform["trans"]
-            if isinstance(mni_transform, mne.transforms.Transform)
-            else np.asarray(mni_transform, float)
-        )
-        if mni.shape != (4, 4):
-            raise ValueError(f"mni_transform must be a 4x4 affine (MRI m -> MNI m), got shape {mni.shape}")
-        return mni
+        return as_affine(mni_transform, "mni_transform (MRI m -> MNI m)")
     if subject in (None, TEMPLATE_SUBJECT):
         return None
     try:

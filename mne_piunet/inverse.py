@@ -18,7 +18,6 @@ from pathlib import Path
 
 import mne
 import numpy as np
-from mne.io.constants import FIFF
 from mne.minimum_norm import InverseOperator
 from mne.utils import ProgressBar, logger, verbose, warn
 from scipy import sparse
@@ -28,6 +27,7 @@ from .anatomy import template_subjects_dir
 from .grid import DEFAULT_MINDIST_MM, SourceGrid, get_grid, grid_meta, to_template_space
 from .inference import predict_maps, prepare_network, resolve_precision
 from .network import bundled_weights_path, load_network, resolve_device
+from .utils._checks import as_affine, check_inverse_operator, has_free_orientation
 from .utils._defaults import DEFAULT_LAMBDA2
 from .utils._docs import docdict, fill_doc
 from .utils._fingerprint import inverse_fingerprint
@@ -45,12 +45,7 @@ _EPOCHS_CHUNK = 512
 
 # ------------------------------------------------------------------ checks
 def _check_inverse(inverse_operator) -> None:
-    if not isinstance(inverse_operator, InverseOperator):
-        raise TypeError(
-            f"inverse_operator must be an mne.minimum_norm.InverseOperator, got "
-            f"{type(inverse_operator).__name__}. Make one with "
-            "mne.minimum_norm.make_inverse_operator(info, forward, noise_cov)."
-        )
+    check_inverse_operator(inverse_operator)
     ch_types = inverse_operator["info"].get_channel_types()
     if "eeg" not in ch_types:
         # The network learnt EEG eLORETA resolution kernels; MEG's (blind to
@@ -244,7 +239,7 @@ class PIUNetInverse:
         key = hashlib.sha256(np.round(rr, 6).tobytes() + ident.encode())
         for trans in (mri_head_t, mni_transform):
             if trans is not None:
-                key.update(np.round(_affine(trans), 6).tobytes())
+                key.update(np.round(as_affine(trans), 6).tobytes())
         key = key.hexdigest()
         if key not in self._operators:
             affine, rot = to_template_space(
@@ -274,7 +269,7 @@ class PIUNetInverse:
 
     def _inverse_geometry(self, inv, mni_transform, subjects_dir) -> tuple:
         """(operator, rotation, normals or None) of an inverse operator's source space."""
-        normals = None if inv["source_ori"] == FIFF.FIFFV_MNE_FREE_ORI else inv["source_nn"]
+        normals = None if has_free_orientation(inv) else inv["source_nn"]
         op, rot = self._operator(inv["src"], inv["mri_head_t"], mni_transform, subjects_dir)
         return op, rot, normals
 
@@ -736,12 +731,7 @@ def _prepare_eloreta(inverse_operator, prepared, nave, lambda2, method_params, u
 
 def _eloreta_ori(inverse_operator) -> str | None:
     """eLORETA's pick_ori that keeps moment vectors: "vector" unless the inverse is fixed."""
-    return "vector" if inverse_operator["source_ori"] == FIFF.FIFFV_MNE_FREE_ORI else None
-
-
-def _affine(trans) -> np.ndarray:
-    """The 4x4 array of a Transform or of an array-like."""
-    return trans["trans"] if isinstance(trans, mne.transforms.Transform) else np.asarray(trans, float)
+    return "vector" if has_free_orientation(inverse_operator) else None
 
 
 def _validate_inst(inst, kind, name):
@@ -761,7 +751,7 @@ def _unpack_inverse(inv, stc, mri_head_t, normals) -> tuple:
     A scalar estimate of a free or loose inverse holds moment norms
     (``pick_ori=None``), not signed components: it is refused.
     """
-    free = inv["source_ori"] == FIFF.FIFFV_MNE_FREE_ORI
+    free = has_free_orientation(inv)
     if free and stc.data.ndim == 2:
         raise ValueError(
             "This inverse operator has free or loose orientations, so a scalar estimate of it holds "

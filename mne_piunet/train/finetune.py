@@ -185,7 +185,9 @@ def fine_tune(
         orientation="free or loose" if prepared.free else "fixed",
     )  # fmt: skip
     # the setup's name follows the output file, so another output can resume the same run
-    _claim_run_dir(run_dir, dict(tuned_on, files=None, name=None, start_sha256=start.meta["sha256"], seed=seed))
+    _claim_run_dir(
+        run_dir, dict(tuned_on, files=None, name=None, start_sha256=start.meta["sha256"], seed=seed)
+    )
     # validation draws from the same setup on a seed stream apart from training's
     best = train(config, run_dir, init=weights, setups=([prepared], [prepared]))
     tuned = load_network(best)

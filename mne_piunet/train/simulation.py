@@ -32,6 +32,7 @@ from ..anatomy import (
 )
 from ..grid import SourceGrid, _head_to_mri, get_grid
 from ..inference import normalise_inputs
+from ..utils._checks import check_forward, check_inverse_operator, has_free_orientation
 from ..utils._defaults import DEFAULT_LAMBDA2
 
 
@@ -272,7 +273,7 @@ def inverse_kernel(
     """
     n_chan = len(info["ch_names"])
     evoked = mne.EvokedArray(np.eye(n_chan), info, tmin=0.0, nave=1)
-    free = inverse_operator["source_ori"] == mne.io.constants.FIFF.FIFFV_MNE_FREE_ORI
+    free = has_free_orientation(inverse_operator)
     logger.info(f"Computing the {method} kernel")
     stc = mne.minimum_norm.apply_inverse(
         evoked, inverse_operator, lambda2, method, pick_ori="vector" if free else None,
@@ -572,19 +573,13 @@ def prepare_user_setup(
     """
     from ..grid import to_template_space
 
-    if not isinstance(forward, mne.Forward):
-        raise TypeError(
-            f"forward must be an mne.Forward (e.g. from mne.read_forward_solution), got {type(forward).__name__}"
-        )
-    if not isinstance(inverse_operator, mne.minimum_norm.InverseOperator):
-        raise TypeError(
-            f"inverse_operator must be an mne.minimum_norm.InverseOperator, got {type(inverse_operator).__name__}"
-        )
+    check_forward(forward)
+    check_inverse_operator(inverse_operator)
     grid = get_grid() if grid is None else grid
     names = _user_channels(forward, inverse_operator)
     _check_same_sources(forward, inverse_operator)
-    fixed = inverse_operator["source_ori"] != mne.io.constants.FIFF.FIFFV_MNE_FREE_ORI
-    if not fixed and forward["source_ori"] != mne.io.constants.FIFF.FIFFV_MNE_FREE_ORI:
+    fixed = not has_free_orientation(inverse_operator)
+    if not fixed and not has_free_orientation(forward):
         raise ValueError(
             "The inverse has free or loose orientations but the forward is fixed; pass the free-orientation "
             "forward the inverse was made from."
@@ -615,7 +610,7 @@ def _prepared_from(setup, fwd, inv, info, lambda2, kernel, grid, src, affine, ro
     """
     pos = mne.transforms.apply_trans(affine, fwd["source_rr"])
     surface = all(s["type"] == "surf" for s in fwd["src"])
-    fixed = inv["source_ori"] != mne.io.constants.FIFF.FIFFV_MNE_FREE_ORI
+    fixed = not has_free_orientation(inv)
     normals, hemi_of = None, None
     if surface or fixed:  # patch sources along the normals (a fixed inverse has only those)
         surf_fwd = mne.convert_forward_solution(fwd, surf_ori=True, force_fixed=fixed, use_cps=True)
