@@ -343,3 +343,17 @@ def test_stc_plot_renders_offline(piu, mode):
     fig = stc.plot(piu.src, subjects_dir=piu.subjects_dir, mode=mode, initial_time=0.0, show=False)
     assert fig.axes  # rendered
     plt.close("all")
+
+
+def test_channel_order_and_raw_chunking_do_not_change_the_estimate(piu, volume_case):
+    evoked, inv, _ = volume_case
+    names = list(evoked.ch_names)
+    shuffled = evoked.copy().reorder_channels(names[::-1])
+    ref = piu.apply(evoked, inv, 1 / 9).data
+    np.testing.assert_allclose(piu.apply(shuffled, inv, 1 / 9).data, ref, rtol=1e-5, atol=1e-6 * ref.max())
+    raw = mne.io.RawArray(evoked.data, evoked.info, verbose=False)
+    whole = piu.apply_raw(raw, inv, 1 / 9, buffer_size=len(raw.times)).data
+    for buffer_size in (1, 2, 3):
+        chunked = piu.apply_raw(raw, inv, 1 / 9, buffer_size=buffer_size).data
+        # other chunks are other network batches, which run other convolution kernels: fp32 round-off
+        np.testing.assert_allclose(chunked, whole, rtol=1e-3, atol=1e-4 * whole.max())
