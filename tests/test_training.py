@@ -284,13 +284,17 @@ def test_bundled_configs_reproduce_the_shipped_weights():
     assert distilled.network == robust.network == balanced.network
     assert not robust.teacher and not balanced.teacher
     assert robust.train_setups == balanced.train_setups and robust.prior != balanced.prior
+    # stage 6 and the GPU recipe continue stage 5 on its setups and prior, from its network
+    assert continued.train_setups == gpu.train_setups == balanced.train_setups
+    assert continued.prior == gpu.prior == balanced.prior and continued.network == gpu.network == balanced.network
+    assert gpu.device == "cuda" and gpu.data_workers > 0 and continued.data_workers == 0
     meta = load_network().meta
-    # the shipped file is stage 5: trained with the bundled config, from weights whose sha256 it names
+    # the shipped file is stage 6: trained with the bundled config, from weights whose sha256 it names
     assert json.loads(json.dumps(asdict(TrainConfig(**meta["train_config"])))) == json.loads(
-        json.dumps(asdict(balanced))
+        json.dumps(asdict(continued))
     )
     assert len(meta["provenance"]["init"]["sha256"]) == 64
-    assert {**balanced.network, "in_channels": 3, "out_channels": 3} == meta["config"]
+    assert {**continued.network, "in_channels": 3, "out_channels": 3} == meta["config"]
 
 
 def test_peak_loss_measures_the_peak_offset(grid):
