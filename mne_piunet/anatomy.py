@@ -249,18 +249,21 @@ def make_template_inverse(
     src: mne.SourceSpaces | None = None,
     loose: float | str = "auto",
     depth: float | None = 0.8,
+    conductivity: tuple[float, ...] | None = None,
     verbose: bool | str | int | None = None,
 ) -> mne.minimum_norm.InverseOperator:
-    """An EEG inverse operator on the template head for your own data.
+    """An EEG, MEG or MEG+EEG inverse operator on the template head for your own data.
 
-    The usual "EEG with a template MRI" approach: your digitised (or standard)
-    electrode positions, the template BEM (cached forward) and the fsaverage5
+    The usual "M/EEG with a template MRI" approach: your digitised (or
+    standard) electrode positions and your MEG sensors with their device ->
+    head transform, the template BEM (cached forward) and the fsaverage5
     cortex or another template-space source space.
 
     Parameters
     ----------
     info : mne.Info
-        Measurement info with EEG positions and an average reference projector.
+        Measurement info with EEG positions and an average reference
+        projector, MEG channels, or both; its good EEG and MEG channels are used.
     noise_cov : mne.Covariance
         Noise covariance of the data.
     src : mne.SourceSpaces | None
@@ -269,6 +272,9 @@ def make_template_inverse(
         volume inverse on PIUNet's own grid.
     loose, depth
         As for :func:`mne.minimum_norm.make_inverse_operator`.
+    conductivity : tuple of float | None
+        The BEM's conductivities; None for MNE's defaults: a single shell
+        (inner skull, 0.3 S/m) for MEG alone, three layers otherwise.
     %(verbose)s
 
     Returns
@@ -276,9 +282,14 @@ def make_template_inverse(
     inverse_operator : mne.minimum_norm.InverseOperator
     """
     src = make_cortex_src() if src is None else src
-    fwd = make_template_forward(info, src)
-    picks = mne.pick_types(info, meg=False, eeg=True, exclude="bads")
+    picks = mne.pick_types(info, meg=True, eeg=True, ref_meg=False, exclude="bads")
+    if not len(picks):
+        raise ValueError("The info has no good EEG or MEG channels to make an inverse from")
     info = mne.pick_info(info, picks)
+    if conductivity is None:
+        has_eeg = len(mne.pick_types(info, meg=False, eeg=True))
+        conductivity = DEFAULT_CONDUCTIVITY if has_eeg else (0.3,)
+    fwd = make_template_forward(info, src, conductivity=conductivity)
     return mne.minimum_norm.make_inverse_operator(info, fwd, noise_cov, loose=loose, depth=depth)
 
 
@@ -294,24 +305,28 @@ def template_trans() -> mne.transforms.Transform:
 
 
 # ------------------------------------------------------------ head models
-def check_conductivity(conductivity: tuple[float, float, float]) -> tuple[float, float, float]:
-    """Validate (brain, skull, scalp) conductivities in S/m.
+def check_conductivity(conductivity: tuple[float, ...]) -> tuple[float, ...]:
+    """Validate (brain, skull, scalp) conductivities, or a single-shell (brain,), in S/m.
 
     Parameters
     ----------
     conductivity : tuple of float
-        Brain, skull and scalp conductivity in S/m. A value outside its
+        Brain, skull and scalp conductivity in S/m, or the brain's alone for
+        MEG's usual single-shell (inner skull) model. A value outside its
         plausible range (brain and scalp 0.1-1, skull 0.001-0.05) raises: it is
         more likely a unit slip than a head.
 
     Returns
     -------
     conductivity : tuple of float
-        The three values as Python floats.
+        The values as Python floats.
     """
     cond = tuple(float(c) for c in np.atleast_1d(conductivity))
-    if len(cond) != 3:
-        raise ValueError(f"conductivity must be (brain, skull, scalp) in S/m, got {conductivity!r}")
+    if len(cond) not in (1, 3):
+        raise ValueError(
+            f"conductivity must be (brain, skull, scalp) in S/m, or (brain,) for a single-shell "
+            f"model, got {conductivity!r}"
+        )
     for name, value, (lo, hi) in zip(("brain", "skull", "scalp"), cond, _CONDUCTIVITY_RANGES):
         if not lo <= value <= hi:
             raise ValueError(f"{name} conductivity must be within [{lo}, {hi}] S/m, got {value}")
@@ -320,16 +335,18 @@ def check_conductivity(conductivity: tuple[float, float, float]) -> tuple[float,
 
 @verbose
 def make_template_bem(
-    conductivity: tuple[float, float, float] = DEFAULT_CONDUCTIVITY,
+    conductivity: tuple[float, ...] = DEFAULT_CONDUCTIVITY,
     ico: int = 4,
     verbose: bool | str | int | None = None,
 ) -> mne.bem.ConductorModel:
-    """3-layer BEM solution of the template head (cached on disk).
+    """3-layer or single-shell BEM solution of the template head (cached on disk).
 
     Parameters
     ----------
     conductivity : tuple of float
-        Brain, skull and scalp conductivity in S/m.
+        Brain, skull and scalp conductivity in S/m (3 layers), or the brain's
+        alone: the single-shell (inner skull) model usual for MEG, which
+        cannot compute EEG.
     ico : int
         Surface resolution (4: 2,562 vertices per surface, about 80 s to solve).
     %(verbose)s
@@ -485,17 +502,23 @@ def src_fingerprint(src: mne.SourceSpaces) -> str:
     return h.hexdigest()[:16]
 
 
-def _eeg_info_and_name(montage: str | mne.Info) -> tuple[mne.Info, str]:
-    """EEG info of a montage name or of a measurement info, and its name in cache keys.
+def _sensor_info_and_name(montage: str | mne.Info) -> tuple[mne.Info, str]:
+    """The sensors of a montage name or of a measurement info, and their name in cache keys.
 
-    A measurement info is named by a hash of its channel names and positions,
-    so two recordings with one layout share their forward.
+    A measurement info is named by a hash of its channel names and positions
+    (and, with MEG, its coil types and frames and its device -> head
+    transform), so two recordings with one layout share their forward.
     """
     if not isinstance(montage, mne.Info):
         return montage_info(montage), montage
-    info = mne.pick_info(montage, mne.pick_types(montage, meg=False, eeg=True, exclude=()))
-    eeg = np.array([ch["loc"][:3] for ch in info["chs"]])
-    digest = hashlib.sha256(np.round(eeg, 6).tobytes() + repr(info["ch_names"]).encode()).hexdigest()
+    info = mne.pick_info(montage, mne.pick_types(montage, meg=True, eeg=True, ref_meg=False, exclude=()))
+    meg = mne.pick_types(info, meg=True, eeg=False, ref_meg=False, exclude=())
+    eeg = np.array([ch["loc"][:3] for ch in info["chs"] if ch["kind"] == mne.io.constants.FIFF.FIFFV_EEG_CH])
+    text = np.round(eeg, 6).tobytes() + repr(info["ch_names"]).encode()
+    if len(meg):
+        coils = np.array([np.r_[info["chs"][k]["coil_type"], info["chs"][k]["loc"][:12]] for k in meg])
+        text += np.round(coils, 7).tobytes() + np.round(info["dev_head_t"]["trans"], 7).tobytes()
+    digest = hashlib.sha256(text).hexdigest()
     return info, f"info-{digest[:12]}"
 
 
@@ -507,6 +530,11 @@ def _template_head_model(
     trans: mne.transforms.Transform,
 ) -> mne.bem.ConductorModel:
     """The template BEM, or a sphere fitted to the montage that holds every source."""
+    if head == "sphere" and not len(mne.pick_types(info, meg=False, eeg=True)):
+        raise ValueError(
+            'head="sphere" fits a sphere to EEG electrodes; for MEG alone use head="bem" '
+            "(three layers, or conductivity=(0.3,) for a single shell)"
+        )
     if head == "bem":
         return make_template_bem(conductivity)
     rr = np.concatenate([s["rr"][s["vertno"]] for s in src])
@@ -532,23 +560,25 @@ def make_template_forward(
     src: mne.SourceSpaces,
     *,
     head: str = "bem",
-    conductivity: tuple[float, float, float] = DEFAULT_CONDUCTIVITY,
+    conductivity: tuple[float, ...] = DEFAULT_CONDUCTIVITY,
     verbose: bool | str | int | None = None,
 ) -> mne.Forward:
-    """EEG forward of a built-in montage on the template head (cached).
+    """EEG, MEG or MEG+EEG forward on the template head (cached).
 
     Parameters
     ----------
     montage : str | mne.Info
-        A built-in MNE montage name, or the measurement info of your own EEG
+        A built-in MNE montage name, or a measurement info: your own EEG
         (digitised positions in head coordinates defined by the fiducials, as
-        for any "EEG with a template MRI" analysis).
+        for any "EEG with a template MRI" analysis), MEG (with its device ->
+        head transform; e.g. :func:`~mne_piunet.sensors.meg_array_info`) or both.
     src : mne.SourceSpaces
         Source space in fsaverage MRI coordinates.
     head : "bem" | "sphere"
         Template 3-layer BEM, or a sphere model fitted to the montage.
     conductivity : tuple of float
-        Brain, skull, scalp conductivities (BEM only).
+        Brain, skull, scalp conductivities, or the brain's alone for a
+        single shell (MEG only; BEM only).
     %(verbose)s
 
     Returns
@@ -556,16 +586,23 @@ def make_template_forward(
     fwd : mne.Forward
         Free-orientation forward; every source of ``src`` is kept.
     """
-    info, name = _eeg_info_and_name(montage)
+    info, name = _sensor_info_and_name(montage)
+    has_meg = bool(len(mne.pick_types(info, meg=True, eeg=False, ref_meg=False)))
+    has_eeg = bool(len(mne.pick_types(info, meg=False, eeg=True)))
     if head not in ("bem", "sphere"):
         raise ValueError(f'head must be "bem" or "sphere", got {head!r}')
     cond = check_conductivity(conductivity) if head == "bem" else None
+    if has_eeg and cond is not None and len(cond) == 1:
+        raise ValueError(
+            "A single-shell head model cannot compute EEG: pass three conductivities "
+            "(brain, skull, scalp), or MEG channels alone"
+        )
     trans = template_trans()
 
     def build():
         bem = _template_head_model(info, src, head, cond, trans)
         logger.info(f"Computing the {name} forward on the template {head} (once; cached)")
-        fwd = mne.make_forward_solution(info, trans, src, bem, meg=False, eeg=True, mindist=0.0)
+        fwd = mne.make_forward_solution(info, trans, src, bem, meg=has_meg, eeg=has_eeg, mindist=0.0)
         return _check_forward(fwd, src)
 
     return cached(

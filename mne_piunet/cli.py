@@ -173,7 +173,7 @@ def _fine_tune(args: argparse.Namespace) -> int | None:
 
 def _add_fine_tune(sub) -> None:
     p = sub.add_parser("fine-tune", help="adapt the bundled model to your own forward model and inverse")
-    p.add_argument("--fwd", required=True, help="-fwd.fif file (with EEG) the inverse was made from")
+    p.add_argument("--fwd", required=True, help="-fwd.fif file (EEG, MEG or both) the inverse was made from")
     p.add_argument("--inv", required=True, help="-inv.fif file")
     p.add_argument("-o", "--out", required=True, help="output .pt (its JSON is written beside it)")
     p.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget; a larger one resumes")

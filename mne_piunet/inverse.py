@@ -44,18 +44,23 @@ _EPOCHS_CHUNK = 512
 
 
 # ------------------------------------------------------------------ checks
+#: Channel types whose eLORETA maps PIUNet was trained on, alone or together.
+SUPPORTED_CHANNEL_TYPES = ("eeg", "mag", "grad")
+
+
 def _check_inverse(inverse_operator) -> None:
     check_inverse_operator(inverse_operator)
-    ch_types = inverse_operator["info"].get_channel_types()
-    if "eeg" not in ch_types:
-        # The network learnt EEG eLORETA resolution kernels; MEG's (blind to
-        # radial sources) differ, so a MEG-only map would be silently wrong.
+    ch_types = set(inverse_operator["info"].get_channel_types())
+    other = sorted(ch_types - set(SUPPORTED_CHANNEL_TYPES))
+    if other or not ch_types:
+        # The network learnt the resolution of scalp EEG and MEG eLORETA;
+        # intracranial or other sensors see the brain in other ways.
         raise ValueError(
-            "The inverse operator has no EEG channels. PIUNet was trained on EEG "
-            "eLORETA estimates only; use mne.minimum_norm.apply_inverse for MEG."
+            f"The inverse operator has {', '.join(other) or 'no'} channels: PIUNet refines inverses "
+            "of EEG, MEG (magnetometers, gradiometers or both) and MEG+EEG. Make the inverse from "
+            "those channels (e.g. mne.pick_types(info, meg=True, eeg=True)), or use "
+            "mne.minimum_norm.apply_inverse."
         )
-    if set(ch_types) - {"eeg"}:
-        warn("The inverse operator combines EEG with other sensors; PIUNet was trained on EEG-only eLORETA.")
 
 
 def _check_args(lambda2, method, pick_ori, label=None, return_residual=False) -> float:
@@ -425,7 +430,8 @@ class PIUNetInverse:
         Parameters
         ----------
         evoked : mne.Evoked
-            EEG evoked data (average reference projector as for any inverse).
+            EEG, MEG or MEG+EEG evoked data (EEG with an average reference
+            projector, SSP projectors as the inverse has them, as for any inverse).
         %(inverse_operator)s
         %(lambda2)s
         %(method)s
@@ -485,7 +491,7 @@ class PIUNetInverse:
         Parameters
         ----------
         epochs : mne.BaseEpochs
-            EEG epochs, preloaded or not.
+            EEG, MEG or MEG+EEG epochs, preloaded or not.
         %(inverse_operator)s
         %(lambda2)s
         %(method)s
@@ -553,7 +559,7 @@ class PIUNetInverse:
         Parameters
         ----------
         raw : mne.io.BaseRaw
-            EEG data, preloaded or not.
+            EEG, MEG or MEG+EEG data, preloaded or not.
         %(inverse_operator)s
         %(lambda2)s
         %(method)s

@@ -153,9 +153,14 @@ def test_evaluate_command_end_to_end(tiny_weights, volume_setup, tmp_path, monke
     monkeypatch.setattr(
         report, "preset_cells", lambda grid, quick: [evaluation.Cell("preset", "volume", setup)]
     )
+    monkeypatch.setattr(
+        report,
+        "sensor_cells",
+        lambda grid, quick: [evaluation.Cell("sensors", "EEG", setup, 10.0, k) for k in (1, 3)],
+    )
     assert main(["evaluate", "--quick", "--weights", str(tiny_weights), "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "In distribution" in out and "Held out" in out and "Presets" in out
+    assert "In distribution" in out and "Held out" in out and "Presets" in out and "Sensor types" in out
     import csv
 
     rows = list(csv.DictReader(open(tmp_path / "evaluation.csv")))

@@ -252,11 +252,11 @@ def test_fine_tune_bad_inputs(tmp_path, user_models, surface_setup):
     (tmp_path / "exists.pt").write_bytes(b"")
     with pytest.raises(FileExistsError, match="overwrite=True"):
         fine_tune(inv, fwd, out=tmp_path / "exists.pt", minutes=1)
-    # a forward without EEG
+    # a forward without EEG or MEG
     no_eeg = fwd.copy()
     for ch in no_eeg["info"]["chs"]:
         ch["kind"] = mne.io.constants.FIFF.FIFFV_MISC_CH
-    with pytest.raises(ValueError, match="no EEG channels"):
+    with pytest.raises(ValueError, match="no EEG or MEG channels"):
         fine_tune(inv, no_eeg, out=tmp_path / "b.pt", minutes=1)
     # a forward and inverse that disagree: channels, then source spaces
     other_montage = make_template_forward("biosemi64", fwd["src"])

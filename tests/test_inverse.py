@@ -305,14 +305,6 @@ def test_sources_in_millimetres_are_refused(piu, volume_case):
         piu.refine(stc_e, src, mri_head_t=inv["mri_head_t"])
 
 
-def test_meg_only_inverse_is_refused(piu, volume_case):
-    evoked, inv, _ = volume_case
-    meg = inv.copy()
-    meg["info"] = mne.create_info(inv["info"]["ch_names"], evoked.info["sfreq"], "mag")
-    with pytest.raises(ValueError, match="no EEG channels"):
-        piu.apply(evoked, meg, 1 / 9)
-
-
 def test_weights_are_checked(tiny_weights, tmp_path):
     import shutil
 

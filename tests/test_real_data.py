@@ -1,6 +1,8 @@
-"""Real data: MNE's test evoked (auditory/visual, 60 EEG) with the template anatomy.
+"""Real data: MNE's test evoked (auditory/visual; 60 EEG, 306 MEG) with the template anatomy.
 
-Skipped when ``../shared/data/mne-test-evoked`` (beside the checkout) is absent.
+Each channel set a user has, EEG, MEG and MEG+EEG, is localised with the
+bundled model. Skipped when ``../shared/data/mne-test-evoked`` (beside the
+checkout) is absent.
 """
 
 import mne
@@ -12,16 +14,21 @@ pytestmark = pytest.mark.skipif(
     not (SHARED_EVOKED / "test-ave.fif.gz").is_file(), reason="MNE test evoked not found"
 )
 
+CHANNEL_SETS = {
+    "eeg": dict(meg=False, eeg=True),
+    "meg": dict(meg=True, eeg=False),
+    "meg+eeg": dict(meg=True, eeg=True),
+}
 
-@pytest.fixture(scope="module")
-def window_means():
-    """EEG only, baseline-corrected, average reference, mean over 80-130 ms."""
+
+def _window_means(channels: str) -> tuple[dict, mne.Covariance]:
+    """One channel set, baseline-corrected (average reference for EEG), mean over 80-130 ms."""
     evokeds = mne.read_evokeds(SHARED_EVOKED / "test-ave.fif.gz", baseline=(None, 0), verbose=False)
     cov = mne.read_cov(SHARED_EVOKED / "test-cov.fif", verbose=False)
     out = {}
     for ev in evokeds:
-        ev = ev.copy().pick("eeg", exclude="bads")
-        if not any(p["desc"].startswith("Average EEG") for p in ev.info["projs"]):
+        ev = ev.copy().pick(mne.pick_types(ev.info, **CHANNEL_SETS[channels], exclude="bads"))
+        if "eeg" in channels and not any(p["desc"].startswith("Average EEG") for p in ev.info["projs"]):
             ev.set_eeg_reference(projection=True, verbose=False)
         win = ev.copy().crop(0.08, 0.13)
         out[ev.comment] = mne.EvokedArray(
@@ -31,23 +38,37 @@ def window_means():
 
 
 @pytest.fixture(scope="module")
-def peaks(window_means):
-    """PIUNet's peak (MNI mm) and right-hemisphere share of |moment| per condition."""
+def bundled():
     from mne_piunet import PIUNetInverse
+
+    return PIUNetInverse()  # the bundled, pretrained model
+
+
+@pytest.fixture(scope="module", params=list(CHANNEL_SETS))
+def peaks(request, bundled):
+    """PIUNet's peak (MNI mm) and right-hemisphere share of |moment| per condition, one channel set.
+
+    EEG on the fsaverage5 cortex (MNE's default loose inverse); MEG and
+    MEG+EEG on PIUNet's own grid (a free volume inverse), to keep their
+    forwards quick to build.
+    """
     from mne_piunet.anatomy import make_template_inverse
 
-    means, cov = window_means
-    piu = PIUNetInverse()  # the bundled, pretrained model
-    inv = make_template_inverse(next(iter(means.values())).info, cov)
-    x = piu.grid.pos[:, 0]
+    means, cov = _window_means(request.param)
+    info = next(iter(means.values())).info
+    src = None if request.param == "eeg" else bundled.src
+    inv = make_template_inverse(info, cov, src=src, loose="auto" if src is None else 1.0)
+    x = bundled.grid.pos[:, 0]
     out = {}
     for name, evoked in means.items():
-        stc = piu.apply(evoked, inv, 1 / 9)
+        stc = bundled.apply(evoked, inv, 1 / 9)
         vertex, _ = stc.get_peak(vert_as_index=True)
-        magnitude = np.linalg.norm(stc.data, axis=1)[:, 0] if stc.data.ndim == 3 else np.abs(stc.data[:, 0])
+        magnitude = np.abs(stc.data[:, 0])
         right = magnitude[x > 0].sum() / magnitude[x != 0].sum()
-        out[name] = (piu.grid.pos[vertex] * 1e3, right)
-        print(f"{name}: PIUNet peak at {np.round(out[name][0])} mm (MNI), right hemisphere {right:.0%}")
+        out[name] = (bundled.grid.pos[vertex] * 1e3, right)
+        print(
+            f"{request.param} {name}: peak at {np.round(out[name][0])} mm (MNI), right hemisphere {right:.0%}"
+        )
     return out
 
 
@@ -66,10 +87,11 @@ def test_visual_p100_is_occipital(peaks):
     assert left[1] < -60 and right[1] < -60, "visual peaks should be occipital"
 
 
-def test_combined_meg_eeg_inverse_warns_and_matches_mne():
-    """A combined MEG+EEG inverse runs, with a warning that training saw EEG only."""
+def test_meg_eeg_inverse_refines_mnes_own_eloreta():
+    """A combined MEG+EEG inverse (real sensors, the file's projectors) refines MNE's own eLORETA."""
     from mne_piunet import PIUNetInverse
 
+    bundled = PIUNetInverse(precision="float32")
     evoked = mne.read_evokeds(SHARED_EVOKED / "test-ave.fif.gz", 0, baseline=(None, 0), verbose=False)
     # the file's evoked already carries an average-reference projector
     evoked = evoked.pick(["meg", "eeg"], exclude="bads").crop(0.09, 0.11)
@@ -79,11 +101,8 @@ def test_combined_meg_eeg_inverse_warns_and_matches_mne():
     fwd = mne.make_forward_solution(evoked.info, None, src, sphere, meg=True, eeg=True, verbose=False)
     inv = mne.minimum_norm.make_inverse_operator(evoked.info, fwd, cov, loose=1.0, verbose=False)
     ref = mne.minimum_norm.apply_inverse(evoked, inv, 1 / 9, "eLORETA", verbose=False)
-    piu = PIUNetInverse(precision="float32")
-    with pytest.warns(RuntimeWarning, match="combines EEG with other sensors"):
-        stc = piu.apply(evoked, inv, 1 / 9)
+    stc = bundled.apply(evoked, inv, 1 / 9)
     np.testing.assert_allclose(stc.times, ref.times)
     assert stc.subject == "fsaverage" and np.all(np.isfinite(stc.data)) and stc.data.max() > 0
-    # its values are the refinement of MNE's own eLORETA estimate
     vec = mne.minimum_norm.apply_inverse(evoked, inv, 1 / 9, "eLORETA", pick_ori="vector", verbose=False)
-    np.testing.assert_allclose(piu.refine(vec, inv).data, stc.data, rtol=1e-5, atol=1e-6 * stc.data.max())
+    np.testing.assert_allclose(bundled.refine(vec, inv).data, stc.data, rtol=1e-5, atol=1e-6 * stc.data.max())

@@ -1,6 +1,6 @@
 """The tutorials run as plain scripts (offline, Agg backend).
 
-The quickstart and the real-data tutorial run in every test session; the two
+The quickstart and the real-data tutorial run in every test session; the three
 that build extra forward models or train (minutes each on 2 cores) run when
 ``MNE_PIUNET_SLOW=1``.
 """
@@ -26,6 +26,9 @@ SLOW = os.environ.get("MNE_PIUNET_SLOW") == "1"
         ),
         pytest.param(
             "plot_04_train_your_own.py", marks=pytest.mark.skipif(not SLOW, reason="set MNE_PIUNET_SLOW=1")
+        ),
+        pytest.param(
+            "plot_05_meg_comparison.py", marks=pytest.mark.skipif(not SLOW, reason="set MNE_PIUNET_SLOW=1")
         ),
     ],
 )
@@ -61,3 +64,6 @@ def test_tutorial_runs(name, monkeypatch, capsys):
             if "from the true" in line
         ]
         assert len(errors) == 4 and all(0 <= e < 200 for e in errors)
+    if name == "plot_05_meg_comparison.py":  # one peak per method of MNE's comparison, and PIUNet's
+        methods = [line.split()[0] for line in out.splitlines() if " peak at " in line]
+        assert methods == ["MNE", "dSPM", "sLORETA", "eLORETA", "PIUNet"]

@@ -50,6 +50,8 @@ from ..train.simulation import (
     linear_kernel,
     prepare_setup,
     prepare_user_setup,
+    setup_forward,
+    setup_info,
     simulate,
 )
 from ..train.simulation import simulate_demo_evoked as _simulate_demo_evoked
@@ -67,6 +69,8 @@ __all__ = (
     "finetune_benefit",
     "paper_setting_setup",
     "preset_cells",
+    "meg_mismatch_setup",
+    "sensor_cells",
     "user_style_models",
     "localise_demo",
     "run_benchmark",
@@ -105,6 +109,17 @@ EXTENTS_MM = (10.0, 20.0, 40.0, 80.0)
 BASE_SNR_DB, BASE_N_SOURCES, BASE_SIGMA_MM = 10.0, 1, (5.0, 40.0)
 
 DEMO_METHODS = ("dSPM", "sLORETA", "eLORETA", "PIUNet")
+
+#: Sensor arrays no training saw: a KIT array (a family held out), and the
+#: Kernel Flux OPM layout (triaxial, where training had radial and dual-axis caps).
+HELD_OUT_MEG = "kit157"
+HELD_OUT_OPM = "flux120"
+#: The held-out EEG montage of the sensor-type comparison (as :data:`HELD_OUT_SETUPS`).
+HELD_OUT_EEG = "easycap-M1"
+#: MEG's usual single-shell inverse on data from the 3-layer BEM.
+SINGLE_SHELL = (0.3,)
+SENSOR_SNRS_DB = (0.0, 5.0, 10.0, 20.0)
+SENSOR_N_SOURCES = (1, 3, 5)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -210,7 +225,7 @@ def benchmark_cells(quick: bool = False) -> list[Cell]:
         cells += [Cell("snr_db", s, setup, snr_db=s) for s in snrs]
         cells += [Cell("n_sources", k, setup, n_sources=k) for k in ks]
         cells += [Cell("extent_mm", e, setup, sigma_mm=(e / 2, e / 2)) for e in extents]
-    return cells + _montage_cells(montages) + _head_cells(skulls)
+    return cells + _montage_cells(montages) + _head_cells(skulls) + ([] if quick else _sensor_cells())
 
 
 def _montage_cells(montages: tuple[str, ...]) -> list[Cell]:
@@ -220,6 +235,19 @@ def _montage_cells(montages: tuple[str, ...]) -> list[Cell]:
         setup = HeadSetup(m, "bem", BENCH_CONDUCTIVITY, "surface")
         cells.append(Cell("montage", f"{m} ({n_chan} ch)", setup))
     return cells
+
+
+def _sensor_cells() -> list[Cell]:
+    """The benchmark's sensor-type sweep at the base condition, on held-out arrays (cortex)."""
+    setups = {
+        f"EEG ({BENCH_MONTAGE})": HeadSetup(BENCH_MONTAGE, "bem", BENCH_CONDUCTIVITY, "surface"),
+        f"MEG ({HELD_OUT_MEG})": HeadSetup(None, "bem", BENCH_CONDUCTIVITY, "surface", meg=HELD_OUT_MEG),
+        f"MEG+EEG ({HELD_OUT_MEG} + {BENCH_MONTAGE})": HeadSetup(
+            BENCH_MONTAGE, "bem", BENCH_CONDUCTIVITY, "surface", meg=HELD_OUT_MEG
+        ),
+        f"OPM ({HELD_OUT_OPM})": HeadSetup(None, "bem", BENCH_CONDUCTIVITY, "surface", meg=HELD_OUT_OPM),
+    }
+    return [Cell("sensors", label, setup) for label, setup in setups.items()]
 
 
 def _head_cells(skulls: tuple[float, ...]) -> list[Cell]:
@@ -296,14 +324,12 @@ class MethodRunner:
         self.forward = None
         if set(SPARSE_METHODS) & set(methods):  # the setup's own forward (read from the cache)
             setup = prepared.spec
-            if not isinstance(setup, HeadSetup) or setup.loose or setup.jitter_mm:
+            if not isinstance(setup, HeadSetup) or setup.loose:
                 raise ValueError(
-                    f"MxNE and Gamma-MAP run on plain template setups only (fixed cortex or free volume, "
-                    f"nominal montage), not on {prepared.name!r}; score it with {LINEAR_METHODS + ('PIUNet',)}"
+                    f"MxNE and Gamma-MAP run on template setups only (fixed cortex or free volume), "
+                    f"not on {prepared.name!r}; score it with {LINEAR_METHODS + ('PIUNet',)}"
                 )
-            self.forward = make_template_forward(
-                setup.montage, prepared.src, head=setup.head, conductivity=setup.conductivity
-            )
+            self.forward = setup_forward(setup, prepared.src)
 
     def estimate(self, batch: SimulatedBatch, piu=None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         """Every method's estimate of a batch.
@@ -334,7 +360,8 @@ class MethodRunner:
             estimates["PIUNet"] = piu.predict_grid(batch.eloreta_grid)
             seconds["PIUNet"] = (time.perf_counter() - t0) / n + seconds.get("eLORETA", 0.0)
         clean = batch.true.reshape(n, -1) @ prep.leadfield.T
-        noise_var = np.var(batch.sensor - clean, axis=1)
+        std = np.ones(len(prep.info["ch_names"])) if prep.channel_std is None else prep.channel_std
+        noise_var = np.var((batch.sensor - clean) / std, axis=1)[:, None] * std**2  # per channel type
         for method in (m for m in SPARSE_METHODS if m in self.methods):
             t0 = time.perf_counter()
             est = np.stack([self.sparse(method, batch.sensor[i], noise_var[i]) for i in range(n)])
@@ -351,8 +378,8 @@ class MethodRunner:
             The solver.
         sensor : array, shape (n_chan,)
             The sample's sensor data.
-        noise_var : float
-            The sample's noise variance (white).
+        noise_var : array, shape (n_chan,)
+            The sample's noise variance per channel (white within a channel type).
 
         Returns
         -------
@@ -366,7 +393,7 @@ class MethodRunner:
         # one solve per sample: quiet, or the benchmark's log is MNE's solver output
         evoked = mne.EvokedArray(sensor[:, None], info, tmin=0.0, nave=1, verbose=False)
         cov = mne.Covariance(
-            np.full(len(info["ch_names"]), noise_var), info["ch_names"], [], info["projs"], nfree=1000,
+            np.asarray(noise_var, float), info["ch_names"], [], info["projs"], nfree=1000,
             verbose=False,
         )  # fmt: skip
         kwargs = dict(
@@ -605,6 +632,84 @@ def evaluate_model_card(piu, quick: bool = False, seed: int = 1234) -> tuple[lis
     ind = evaluate_methods(piu, (IN_DISTRIBUTION_SETUP,), (20.0,), (1,), n_per_cell=2 * n, seed=seed)
     held = evaluate_methods(piu, HELD_OUT_SETUPS, snrs, ks, n_per_cell=n, seed=seed + 1)
     return ind, held
+
+
+@verbose
+def meg_mismatch_setup(
+    meg: str, grid, montage: str | None = None, lambda2: float = DEFAULT_LAMBDA2, verbose=None
+) -> PreparedSetup:
+    """A held-out MEG (or MEG+EEG) setup whose data and inverse come from different head models.
+
+    Data come from the 3-layer template BEM at :data:`BENCH_CONDUCTIVITY`;
+    eLORETA from the inverse a MEG user makes, on the single-shell BEM (or,
+    with EEG, the 3-layer one at MNE's default conductivities). Fixed
+    orientations on the fsaverage5 cortex.
+
+    Parameters
+    ----------
+    meg : str
+        The MEG array (:func:`~mne_piunet.sensors.check_meg_array`).
+    grid : SourceGrid
+        The network's grid.
+    montage : str | None
+        An EEG montage beside the MEG array.
+    lambda2 : float
+        eLORETA's regularisation.
+    %(verbose)s
+
+    Returns
+    -------
+    prepared : PreparedSetup
+        Named like its data's :class:`HeadSetup`, with ``", inverse <head>"``.
+    """
+    from ..anatomy import make_cortex_src
+
+    src = make_cortex_src()
+    data = HeadSetup(montage, "bem", BENCH_CONDUCTIVITY, "surface", meg=meg)
+    inverse_cond = SINGLE_SHELL if montage is None else (0.3, 0.006, 0.3)
+    model = HeadSetup(montage, "bem", inverse_cond, "surface", meg=meg)
+    info = setup_info(data)
+    data_fwd = setup_forward(data, src, info)
+    inv_fwd = setup_forward(model, src, info)
+    cov = mne.make_ad_hoc_cov(info, verbose=False)
+    inv = mne.minimum_norm.make_inverse_operator(info, inv_fwd, cov, loose=0.0, fixed=True)
+    head = "single shell" if montage is None else "MNE's default 3-layer BEM"
+    return prepare_user_setup(data_fwd, inv, grid, lambda2, name=f"{data.name}, inverse {head}")
+
+
+def sensor_cells(grid, quick: bool = False) -> list[Cell]:
+    """The model card's sensor-type evaluation on held-out arrays and heads.
+
+    Parameters
+    ----------
+    grid : SourceGrid
+        The network's grid.
+    quick : bool
+        10 and 20 dB, 1 and 3 sources instead of :data:`SENSOR_SNRS_DB` and
+        :data:`SENSOR_N_SOURCES`.
+
+    Returns
+    -------
+    cells : list of Cell
+        Their ``sweep`` is ``"sensors"`` and ``value`` the sensor set: EEG,
+        MEG and MEG+EEG with data from another head model than the inverse
+        (:func:`meg_mismatch_setup`), and the held-out OPM layout.
+    """
+    snrs = (10.0, 20.0) if quick else SENSOR_SNRS_DB
+    ks = (1, 3) if quick else SENSOR_N_SOURCES
+    eeg = HeadSetup(HELD_OUT_EEG, "bem", BENCH_CONDUCTIVITY, "surface")
+    setups = {
+        f"EEG ({HELD_OUT_EEG})": eeg,
+        f"MEG ({HELD_OUT_MEG})": meg_mismatch_setup(HELD_OUT_MEG, grid),
+        f"MEG+EEG ({HELD_OUT_MEG} + {HELD_OUT_EEG})": meg_mismatch_setup(HELD_OUT_MEG, grid, HELD_OUT_EEG),
+        f"OPM ({HELD_OUT_OPM})": HeadSetup(None, "bem", SINGLE_SHELL, "surface", meg=HELD_OUT_OPM),
+    }
+    return [
+        Cell("sensors", label, setup, snr_db=snr, n_sources=k)
+        for label, setup in setups.items()
+        for snr in snrs
+        for k in ks
+    ]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from .evaluation import (
     evaluate_model_card,
     preset_cells,
     score_methods,
+    sensor_cells,
 )
 
 __all__ = (
@@ -56,7 +57,7 @@ __all__ = (
 
 SWEEP_LABELS = dict(
     snr_db="SNR (dB)", n_sources="number of sources", extent_mm="source extent (2 sigma, mm)",
-    montage="montage", head="head model",
+    montage="montage", head="head model", sensors="sensors",
 )  # fmt: skip
 METRIC_LABELS = dict(
     nemd="NEMD", ple="peak localisation error (mm)", sd="spatial dispersion (mm)",
@@ -553,10 +554,13 @@ def run_evaluation(piu, out: str | Path | None = None, quick: bool = False, seed
     """
     ind, held = evaluate_model_card(piu, quick=quick, seed=seed)
     cells = preset_cells(piu.grid, quick=quick)
-    presets = score_methods(piu, cells, 3 if quick else 20, seed + 2, methods=EVALUATION_METHODS)
+    n = 3 if quick else 20
+    presets = score_methods(piu, cells, n, seed + 2, methods=EVALUATION_METHODS)
+    sensors = score_methods(piu, sensor_cells(piu.grid, quick=quick), n, seed + 3, methods=EVALUATION_METHODS)
     if out is not None:
-        write_csv(ind + held + presets, Path(out) / "evaluation.csv")
+        write_csv(ind + held + presets + sensors, Path(out) / "evaluation.csv")
     by = ("value",)
+    by_sensors = ("value", "snr_db", "n_sources")
     return "\n".join(
         [
             model_card_tables(ind, held, seed),
@@ -564,6 +568,12 @@ def run_evaluation(piu, out: str | Path | None = None, quick: bool = False, seed
             f"Presets (seed {seed + 2}, {len({r['sample'] for r in presets})} samples per cell):",
             "",
             markdown_table(summarise(presets, by=by), by=by),
+            "",
+            f"Sensor types on held-out arrays and heads (seed {seed + 3}, "
+            f"{len({r['sample'] for r in sensors})} samples per cell; MEG data from the 3-layer BEM, "
+            "inverses on the single shell, or on MNE's default BEM with EEG):",
+            "",
+            markdown_table(summarise(sensors, by=by_sensors), by=by_sensors),
         ]
     )
 

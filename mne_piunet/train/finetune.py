@@ -131,7 +131,7 @@ def fine_tune(
     inverse_operator : mne.minimum_norm.InverseOperator | path-like
         Your inverse operator (or its ``-inv.fif``), fixed, loose or free.
     forward : mne.Forward | path-like
-        The forward it was made from (or its ``-fwd.fif``), with EEG.
+        The forward it was made from (or its ``-fwd.fif``): EEG, MEG or both.
     out : path-like
         The tuned weights' ``.pt`` file; its JSON is written beside it.
     minutes : float

@@ -1,6 +1,6 @@
-"""Simulated EEG and eLORETA estimates: training and evaluation data.
+"""Simulated EEG and MEG and their eLORETA estimates: training and evaluation data.
 
-A :class:`HeadSetup` names one forward model (montage x head model x source
+A :class:`HeadSetup` names one forward model (sensors x head model x source
 space); :func:`prepare_setup` precomputes its leadfield and its eLORETA kernel
 with MNE's own inverse machinery, so the engine's input equals
 ``apply_inverse(..., method="eLORETA", pick_ori="vector")`` on the same data.
@@ -42,12 +42,14 @@ class HeadSetup:
 
     Parameters
     ----------
-    montage : str
-        Built-in MNE montage name.
+    montage : str | None
+        Built-in MNE EEG montage name; None for MEG alone.
     head : "bem" | "sphere"
-        Template 3-layer BEM or a fitted 4-layer sphere.
+        Template BEM (three layers, or a single shell) or a fitted 4-layer
+        sphere (EEG setups only).
     conductivity : tuple of float
-        Brain, skull, scalp conductivity (S/m), BEM only.
+        Brain, skull, scalp conductivity (S/m), or ``(brain,)`` for MEG's
+        single-shell (inner skull) model; BEM only.
     source_space : "volume" | "surface"
         The grid itself with free orientations, or the fsaverage5 cortex with
         cortical-patch sources along the normals.
@@ -60,17 +62,31 @@ class HeadSetup:
         every electrode, as real caps sit a few mm off their nominal places.
         MNE projects the displaced electrodes back onto the scalp.
     jitter_seed : int
-        Seed of that displacement: setups that differ only in it are
-        different caps.
+        Seed of that displacement, and of the head's pose in a MEG helmet
+        and of an ``opm<N>`` layout: setups that differ only in it are
+        different caps, heads or layouts.
+    meg : str | None
+        A MEG array (:func:`~mne_piunet.sensors.check_meg_array`), alone or
+        beside the EEG montage.
+    pose_mm : float
+        Standard deviation of the head's displacement from its seated
+        position in the MEG helmet: mm of translation and degrees of
+        rotation, per axis.
+    n_projectors : int
+        Environmental SSP projectors on the MEG channels (0 to 8), as MEG
+        data from an empty-room recording carry.
     """
 
-    montage: str
+    montage: str | None
     head: str = "bem"
-    conductivity: tuple[float, float, float] = DEFAULT_CONDUCTIVITY
+    conductivity: tuple[float, ...] = DEFAULT_CONDUCTIVITY
     source_space: str = "volume"
     loose: float = 0.0
     jitter_mm: float = 0.0
     jitter_seed: int = 0
+    meg: str | None = None
+    pose_mm: float = 0.0
+    n_projectors: int = 0
 
     def __post_init__(self):
         if self.source_space not in ("volume", "surface"):
@@ -80,19 +96,43 @@ class HeadSetup:
                 f"loose must be in [0, 1] and is for surface source spaces only, got {self.loose!r} "
                 f"on a {self.source_space} source space (volume setups are always free)"
             )
-        if self.jitter_mm < 0:
-            raise ValueError(f"jitter_mm must be >= 0, got {self.jitter_mm!r}")
+        if self.jitter_mm < 0 or self.pose_mm < 0:
+            raise ValueError(f"jitter_mm and pose_mm must be >= 0, got {self.jitter_mm!r}, {self.pose_mm!r}")
+        if self.montage is None and self.meg is None:
+            raise ValueError("A setup needs sensors: an EEG montage, a MEG array (meg=...), or both")
+        if self.meg is None and (self.pose_mm or self.n_projectors):
+            raise ValueError("pose_mm and n_projectors describe a MEG array; set meg=...")
+        if not 0 <= self.n_projectors <= 8:
+            raise ValueError(f"n_projectors must be 0 to 8, got {self.n_projectors!r}")
 
     @property
     def name(self) -> str:
-        """``montage/head/source_space`` (plus ``/loose`` and ``/jitter`` parts when set), as in logs."""
-        head = "sphere" if self.head == "sphere" else f"bem{self.conductivity[1]:g}"
-        name = f"{self.montage}/{head}/{self.source_space}"
+        """``sensors/head/source_space`` (plus ``/loose``, ``/jitter`` and MEG parts when set), as in logs."""
+        if self.head == "sphere":
+            head = "sphere"
+        elif len(self.conductivity) == 1:
+            head = "bem1shell"
+        else:
+            head = f"bem{self.conductivity[1]:g}"
+        sensors = "+".join(s for s in (self.meg, self.montage) if s)
+        name = f"{sensors}/{head}/{self.source_space}"
         if self.loose:
             name += f"/loose{self.loose:g}"
         if self.jitter_mm:
             name += f"/jitter{self.jitter_mm:g}mm-{self.jitter_seed}"
+        if self.pose_mm or (self.meg and self.meg.startswith("opm")):
+            name += f"/pose{self.pose_mm:g}-{self.jitter_seed}"
+        if self.n_projectors:
+            name += f"/ssp{self.n_projectors}"
         return name
+
+    def cache_key(self) -> dict:
+        """The fields that tell setups apart in cache keys (MEG ones only when set)."""
+        key = asdict(self)
+        for name in ("meg", "pose_mm", "n_projectors"):
+            if not key[name]:
+                del key[name]
+        return key
 
 
 @dataclass(frozen=True)
@@ -176,6 +216,11 @@ class PreparedSetup:
         The source space the leadfield was computed on.
     noise_cov : array, shape (n_chan, n_chan) | None
         Sensor covariance of coloured noise (``coloured_noise`` of :class:`SourcePrior`).
+    channel_std : array, shape (n_chan,) | None
+        Each channel's noise level in the inverse's noise model (the square
+        root of its covariance's diagonal): white noise has these stds, and
+        SNRs are measured on data divided by them, so channels in T, T/m and
+        V weigh alike. None: all equal (EEG).
     """
 
     spec: HeadSetup | str  # a HeadSetup, or a user setup's name
@@ -191,6 +236,12 @@ class PreparedSetup:
     head_to_mri: np.ndarray = field(default_factory=lambda: np.eye(3))  # rotation of moments
     src: mne.SourceSpaces | None = None  # the source space the leadfield was computed on
     noise_cov: np.ndarray | None = None  # (n_chan, n_chan) coloured sensor noise, see SourcePrior
+    channel_std: np.ndarray | None = None  # (n_chan,) noise level per channel, see add_noise
+
+    @cached_property
+    def eeg(self) -> np.ndarray:
+        """Boolean mask of the EEG channels (average-referenced when SNRs are measured)."""
+        return np.array([mne.channel_type(self.info, k) == "eeg" for k in range(len(self.info["ch_names"]))])
 
     @property
     def name(self) -> str:
@@ -342,14 +393,24 @@ def jittered_info(montage: str, jitter_mm: float, seed: int) -> mne.Info:
     return info
 
 
-def background_noise_cov(leadfield: np.ndarray, free: bool, n_dipoles: int, seed: int) -> np.ndarray:
+def background_noise_cov(
+    leadfield: np.ndarray,
+    free: bool,
+    n_dipoles: int,
+    seed: int,
+    *,
+    channel_std: np.ndarray | None = None,
+    eeg: np.ndarray | None = None,
+) -> np.ndarray:
     """Sensor covariance of spontaneous brain activity plus 10 % sensor noise.
 
     ``n_dipoles`` independent dipoles at random sources (random orientations
     where the leadfield is free) of unit variance: their covariance is
     ``L_s L_s^T``. Spatially correlated noise like this is what a baseline
-    covariance of real EEG looks like; the 10 % white part stands for the
-    amplifier and electrode noise.
+    covariance of real EEG or MEG looks like; the 10 % white part stands for
+    the amplifier, electrode and SQUID or OPM noise. With several channel
+    types, both parts are formed on channels divided by ``channel_std``, so
+    each type carries its share.
 
     Parameters
     ----------
@@ -361,15 +422,25 @@ def background_noise_cov(leadfield: np.ndarray, free: bool, n_dipoles: int, seed
         Number of background dipoles.
     seed : int
         Seed of their draw.
+    channel_std : array, shape (n_chan,) | None
+        Each channel's noise level (None: all equal).
+    eeg : array of bool, shape (n_chan,) | None
+        Which channels are EEG, average-referenced (None: all).
 
     Returns
     -------
     cov : array, shape (n_chan, n_chan)
-        Average-referenced, trace-normalised covariance.
+        Trace-normalised (in ``channel_std`` units) covariance, EEG channels
+        average-referenced.
     """
     rng = np.random.default_rng(seed)
     n_chan = len(leadfield)
-    lf = leadfield - leadfield.mean(axis=0)  # average reference
+    eeg = np.ones(n_chan, bool) if eeg is None else np.asarray(eeg, bool)
+    std = np.ones(n_chan) if channel_std is None else np.asarray(channel_std, float)
+    centre = np.eye(n_chan)
+    if eeg.any():
+        centre[np.ix_(eeg, eeg)] -= 1.0 / eeg.sum()  # average reference of the EEG channels
+    lf = centre @ (leadfield / std[:, None])
     idx = rng.integers(0, lf.shape[1] // 3 if free else lf.shape[1], n_dipoles)
     if free:
         ori = rng.standard_normal((n_dipoles, 3))
@@ -379,8 +450,8 @@ def background_noise_cov(leadfield: np.ndarray, free: bool, n_dipoles: int, seed
         cols = lf[:, idx]
     cov = cols @ cols.T
     cov /= np.trace(cov)
-    centre = np.eye(n_chan) - 1.0 / n_chan
-    return 0.9 * cov + 0.1 * centre / np.trace(centre)
+    cov = 0.9 * cov + 0.1 * centre / np.trace(centre)
+    return cov * std[:, None] * std[None]
 
 
 #: Background dipoles of a template setup's coloured noise: enough that no few
@@ -392,9 +463,73 @@ def _template_kernel(setup: HeadSetup, inv, info, lambda2: float, src, custom_co
     if custom_cov:
         return inverse_kernel(inv, info, lambda2)
     # eLORETA's weights take tens of seconds on a cortex: cache the kernel
-    key = dict(setup=asdict(setup), lambda2=float(lambda2), src=src_fingerprint(src))
+    key = dict(setup=setup.cache_key(), lambda2=float(lambda2), src=src_fingerprint(src))
     return cached(
         "kernel", key, ".npy", lambda: inverse_kernel(inv, info, lambda2), lambda f, k: np.save(f, k), np.load
+    )
+
+
+def setup_info(setup: HeadSetup) -> mne.Info:
+    """Measurement info of a setup's sensors: its EEG montage, MEG array, or both.
+
+    Parameters
+    ----------
+    setup : HeadSetup
+        The setup.
+
+    Returns
+    -------
+    info : mne.Info
+        MEG channels first (device frame, ``dev_head_t`` seating the template
+        head), then EEG with an average-reference projector; the MEG array's
+        environmental projectors where ``n_projectors`` is set.
+    """
+    from ..sensors import meg_array_info
+
+    eeg = None
+    if setup.montage is not None:
+        eeg = (
+            jittered_info(setup.montage, setup.jitter_mm, setup.jitter_seed)
+            if setup.jitter_mm
+            else montage_info(setup.montage)
+        )
+    if setup.meg is None:
+        return eeg
+    meg = meg_array_info(
+        setup.meg, pose_mm=setup.pose_mm, seed=setup.jitter_seed, n_projectors=setup.n_projectors,
+        sfreq=250.0,
+    )  # fmt: skip
+    raw = mne.io.RawArray(np.zeros((len(meg["ch_names"]), 1)), meg, verbose=False)
+    if eeg is not None:
+        eeg_raw = mne.io.RawArray(np.zeros((len(eeg["ch_names"]), 1)), eeg, verbose=False)
+        eeg_raw.del_proj()
+        raw.add_channels([eeg_raw], force_update_info=True)
+        raw.set_eeg_reference("average", projection=True, verbose=False)
+    return raw.info
+
+
+def setup_forward(setup: HeadSetup, src: mne.SourceSpaces, info: mne.Info | None = None) -> mne.Forward:
+    """The free-orientation forward of a setup on ``src`` (cached).
+
+    Parameters
+    ----------
+    setup : HeadSetup
+        The setup.
+    src : mne.SourceSpaces
+        The source space (the grid's, or the fsaverage5 cortex).
+    info : mne.Info | None
+        Its :func:`setup_info`, when already made.
+
+    Returns
+    -------
+    fwd : mne.Forward
+        From :func:`~mne_piunet.anatomy.make_template_forward`.
+    """
+    plain_eeg = setup.meg is None and not setup.jitter_mm  # cached under the montage's name
+    if not plain_eeg and info is None:
+        info = setup_info(setup)
+    return make_template_forward(
+        setup.montage if plain_eeg else info, src, head=setup.head, conductivity=setup.conductivity
     )
 
 
@@ -417,7 +552,8 @@ def prepare_setup(
     lambda2 : float
         eLORETA's regularisation.
     noise_cov : mne.Covariance | None
-        The inverse's noise covariance (default: MNE's ad hoc covariance).
+        The inverse's noise covariance (default: MNE's ad hoc covariance,
+        per channel type).
     %(verbose)s
 
     Returns
@@ -428,14 +564,11 @@ def prepare_setup(
     """
     grid = get_grid() if grid is None else grid
     src = grid.src if setup.source_space == "volume" else make_cortex_src()
-    info = jittered_info(setup.montage, setup.jitter_mm, setup.jitter_seed) if setup.jitter_mm else None
-    fwd = make_template_forward(
-        setup.montage if info is None else info, src, head=setup.head, conductivity=setup.conductivity
-    )
-    info = montage_info(setup.montage) if info is None else info
+    info = setup_info(setup)
+    fwd = setup_forward(setup, src, info)
     custom_cov = noise_cov is not None
     if not custom_cov:
-        noise_cov = mne.make_ad_hoc_cov(info)
+        noise_cov = mne.make_ad_hoc_cov(info, verbose=False)
     if setup.source_space == "volume":
         orientation = dict(loose=1.0, fixed=False)
     elif setup.loose:
@@ -447,24 +580,29 @@ def prepare_setup(
     # the forward lives in head coordinates, the grid in the template's MRI ones
     head_mri = _head_to_mri(fwd["mri_head_t"])["trans"]
     prepared = _prepared_from(setup, fwd, inv, info, lambda2, kernel, grid, src, head_mri, head_mri[:3, :3])
+    prepared.channel_std = _channel_std(noise_cov, info["ch_names"])
     seed = zlib.crc32(setup.name.encode())  # one fixed background per setup
-    prepared.noise_cov = background_noise_cov(prepared.leadfield, prepared.free, N_BACKGROUND_DIPOLES, seed)
+    prepared.noise_cov = background_noise_cov(
+        prepared.leadfield, prepared.free, N_BACKGROUND_DIPOLES, seed,
+        channel_std=prepared.channel_std, eeg=prepared.eeg,
+    )  # fmt: skip
     return prepared
 
 
+def _channel_std(noise_cov: mne.Covariance, names: list[str]) -> np.ndarray:
+    """Square root of a covariance's diagonal, in ``names`` order."""
+    order = [noise_cov.ch_names.index(n) for n in names]
+    diag = noise_cov.data if noise_cov["diag"] else np.diag(noise_cov.data)
+    return np.sqrt(np.asarray(diag, float)[order])
+
+
 def _user_channels(forward: mne.Forward, inverse_operator) -> list[str]:
-    """The inverse's channels, checked against the forward: EEG present, none missing."""
+    """The inverse's channels, checked against the forward: EEG or MEG present, none missing."""
     names = list(inverse_operator["eigen_fields"]["col_names"])
-    inv_info = inverse_operator["info"]
-    if not len(mne.pick_types(forward["info"], meg=False, eeg=True)):
+    if not len(mne.pick_types(forward["info"], meg=True, eeg=True, ref_meg=False)):
         raise ValueError(
-            "The forward has no EEG channels; PIUNet refines EEG inverses. Compute the forward "
-            "with mne.make_forward_solution(..., eeg=True) on an info holding your EEG channels."
-        )
-    eeg = mne.pick_types(inv_info, meg=False, eeg=True)
-    if not set(names) & {inv_info["ch_names"][k] for k in eeg}:
-        raise ValueError(
-            "The inverse operator has no EEG channels; make it from EEG data and an EEG forward."
+            "The forward has no EEG or MEG channels; compute it with mne.make_forward_solution(..., "
+            "meg=True, eeg=True) on an info holding your channels."
         )
     missing = [n for n in names if n not in forward["info"]["ch_names"]]
     if missing:
@@ -510,8 +648,11 @@ def _measurement_info(fwd: mne.Forward, inverse_operator) -> tuple[mne.Info, np.
     src_info = fwd["info"]
     types = [mne.channel_type(src_info, k) for k in range(len(src_info["ch_names"]))]
     info = mne.create_info(src_info["ch_names"], 1000.0, types)
-    for ch, src_ch in zip(info["chs"], src_info["chs"]):
-        ch["loc"][:] = src_ch["loc"]
+    with info._unlock():  # coils, frames and units as the forward has them (MEG needs all)
+        info["chs"] = deepcopy(src_info["chs"])
+        info["dev_head_t"] = deepcopy(src_info["dev_head_t"])
+        info["comps"] = deepcopy(inverse_operator["info"].get("comps", []))
+        info._update_redundant()
     raw = mne.io.RawArray(np.zeros((len(types), 1)), info)
     if inverse_operator["projs"]:
         raw.add_proj(deepcopy(inverse_operator["projs"])).apply_proj()
@@ -599,6 +740,7 @@ def prepare_user_setup(
         name, fwd, inverse_operator, info, lambda2, kernel, grid, fwd["src"], affine, rot
     )
     prepared.noise_cov = _user_noise_cov(inverse_operator, names)
+    prepared.channel_std = np.sqrt(np.clip(np.diag(prepared.noise_cov), 0.0, None))
     return prepared
 
 
@@ -805,12 +947,17 @@ def add_noise(
     snr_db: np.ndarray,
     rng: np.random.Generator,
     noise_cov: np.ndarray | None = None,
+    *,
+    channel_std: np.ndarray | None = None,
+    eeg: np.ndarray | None = None,
 ) -> np.ndarray:
     """Add sensor noise at the given SNR (dB) per sample.
 
-    The signal std is taken over average-referenced channels; the noise is
-    white, or drawn from ``noise_cov`` (n_chan, n_chan; any rank, see
-    :func:`noise_colouring`) and rescaled.
+    The signal and noise stds are taken over the channels divided by
+    ``channel_std`` (the inverse's noise level, so MEG's T and T/m and EEG's
+    V are comparable), EEG channels average-referenced. The noise is white
+    with stds ``channel_std``, or drawn from ``noise_cov`` (n_chan, n_chan;
+    any rank, see :func:`noise_colouring`), and rescaled.
 
     Parameters
     ----------
@@ -822,6 +969,10 @@ def add_noise(
         The random generator.
     noise_cov : array, shape (n_chan, n_chan) | None
         Covariance of the noise (None: white).
+    channel_std : array, shape (n_chan,) | None
+        Each channel's noise level (None: all equal, as for EEG alone).
+    eeg : array of bool, shape (n_chan,) | None
+        Which channels are EEG (None: all).
 
     Returns
     -------
@@ -829,14 +980,23 @@ def add_noise(
         ``clean`` plus the rescaled noise.
     """
     clean = np.asarray(clean)
-    sig = (clean - clean.mean(axis=1, keepdims=True)).std(axis=1)
+    std = np.ones(clean.shape[1]) if channel_std is None else np.asarray(channel_std, float)
+    eeg = np.ones(clean.shape[1], bool) if eeg is None else np.asarray(eeg, bool)
+
+    def spread(data):  # std over whitened channels, EEG average-referenced
+        data = data / std
+        if eeg.any():
+            data = data.copy()
+            data[:, eeg] -= data[:, eeg].mean(axis=1, keepdims=True)
+        return data.std(axis=1)
+
+    sig = spread(clean)
     if noise_cov is None:
-        noise = rng.standard_normal(clean.shape)
+        noise = rng.standard_normal(clean.shape) * std
     else:
         colouring = noise_colouring(noise_cov)
         noise = rng.standard_normal((len(clean), colouring.shape[1])) @ colouring.T
-    noise_std = (noise - noise.mean(axis=1, keepdims=True)).std(axis=1)
-    scale = sig / np.sqrt(10 ** (np.asarray(snr_db) / 10)) / noise_std
+    scale = sig / np.sqrt(10 ** (np.asarray(snr_db) / 10)) / spread(noise)
     return clean + noise * scale[:, None]
 
 
@@ -884,7 +1044,10 @@ def simulate(
     coloured = (
         prior.coloured_noise > 0 and prepared.noise_cov is not None and rng.random() < prior.coloured_noise
     )
-    sensor = add_noise(clean, snr, rng, prepared.noise_cov if coloured else None)
+    sensor = add_noise(
+        clean, snr, rng, prepared.noise_cov if coloured else None,
+        channel_std=prepared.channel_std, eeg=prepared.eeg,
+    )  # fmt: skip
     eloreta = (sensor @ prepared.kernel.T).reshape(sources.shape)
     return SimulatedBatch(
         setup=prepared.name, sensor=sensor, true=sources, eloreta=eloreta,

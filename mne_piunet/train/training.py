@@ -209,7 +209,7 @@ class TrainConfig:
 #: bundled weights (model card), ``continue`` (more training from the bundled
 #: weights on the same data, on the CPU) and ``gpu`` (the same on a CUDA device,
 #: simulating in worker processes).
-BUNDLED_CONFIGS = ("train", "finetune", "distill", "robust", "balanced", "continue", "gpu")
+BUNDLED_CONFIGS = ("train", "finetune", "distill", "robust", "balanced", "continue", "gpu", "meg")
 
 
 def bundled_config(name: str = "train") -> Path:

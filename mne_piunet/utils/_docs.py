@@ -16,9 +16,10 @@ docdict: dict[str, str] = {}
 docdict["verbose"] = "%(verbose)s"  # filled by mne.utils.verbose
 docdict["inverse_operator"] = """
 inverse_operator : mne.minimum_norm.InverseOperator
-    Any EEG inverse: surface, volume, discrete or mixed source space; fixed,
-    loose or free orientation; fsaverage, another subject (mapped to MNI by its
-    talairach transform) or a head-only sphere model."""
+    Any EEG, MEG (magnetometers, gradiometers or both; OPMs) or MEG+EEG
+    inverse: surface, volume, discrete or mixed source space; fixed, loose or
+    free orientation; fsaverage, another subject (mapped to MNI by its
+    talairach transform) or a sphere model."""
 docdict["lambda2"] = """
 lambda2 : float
     Regularisation of the eLORETA step (``1 / SNR ** 2``, e.g. ``1 / 9``)."""
