@@ -222,3 +222,15 @@ def test_fine_tune_setup_from_a_meg_forward(coarse_grid, meg_setup):
         user.leadfield, meg_setup.leadfield, rtol=1e-5, atol=1e-5 * np.abs(user.leadfield).max()
     )
     assert user.channel_std is not None and not user.eeg.any()
+
+
+def test_evaluation_arrays_are_held_out_of_training():
+    """The benchmark's sensor sweep and the evaluation's sensor cells use arrays no training config saw."""
+    from mne_piunet.bench.evaluation import HELD_OUT_MEG, HELD_OUT_OPM, benchmark_cells
+    from mne_piunet.train.training import BUNDLED_CONFIGS, read_config
+
+    seen = {s.get("meg") for name in BUNDLED_CONFIGS for s in read_config(name).train_setups}
+    assert "neuromag306" in seen and HELD_OUT_MEG not in seen and HELD_OUT_OPM not in seen
+    sweep = [c for c in benchmark_cells() if c.sweep == "sensors"]
+    assert [c.value.split()[0] for c in sweep] == ["EEG", "MEG", "MEG+EEG", "OPM"]
+    assert {c.setup.meg for c in sweep} == {None, HELD_OUT_MEG, HELD_OUT_OPM}

@@ -276,7 +276,9 @@ def test_bundled_configs_reproduce_the_shipped_weights():
     from mne_piunet.network import load_network
     from mne_piunet.train.training import BUNDLED_CONFIGS, TrainConfig, read_config
 
-    stage1, stage2, distilled, robust, balanced, continued, gpu = (read_config(n) for n in BUNDLED_CONFIGS)
+    stage1, stage2, distilled, robust, balanced, continued, gpu, meg = (
+        read_config(n) for n in BUNDLED_CONFIGS
+    )
     assert stage1.transport_weight == 0 and stage2.transport_weight > 0
     assert stage1.network == stage2.network  # stage 2 fine-tuned stage 1's network
     assert distilled.teacher and distilled.distill_weight > 0  # stage 3 distilled stage 2
@@ -284,17 +286,22 @@ def test_bundled_configs_reproduce_the_shipped_weights():
     assert distilled.network == robust.network == balanced.network
     assert not robust.teacher and not balanced.teacher
     assert robust.train_setups == balanced.train_setups and robust.prior != balanced.prior
-    # stage 6 and the GPU recipe continue stage 5 on its setups and prior, from its network
-    assert continued.train_setups == gpu.train_setups == balanced.train_setups
-    assert continued.prior == gpu.prior == balanced.prior and continued.network == gpu.network == balanced.network
+    # stage 6 continues stage 5 on its setups and prior, from its network
+    assert continued.train_setups == balanced.train_setups
+    assert continued.prior == balanced.prior and continued.network == balanced.network
+    # stage 7 adds MEG, MEG+EEG and OPM setups to stage 6's; the GPU recipe trains stage 7's data
+    assert meg.train_setups[: len(continued.train_setups)] == continued.train_setups
+    assert any(s.get("meg") for s in meg.train_setups) and any(s.get("meg") for s in meg.val_setups)
+    assert gpu.train_setups == meg.train_setups and gpu.val_setups == meg.val_setups
+    assert meg.prior == gpu.prior == continued.prior and meg.network == gpu.network == continued.network
     assert gpu.device == "cuda" and gpu.data_workers > 0 and continued.data_workers == 0
     meta = load_network().meta
-    # the shipped file is stage 6: trained with the bundled config, from weights whose sha256 it names
+    # the shipped file is stage 7: trained with the bundled config, from weights whose sha256 it names
     assert json.loads(json.dumps(asdict(TrainConfig(**meta["train_config"])))) == json.loads(
-        json.dumps(asdict(continued))
+        json.dumps(asdict(meg))
     )
     assert len(meta["provenance"]["init"]["sha256"]) == 64
-    assert {**continued.network, "in_channels": 3, "out_channels": 3} == meta["config"]
+    assert {**meg.network, "in_channels": 3, "out_channels": 3} == meta["config"]
 
 
 def test_peak_loss_measures_the_peak_offset(grid):

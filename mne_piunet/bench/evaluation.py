@@ -378,8 +378,9 @@ class MethodRunner:
             The solver.
         sensor : array, shape (n_chan,)
             The sample's sensor data.
-        noise_var : array, shape (n_chan,)
-            The sample's noise variance per channel (white within a channel type).
+        noise_var : float | array, shape (n_chan,)
+            The sample's noise variance, one value or one per channel (white
+            within a channel type).
 
         Returns
         -------
@@ -393,7 +394,8 @@ class MethodRunner:
         # one solve per sample: quiet, or the benchmark's log is MNE's solver output
         evoked = mne.EvokedArray(sensor[:, None], info, tmin=0.0, nave=1, verbose=False)
         cov = mne.Covariance(
-            np.asarray(noise_var, float), info["ch_names"], [], info["projs"], nfree=1000,
+            np.broadcast_to(np.asarray(noise_var, float), (len(info["ch_names"]),)).copy(),
+            info["ch_names"], [], info["projs"], nfree=1000,
             verbose=False,
         )  # fmt: skip
         kwargs = dict(
