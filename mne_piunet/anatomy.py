@@ -285,11 +285,13 @@ def make_template_inverse(
     picks = mne.pick_types(info, meg=True, eeg=True, ref_meg=False, exclude="bads")
     if not len(picks):
         raise ValueError("The info has no good EEG or MEG channels to make an inverse from")
-    info = mne.pick_info(info, picks)
     if conductivity is None:
-        has_eeg = len(mne.pick_types(info, meg=False, eeg=True))
+        has_eeg = len(mne.pick_types(info, meg=False, eeg=True, exclude="bads"))
         conductivity = DEFAULT_CONDUCTIVITY if has_eeg else (0.3,)
-    fwd = make_template_forward(info, src, conductivity=conductivity)
+    # the forward keeps MEG reference channels (CTF compensation); the inverse uses the good channels
+    with_refs = mne.pick_info(info, mne.pick_types(info, meg=True, eeg=True, ref_meg=True, exclude="bads"))
+    fwd = make_template_forward(with_refs, src, conductivity=conductivity)
+    info = mne.pick_info(info, picks)
     return mne.minimum_norm.make_inverse_operator(info, fwd, noise_cov, loose=loose, depth=depth)
 
 
@@ -507,12 +509,13 @@ def _sensor_info_and_name(montage: str | mne.Info) -> tuple[mne.Info, str]:
 
     A measurement info is named by a hash of its channel names and positions
     (and, with MEG, its coil types and frames and its device -> head
-    transform), so two recordings with one layout share their forward.
+    transform), so two recordings with one layout share their forward. MEG
+    reference channels are kept, so that MNE applies CTF compensation.
     """
     if not isinstance(montage, mne.Info):
         return montage_info(montage), montage
-    info = mne.pick_info(montage, mne.pick_types(montage, meg=True, eeg=True, ref_meg=False, exclude=()))
-    meg = mne.pick_types(info, meg=True, eeg=False, ref_meg=False, exclude=())
+    info = mne.pick_info(montage, mne.pick_types(montage, meg=True, eeg=True, ref_meg=True, exclude=()))
+    meg = mne.pick_types(info, meg=True, eeg=False, ref_meg=True, exclude=())
     eeg = np.array([ch["loc"][:3] for ch in info["chs"] if ch["kind"] == mne.io.constants.FIFF.FIFFV_EEG_CH])
     text = np.round(eeg, 6).tobytes() + repr(info["ch_names"]).encode()
     if len(meg):

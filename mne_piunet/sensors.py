@@ -285,7 +285,7 @@ def _displaced(name: str, dev_head: np.ndarray, pose_mm: float, seed: int) -> np
     if _on_scalp(name):
         return moved
     scalp = _covered_scalp()[0][::4]
-    sensors = _sensor_positions(_device_array(name, seed))
+    sensors = _sensor_positions(_device_array(name, 0))  # SQUID arrays have one layout
     if _min_gap(scalp, sensors, moved) < SQUID_MIN_GAP:  # a head cannot pass through the dewar
         moved = _raise_until(scalp, sensors, moved, SQUID_MIN_GAP)
     return moved
@@ -309,6 +309,8 @@ def environmental_projectors(info: mne.Info, n: int) -> list[mne.Projection]:
     -------
     projs : list of mne.Projection
         Inactive projectors over the MEG channels, named ``PCA-v1`` and on.
+        An array that sees fewer than ``n`` independent patterns (axial
+        gradiometers alone see no homogeneous field) raises.
     """
     if not 1 <= n <= 8:
         raise ValueError(f"n must be 1 to 8 environmental projectors, got {n!r}")
@@ -333,6 +335,11 @@ def environmental_projectors(info: mne.Info, n: int) -> list[mne.Projection]:
             p = p - (p @ q) * q
         if np.linalg.norm(p) > 1e-6:
             basis.append(p / np.linalg.norm(p))
+    if len(basis) < n:
+        raise ValueError(
+            f"The array's sensors see only {len(basis)} independent environmental field patterns "
+            f"(axial gradiometers cancel homogeneous fields); ask for n <= {len(basis)} projectors"
+        )
     names = [info["ch_names"][k] for k in picks]
     return [
         mne.Projection(
@@ -377,7 +384,8 @@ def meg_array_info(
         The array (:func:`check_meg_array`).
     pose_mm : float
         Standard deviation of the head's displacement from its seated
-        position: translation in mm and rotation in degrees, per axis.
+        position: translation in mm and rotation in degrees, per axis
+        (helmets only: on-scalp OPMs move with the head).
     seed : int
         Seed of the displacement (and of an ``opm<N>`` layout).
     n_projectors : int
@@ -393,9 +401,14 @@ def meg_array_info(
     check_meg_array(name)
     if pose_mm < 0:
         raise ValueError(f"pose_mm must be >= 0, got {pose_mm!r}")
+    if pose_mm and _on_scalp(name):
+        raise ValueError(
+            f"{name} sits on the scalp and moves with the head: pose_mm is for helmets. "
+            "Vary an on-scalp layout with seed instead."
+        )
     layout_seed = seed if _OPM_NAME.match(name) else 0
     device = _device_array(name, layout_seed)
-    dev_head = _seated(name, layout_seed)
+    dev_head = _seated(name, layout_seed).copy()  # never hand out the cached array
     if pose_mm:
         dev_head = _displaced(name, dev_head, pose_mm, zlib.crc32(f"{name}-{seed}".encode()))
     info = mne.create_info(device["ch_names"], sfreq, "mag")

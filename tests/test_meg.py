@@ -92,6 +92,10 @@ def test_meg_array_names_are_checked():
         HeadSetup(None)
     with pytest.raises(ValueError, match="set meg="):
         HeadSetup("biosemi32", pose_mm=2.0)
+    with pytest.raises(ValueError, match="moves with the head"):
+        sensors.meg_array_info("opm32", pose_mm=2.0)
+    with pytest.raises(ValueError, match="ask for n <= 5"):
+        sensors.environmental_projectors(sensors.meg_array_info("ctf151"), 8)
     with pytest.raises(ValueError, match="cannot compute EEG"):
         setup_forward(HeadSetup("biosemi32", conductivity=(0.3,)), None)
 

@@ -693,9 +693,11 @@ def sensor_cells(grid, quick: bool = False) -> list[Cell]:
     Returns
     -------
     cells : list of Cell
-        Their ``sweep`` is ``"sensors"`` and ``value`` the sensor set: EEG,
-        MEG and MEG+EEG with data from another head model than the inverse
-        (:func:`meg_mismatch_setup`), and the held-out OPM layout.
+        Their ``sweep`` is ``"sensors"`` and ``value`` the sensor set: EEG
+        (data and inverse from one held-out head model, as
+        :data:`HELD_OUT_SETUPS`), MEG and MEG+EEG with data from another head
+        model than the inverse (:func:`meg_mismatch_setup`), and the held-out
+        OPM layout.
     """
     snrs = (10.0, 20.0) if quick else SENSOR_SNRS_DB
     ks = (1, 3) if quick else SENSOR_N_SOURCES

@@ -487,7 +487,8 @@ def profile_train_step(config, init=None, n_steps: int = 20, out=None) -> dict[s
                 coloured = prepared.noise_cov is not None and rng.random() < prior.coloured_noise
                 clean = timed("sensors + noise", np.matmul, sources.reshape(n, -1), prepared.leadfield.T)
                 sensor = timed("sensors + noise", add_noise, clean, rng.uniform(*prior.snr_db, n), rng,
-                               prepared.noise_cov if coloured else None)  # fmt: skip
+                               prepared.noise_cov if coloured else None,
+                               channel_std=prepared.channel_std, eeg=prepared.eeg)  # fmt: skip
                 eloreta = timed("eLORETA", np.matmul, sensor, prepared.kernel.T).reshape(sources.shape)
                 x0.append(timed("resampling", prepared.grid_values, eloreta))
                 x.append(timed("resampling", prepared.grid_values, sources))

@@ -25,6 +25,7 @@ from scipy import sparse
 from .._cache import cached
 from ..anatomy import (
     DEFAULT_CONDUCTIVITY,
+    _sensor_info_and_name,
     make_cortex_src,
     make_template_forward,
     montage_info,
@@ -430,7 +431,7 @@ def background_noise_cov(
     Returns
     -------
     cov : array, shape (n_chan, n_chan)
-        Trace-normalised (in ``channel_std`` units) covariance, EEG channels
+        Trace-normalised covariance in the channels' units, EEG channels
         average-referenced.
     """
     rng = np.random.default_rng(seed)
@@ -439,8 +440,8 @@ def background_noise_cov(
     std = np.ones(n_chan) if channel_std is None else np.asarray(channel_std, float)
     centre = np.eye(n_chan)
     if eeg.any():
-        centre[np.ix_(eeg, eeg)] -= 1.0 / eeg.sum()  # average reference of the EEG channels
-    lf = centre @ (leadfield / std[:, None])
+        centre[np.ix_(eeg, eeg)] -= 1.0 / eeg.sum()  # average reference of the EEG channels (in V)
+    lf = (centre @ leadfield) / std[:, None]
     idx = rng.integers(0, lf.shape[1] // 3 if free else lf.shape[1], n_dipoles)
     if free:
         ori = rng.standard_normal((n_dipoles, 3))
@@ -450,8 +451,9 @@ def background_noise_cov(
         cols = lf[:, idx]
     cov = cols @ cols.T
     cov /= np.trace(cov)
-    cov = 0.9 * cov + 0.1 * centre / np.trace(centre)
-    return cov * std[:, None] * std[None]
+    white = centre @ np.diag(std**2) @ centre.T / std[:, None] / std[None]  # referenced white noise
+    cov = (0.9 * cov + 0.1 * white / np.trace(white)) * std[:, None] * std[None]
+    return cov / np.trace(cov)
 
 
 #: Background dipoles of a template setup's coloured noise: enough that no few
@@ -464,6 +466,9 @@ def _template_kernel(setup: HeadSetup, inv, info, lambda2: float, src, custom_co
         return inverse_kernel(inv, info, lambda2)
     # eLORETA's weights take tens of seconds on a cortex: cache the kernel
     key = dict(setup=setup.cache_key(), lambda2=float(lambda2), src=src_fingerprint(src))
+    if setup.meg is not None:  # the array's geometry and projectors, as built now
+        key["sensors"] = _sensor_info_and_name(info)[1]
+        key["projs"] = [(p["desc"], np.round(p["data"]["data"], 8).tolist()) for p in info["projs"]]
     return cached(
         "kernel", key, ".npy", lambda: inverse_kernel(inv, info, lambda2), lambda f, k: np.save(f, k), np.load
     )
@@ -741,6 +746,12 @@ def prepare_user_setup(
     )
     prepared.noise_cov = _user_noise_cov(inverse_operator, names)
     prepared.channel_std = np.sqrt(np.clip(np.diag(prepared.noise_cov), 0.0, None))
+    zero = [n for n, v in zip(names, prepared.channel_std) if not v > 0]
+    if zero:
+        raise ValueError(
+            f"The inverse's noise covariance is zero for {len(zero)} channel(s) ({', '.join(zero[:5])}): "
+            "no noise level to simulate. Estimate it from data (mne.compute_covariance) or mark them bad."
+        )
     return prepared
 
 
@@ -983,19 +994,18 @@ def add_noise(
     std = np.ones(clean.shape[1]) if channel_std is None else np.asarray(channel_std, float)
     eeg = np.ones(clean.shape[1], bool) if eeg is None else np.asarray(eeg, bool)
 
-    def spread(data):  # std over whitened channels, EEG average-referenced
-        data = data / std
+    def spread(data):  # EEG average-referenced (in V), then std over whitened channels
         if eeg.any():
             data = data.copy()
             data[:, eeg] -= data[:, eeg].mean(axis=1, keepdims=True)
-        return data.std(axis=1)
+        return (data / std).std(axis=1)
 
     sig = spread(clean)
     if noise_cov is None:
         noise = rng.standard_normal(clean.shape) * std
-    else:
-        colouring = noise_colouring(noise_cov)
-        noise = rng.standard_normal((len(clean), colouring.shape[1])) @ colouring.T
+    else:  # coloured in noise units: T, T/m and V differ by orders of magnitude
+        colouring = noise_colouring(noise_cov / std[:, None] / std[None])
+        noise = (rng.standard_normal((len(clean), colouring.shape[1])) @ colouring.T) * std
     scale = sig / np.sqrt(10 ** (np.asarray(snr_db) / 10)) / spread(noise)
     return clean + noise * scale[:, None]
 
@@ -1219,6 +1229,8 @@ def simulate_demo_evoked(
     course = 20e-9 * np.sin(2 * np.pi * 10 * times) * np.exp(-((times - 0.2) ** 2) / (2 * 0.06**2))
     clean = np.outer(setup.leadfield @ moments, course)
     peak = np.broadcast_to(clean[:, np.argmax(np.abs(course))], clean.T.shape)
-    noise = add_noise(peak, np.full(len(times), snr_db), rng) - peak
+    noise = (
+        add_noise(peak, np.full(len(times), snr_db), rng, channel_std=setup.channel_std, eeg=setup.eeg) - peak
+    )
     evoked = mne.EvokedArray(clean + noise.T, setup.info, tmin=0.0, nave=1)
     return evoked, centre
