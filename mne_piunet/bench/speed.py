@@ -472,9 +472,9 @@ def profile_train_step(config, init=None, n_steps: int = 20, out=None) -> dict[s
         prior, rng, grid = SourcePrior(**config.prior), run.engine.rng, run.grid
         run.network.train()
 
-        def timed(part, func, *args):
+        def timed(part, func, *args, **kwargs):
             t0 = time.perf_counter()
-            result = func(*args)
+            result = func(*args, **kwargs)
             parts[part] += time.perf_counter() - t0
             return result
 
