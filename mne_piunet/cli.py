@@ -266,14 +266,14 @@ def _benchmark(args: argparse.Namespace) -> None:
     piu = PIUNetInverse(args.weights)
     cells = benchmark_cells(args.quick)
     rows = run_benchmark(piu, cells, n_per_cell=n, seed=args.seed, methods=tuple(args.methods))
-    header = benchmark_header(n, args.seed, args.quick, time.perf_counter() - t0)
+    header = benchmark_header(n, args.seed, args.quick, time.perf_counter() - t0, tuple(args.methods))
     summary, written = write_benchmark(rows, args.out, header)
     print(summary)
     print(f"\nWrote {written[0]}, {written[1]} and " + ", ".join(str(p) for p in written[2:]))
 
 
 def _add_benchmark(sub) -> None:
-    from .bench.evaluation import METHODS
+    from .bench.evaluation import BENCHMARK_METHODS, METHODS
 
     p = sub.add_parser(
         "benchmark", help="MNE, dSPM, sLORETA, eLORETA, MxNE, Gamma-MAP and PIUNet on the same simulations"
@@ -284,7 +284,10 @@ def _add_benchmark(sub) -> None:
     p.add_argument("--out", default="piunet-benchmark", help="folder for scores.csv, summary.md and plots")
     p.add_argument("--n", type=int, default=None, help="samples per condition (default 10; 2 with --quick)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD")
+    p.add_argument(
+        "--methods", nargs="+", default=list(BENCHMARK_METHODS), choices=METHODS, metavar="METHOD",
+        help=f"of {', '.join(METHODS)} (default: all but the peers, which need the [peers] extra)",
+    )  # fmt: skip
     p.add_argument("--weights", default=None)
     p.set_defaults(func=_benchmark)
 

@@ -2,8 +2,10 @@
 
 The inverse, training's validation and the evaluation all call
 :func:`predict_maps`, so the scaling convention (divide each map by its signed
-largest moment norm, predict shape and peak ratio, multiply back) and the speed
-choices (precision, batch size, memory layout) live here and nowhere else.
+largest moment norm, predict shape and peak ratio, multiply back), the
+temporal context (:func:`context_windows` picks each map's window in seconds,
+:func:`context_maps` turns it into input channels) and the speed choices
+(precision, batch size, memory layout) live here and nowhere else.
 
 bf16 autocast halves the U-Net's cost where the CPU computes bf16 natively;
 elsewhere bf16 is emulated and slower than fp32, so "auto" keeps fp32 there.
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 
 from .grid import SourceGrid
-from .network import UNet3d
+from .network import UNet3d, UNetConfig
 
 #: Precisions :func:`resolve_precision` accepts.
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
@@ -204,11 +206,155 @@ def prepare_network(network: UNet3d, device: torch.device) -> UNet3d:
     return network
 
 
+def context_windows(
+    n_times: int, sfreq: float, config: UNetConfig, rows: np.ndarray | None = None
+) -> np.ndarray:
+    """For each time point, the samples its temporal context is made of.
+
+    The window spans ``config.window_s`` seconds centred on the time point;
+    ``config.window_points`` evenly spaced times in it are rounded to the
+    nearest sample and clamped to the data (edge samples repeat), so a
+    window means the same at any sampling rate. Data shorter than the
+    window (a single map, a short epoch) give every time point an
+    instantaneous context: its window repeats it.
+
+    Parameters
+    ----------
+    n_times : int
+        Time points of the data (of the whole recording: a chunk's windows
+        reach into its neighbours, so chunks give what one pass would).
+    sfreq : float
+        Their sampling rate (Hz).
+    config : UNetConfig
+        The network's window.
+    rows : array of int | None
+        The time points to give windows to (default: all).
+
+    Returns
+    -------
+    windows : array of int, shape (len(rows), window_points)
+        Sample indices; row ``i``'s centre column is ``rows[i]``. One column
+        for a network without context.
+    """
+    rows = np.arange(n_times) if rows is None else np.asarray(rows, np.int64)
+    if config.context == "none":
+        return rows[:, None]
+    if n_times < 2 or (n_times - 1) / sfreq < config.window_s:
+        return np.repeat(rows[:, None], config.window_points, axis=1)
+    half = config.window_s / 2
+    offsets = np.rint(np.linspace(-half, half, config.window_points) * sfreq).astype(np.int64)
+    return np.clip(rows[:, None] + offsets[None], 0, n_times - 1)
+
+
+def context_margin(sfreq: float, config: UNetConfig) -> int:
+    """Samples a window reaches on either side of its centre (0 without context).
+
+    Parameters
+    ----------
+    sfreq : float
+        The sampling rate (Hz).
+    config : UNetConfig
+        The network's window.
+
+    Returns
+    -------
+    margin : int
+        How far chunks of a recording must overlap.
+    """
+    if config.context == "none":
+        return 0
+    return int(np.rint(config.window_s / 2 * sfreq))
+
+
+def context_maps(window: np.ndarray, context: str) -> np.ndarray:
+    """The temporal-context input channels of each window of maps.
+
+    ``"power"``: the RMS moment norm of each voxel over the window. It tells
+    where activity was around the map, whatever its polarity. ``"subspace"``:
+    the window's two leading principal maps (moment vectors), the second
+    scaled by its singular value relative to the first. They span the
+    data's signal subspace, as MUSIC and Champagne use it. Each is
+    flipped to its :func:`canonical_sign`, so the channels do not depend on
+    the data's polarity, and zeroed where its singular value is below 1e-3
+    of the first (a window of one repeated map has one).
+
+    Parameters
+    ----------
+    window : array, shape (n, window_points, n_grid, 3)
+        Each output map's window of eLORETA maps on the grid.
+    context : "power" | "subspace"
+        The context (:attr:`~mne_piunet.network.UNetConfig.context`).
+
+    Returns
+    -------
+    channels : array of float32, shape (n, n_grid, n_channels)
+        Peaking at 1 (all zero for an all-zero window).
+    """
+    n, n_points = window.shape[:2]
+    # scaled by the window's largest value in float64, so neither tiny nor huge data under/overflow
+    peak = np.abs(window).max(axis=(1, 2, 3), initial=0.0).astype(np.float64)
+    unit = window / np.where(peak > 0, peak, 1.0)[:, None, None, None]
+    if context == "power":
+        rms = np.sqrt(np.einsum("ntgj,ntgj->ng", unit, unit, dtype=np.float64) / n_points)
+        top = rms.max(axis=1, initial=0.0)
+        return (rms / np.where(top > 0, top, 1.0)[:, None])[..., None].astype(np.float32)
+    flat = unit.reshape(n, n_points, -1).astype(np.float64)
+    eig, vec = np.linalg.eigh(flat @ np.swapaxes(flat, 1, 2))  # (n, T, T) Gram matrices, ascending
+    lead = vec[:, :, ::-1][:, :, :2]  # (n, T, 2)
+    maps = np.einsum("ntk,ntg->nkg", lead, flat).reshape(n, 2, -1, 3)  # norms: the singular values
+    sv = np.sqrt(np.clip(eig[:, ::-1][:, :2], 0.0, None))
+    maps[sv < 1e-3 * sv[:, :1]] = 0.0
+    top = np.sqrt(np.einsum("ngj,ngj->ng", maps[:, 0], maps[:, 0]).max(axis=1, initial=0.0))
+    maps /= np.where(top > 0, top, 1.0)[:, None, None, None]
+    signs = np.stack([_sign_of(_unit_maps(maps[:, k])[1]) for k in range(2)], axis=1)
+    maps *= signs[:, :, None, None]
+    return np.moveaxis(maps, 1, 2).reshape(n, maps.shape[2], 6).astype(np.float32)
+
+
+def network_inputs(
+    grid: SourceGrid, x0: np.ndarray, windows: np.ndarray | None, config: UNetConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """The network's input tensors for some maps: each map normalised, and its context.
+
+    Parameters
+    ----------
+    grid : SourceGrid
+        The network's grid.
+    x0 : array, shape (n_maps, n_grid, 3)
+        eLORETA moment vectors on the grid.
+    windows : array of int, shape (n, n_points)
+        Each output's window of rows of ``x0`` (the centre column is the
+        map refined). One column is an instantaneous context: the map
+        stands for its whole window.
+    config : UNetConfig
+        The network's context.
+
+    Returns
+    -------
+    inputs : array of float32, shape (n, in_channels, ``*grid.shape``)
+        The centre maps normalised by :func:`normalise_inputs`, then the
+        :func:`context_maps` channels.
+    scale : array of float64, shape (n,)
+        The centre maps' divisors.
+    """
+    dense, scale = normalise_inputs(grid, x0[windows[:, windows.shape[1] // 2]])
+    if config.context == "none":
+        return dense, scale
+    if windows.shape[1] == 1:
+        windows = np.repeat(windows, config.window_points, axis=1)
+    channels = context_maps(x0[windows], config.context)
+    n_ctx = channels.shape[-1]
+    flat = np.zeros((len(dense), n_ctx, dense[0, 0].size), np.float32)
+    flat[:, :, grid.flat_index] = np.swapaxes(channels, 1, 2)
+    return np.concatenate([dense, flat.reshape(len(dense), n_ctx, *grid.shape)], axis=1), scale
+
+
 @torch.inference_mode()
 def predict_maps(
     network: UNet3d,
     grid: SourceGrid,
     x0: np.ndarray,
+    windows: np.ndarray | None = None,
     *,
     dtype: torch.dtype = torch.float32,
     batch_size: int | None = None,
@@ -221,8 +367,14 @@ def predict_maps(
         The network (see :func:`prepare_network`); its device is used.
     grid : SourceGrid
         The grid it was trained on.
-    x0 : array, shape (n, n_grid_sources, 3)
-        eLORETA moment vectors on the grid, one map per time point or sample.
+    x0 : array, shape (n_maps, n_grid_sources, 3)
+        eLORETA moment vectors on the grid: time points of one recording, or
+        independent samples.
+    windows : array of int, shape (n, window_points) | None
+        Each estimate's temporal context as rows of ``x0``
+        (:func:`context_windows`; the centre column is the map refined).
+        None: every map of ``x0`` alone, with an instantaneous context, as
+        independent samples need. Ignored by a network without context.
     dtype : torch.dtype
         Autocast precision (:func:`resolve_precision`); float32 runs without autocast.
     batch_size : int | None
@@ -233,17 +385,22 @@ def predict_maps(
     estimate : array of float32, shape (n, n_grid_sources, 3)
         Moment vectors in Am, float32 (finer than the network's own
         precision): each map is divided by its signed largest moment norm
-        (:func:`normalise_inputs`) before the
-        network, which predicts the map's shape and its peak relative to the
-        input's; the product is multiplied back by the divisor.
+        (:func:`normalise_inputs`) before the network, which predicts the
+        map's shape and its peak relative to the input's; the product is
+        multiplied back by the divisor.
     """
     device = next(network.parameters()).device
     batch_size = batch_size or default_batch_size(device)
-    out = np.empty(x0.shape, np.float32)
+    config = network.config
+    if windows is None:
+        windows = np.arange(len(x0))[:, None]
+    elif config.context == "none":
+        windows = windows[:, windows.shape[1] // 2, None]
+    out = np.empty((len(windows),) + x0.shape[1:], np.float32)
     channels_last = uses_channels_last(network, device)
-    for start in range(0, len(x0), batch_size):
-        stop = min(start + batch_size, len(x0))
-        dense, scale = normalise_inputs(grid, x0[start:stop])
+    for start in range(0, len(windows), batch_size):
+        stop = min(start + batch_size, len(windows))
+        dense, scale = network_inputs(grid, x0, windows[start:stop], config)
         x = torch.from_numpy(dense).to(device)
         if channels_last:
             x = x.to(memory_format=torch.channels_last_3d)

@@ -3,7 +3,9 @@
 Data flow per call: MNE's own ``apply_inverse*`` with eLORETA on the user's
 inverse operator -> moment vectors rotated and resampled (sparse, cached per
 source space) onto the template grid -> :func:`mne_piunet.inference.predict_maps`,
-batched over time points (and across epochs) ->
+each time point with the window of its own recording, epoch or estimate around
+it (its temporal context: Raw's chunks overlap by half a window), batched over
+time points (and across epochs) ->
 :class:`mne.VolSourceEstimate` / :class:`mne.VolVectorSourceEstimate` on
 :attr:`PIUNetInverse.src` (subject ``"fsaverage"``), in Am.
 """
@@ -25,7 +27,7 @@ from scipy import sparse
 from ._cache import file_sha256
 from .anatomy import template_subjects_dir
 from .grid import DEFAULT_MINDIST_MM, SourceGrid, get_grid, grid_meta, to_template_space
-from .inference import predict_maps, prepare_network, resolve_precision
+from .inference import context_margin, context_windows, predict_maps, prepare_network, resolve_precision
 from .network import bundled_weights_path, load_network, resolve_device
 from .utils._checks import as_affine, check_inverse_operator, has_free_orientation
 from .utils._defaults import DEFAULT_LAMBDA2
@@ -158,6 +160,13 @@ def _finite_time_func(raw, inverse_operator) -> Callable[[np.ndarray], np.ndarra
 class PIUNetInverse:
     """Learned refinement of eLORETA on a template volume grid (3D-PIUNet).
 
+    Each time point is refined together with its temporal context: the
+    eLORETA maps of a window around it, defined in seconds by the weights
+    (``piu.network.config.window_s``, 80 ms for the bundled ones), so it
+    means the same at any sampling rate. Windows stay within their recording,
+    epoch or estimate; data shorter than the window give an instantaneous
+    context.
+
     Parameters
     ----------
     weights : path-like | None
@@ -256,21 +265,46 @@ class PIUNetInverse:
             self._operators[key] = (self.grid.resampler(pos).astype(np.float32), rot.astype(np.float32))
         return self._operators[key]
 
-    def predict_grid(self, x0: np.ndarray) -> np.ndarray:
+    def predict_grid(self, x0: np.ndarray, windows: np.ndarray | None = None) -> np.ndarray:
         """Run the network on eLORETA maps already on the grid.
 
         Parameters
         ----------
-        x0 : array, shape (n, n_grid_sources, 3)
-            eLORETA moment vectors on the grid (template frame), one map per
-            time point or sample.
+        x0 : array, shape (n_maps, n_grid_sources, 3)
+            eLORETA moment vectors on the grid (template frame): the time
+            points of one recording, or independent samples.
+        windows : array of int, shape (n, window_points) | None
+            Each estimate's temporal context as rows of ``x0``
+            (:func:`mne_piunet.inference.context_windows`); None: each map
+            alone, with an instantaneous context.
 
         Returns
         -------
         estimate : array, shape (n, n_grid_sources, 3)
             PIUNet moment vectors in Am (:func:`mne_piunet.inference.predict_maps`).
         """
-        return predict_maps(self.network, self.grid, x0, dtype=self.dtype, batch_size=self.batch_size)
+        return predict_maps(
+            self.network, self.grid, x0, windows, dtype=self.dtype, batch_size=self.batch_size
+        )
+
+    def windows(self, n_times: int, sfreq: float, rows: np.ndarray | None = None) -> np.ndarray:
+        """The temporal context of each time point of data at ``sfreq``.
+
+        Parameters
+        ----------
+        n_times : int
+            Time points of the data.
+        sfreq : float
+            Their sampling rate (Hz).
+        rows : array of int | None
+            The time points to give windows to (default: all).
+
+        Returns
+        -------
+        windows : array of int, shape (len(rows), window_points)
+            Sample indices (:func:`mne_piunet.inference.context_windows`).
+        """
+        return context_windows(n_times, sfreq, self.network.config, rows)
 
     def _inverse_geometry(self, inv, mni_transform, subjects_dir) -> tuple:
         """(operator, rotation, normals or None) of an inverse operator's source space."""
@@ -361,6 +395,11 @@ class PIUNetInverse:
     ):
         """Refine an eLORETA estimate you already have.
 
+        Each time point is refined with its temporal context from the
+        estimate's own time course (at ``1 / stc.tstep`` Hz); a single time
+        point, or an estimate shorter than the window, gets an instantaneous
+        context.
+
         Parameters
         ----------
         stc : SourceEstimate | VectorSourceEstimate | VolSourceEstimate | ...
@@ -395,7 +434,10 @@ class PIUNetInverse:
         _validate_src(src)
         normals = _check_estimate(stc, src, normals)
         op, rot = self._operator(src, mri_head_t, mni_transform, subjects_dir)
-        return _make_stc(self, _refine_array(self, stc.data, op, rot, normals), stc.tmin, stc.tstep, pick_ori)
+        windows = self.windows(stc.shape[-1], 1.0 / stc.tstep)
+        return _make_stc(
+            self, _refine_array(self, stc.data, op, rot, normals, windows), stc.tmin, stc.tstep, pick_ori
+        )
 
     def _setup_call(self, inst, inverse_operator, lambda2, method, pick_ori, label, return_residual, data):
         _check_inverse(inverse_operator)
@@ -459,7 +501,10 @@ class PIUNetInverse:
             prepared=prepared, method_params=method_params, use_cps=use_cps,
         )  # fmt: skip
         op, rot, normals = self._inverse_geometry(inverse_operator, mni_transform, subjects_dir)
-        return _make_stc(self, _refine_array(self, stc.data, op, rot, normals), stc.tmin, stc.tstep, pick_ori)
+        windows = self.windows(len(evoked.times), evoked.info["sfreq"])
+        return _make_stc(
+            self, _refine_array(self, stc.data, op, rot, normals, windows), stc.tmin, stc.tstep, pick_ori
+        )
 
     @verbose
     @fill_doc
@@ -553,8 +598,10 @@ class PIUNetInverse:
 
         The data are processed in chunks of ``buffer_size`` samples with a
         progress bar: only one chunk's eLORETA estimate is in memory at a time,
-        and the output is float32. Times follow MNE's convention:
-        ``stc.tmin == raw.times[start]``.
+        and the output is float32. Chunks overlap by half the network's
+        temporal window, so the estimate is the same however the data are
+        chunked; the span from ``start`` to ``stop`` is localised as if
+        cropped. Times follow MNE's convention: ``stc.tmin == raw.times[start]``.
 
         Parameters
         ----------
@@ -603,10 +650,12 @@ class PIUNetInverse:
 
 
 # ------------------------------------------------------------------ the work
-def _refine_array(piu: PIUNetInverse, data, op, rot, normals=None) -> np.ndarray:
-    """(n_src, 3, n_times) vectors or (n_src, n_times) + normals -> (n_grid, 3, n_times).
+def _refine_array(piu: PIUNetInverse, data, op, rot, normals, windows: np.ndarray) -> np.ndarray:
+    """(n_src, 3, n_times) vectors or (n_src, n_times) + normals -> (n_grid, 3, n_out).
 
-    Rotation and resampling are sparse products per grid component, so no
+    ``windows`` (n_out, window_points) are the time points of ``data`` each
+    output refines (its centre column) and takes its context from. Rotation
+    and resampling are sparse products per grid component, so no
     (n_src, 3, n_times) temporary is made; the network runs on all time
     points in batches.
     """
@@ -620,7 +669,7 @@ def _refine_array(piu: PIUNetInverse, data, op, rot, normals=None) -> np.ndarray
         moved = [op @ data[:, j, :] for j in range(3)]
         grid = np.stack([sum(rot[k, j] * moved[j] for j in range(3)) for k in range(3)], axis=-1)
     # (n_grid, n_times, 3) -> (n_times, n_grid, 3), the maps predict_maps takes
-    return np.moveaxis(piu.predict_grid(np.moveaxis(grid, 1, 0)), 0, 2)
+    return np.moveaxis(piu.predict_grid(np.moveaxis(grid, 1, 0), windows), 0, 2)
 
 
 def _make_stc(piu: PIUNetInverse, data, tmin, tstep, pick_ori):
@@ -646,10 +695,14 @@ def _refine_epochs(piu: PIUNetInverse, eloreta: Iterator, geometry: tuple, pick_
 
 
 def _refine_stcs(piu: PIUNetInverse, stcs: list, geometry: tuple, pick_ori) -> Iterator:
+    """Refine epochs together; each epoch's windows stay within the epoch."""
     if not stcs:
         return
-    refined = _refine_array(piu, np.concatenate([s.data for s in stcs], axis=-1), *geometry)
     bounds = np.cumsum([0] + [s.shape[-1] for s in stcs])
+    windows = np.concatenate(
+        [t0 + piu.windows(s.shape[-1], 1.0 / s.tstep) for s, t0 in zip(stcs, bounds[:-1])]
+    )
+    refined = _refine_array(piu, np.concatenate([s.data for s in stcs], axis=-1), *geometry, windows)
     for stc, t0, t1 in zip(stcs, bounds[:-1], bounds[1:]):
         yield _make_stc(piu, refined[..., t0:t1], stc.tmin, stc.tstep, pick_ori)
 
@@ -657,16 +710,27 @@ def _refine_stcs(piu: PIUNetInverse, stcs: list, geometry: tuple, pick_ori) -> I
 def _raw_chunks(
     piu: PIUNetInverse, raw, inv, lambda2, span, nave, method_params, use_cps, geometry
 ) -> Iterator:
-    """(first sample, refined float32 vectors) per chunk of ``span = (start, stop, step)``."""
+    """(first sample, refined float32 vectors) per chunk of ``span = (start, stop, step)``.
+
+    Each chunk's eLORETA estimate reaches :func:`~mne_piunet.inference.context_margin`
+    samples into its neighbours (within ``start``-``stop``: the span asked
+    for is localised as if cropped), so its windows are those of one pass
+    over the span: the estimate does not change at chunk boundaries.
+    """
     start, stop, step = span
+    sfreq = raw.info["sfreq"]
+    margin = context_margin(sfreq, piu.network.config)
     check = _finite_time_func(raw, inv)  # each chunk is read once, by MNE, and checked there
     for s0 in range(start, stop, step):
+        s1 = min(s0 + step, stop)
+        r0, r1 = max(start, s0 - margin), min(stop, s1 + margin)
         stc = mne.minimum_norm.apply_inverse_raw(
-            raw, inv, lambda2, "eLORETA", start=s0, stop=min(s0 + step, stop), nave=nave,
+            raw, inv, lambda2, "eLORETA", start=r0, stop=r1, nave=nave,
             time_func=check, pick_ori=_eloreta_ori(inv), prepared=True,
             method_params=method_params, use_cps=use_cps,
         )  # fmt: skip
-        yield s0, _refine_array(piu, stc.data, *geometry)
+        windows = start + piu.windows(stop - start, sfreq, np.arange(s0 - start, s1 - start)) - r0
+        yield s0, _refine_array(piu, stc.data, *geometry, windows)
 
 
 def _raw_estimate(piu: PIUNetInverse, raw, chunks: Iterator, span: tuple, pick_ori):

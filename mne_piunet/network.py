@@ -28,6 +28,10 @@ FORMAT_VERSION = 1
 WEIGHTS_NAME = "piunet"
 
 
+#: Extra input channels of each temporal context (:attr:`UNetConfig.context`).
+CONTEXT_CHANNELS = {"none": 0, "power": 1, "subspace": 6}
+
+
 @dataclass
 class UNetConfig:
     """Architecture of :class:`UNet3d` (saved with the weights).
@@ -46,13 +50,26 @@ class UNetConfig:
         Attention heads at the coarsest level and in the middle.
     groups : int
         GroupNorm groups.
-    in_channels, out_channels : int
-        Channels of the input and output maps (3: a moment vector per voxel).
+    in_channels : int | None
+        Input channels: the map's moment vector (3) and the context's
+        (:data:`CONTEXT_CHANNELS`); None: that sum.
+    out_channels : int
+        Channels of the output map (3: a moment vector per voxel).
     space_to_depth : int
         ``f``: fold each ``f x f x f`` block of voxels into channels before the
         U-Net and unfold after it (:func:`fold_blocks`), so the U-Net runs on a
         grid ``f`` times coarser while still predicting every voxel. 2 cuts the
         cost about 4x (the model card's frontier table); 1 is the plain U-Net.
+    context : "none" | "power" | "subspace"
+        What the network sees of the time course around each map, besides the
+        map itself (:data:`CONTEXT_CHANNELS` extra input channels, made by
+        :func:`mne_piunet.inference.context_maps`): nothing, the window's RMS
+        amplitude per voxel, or the window's two leading principal maps.
+    window_s : float
+        The window's length (s), centred on the map; defined in seconds so
+        that it means the same at any sampling rate.
+    window_points : int
+        Time points sampled evenly over the window (odd: the centre is one).
     """
 
     width: int = 16
@@ -60,11 +77,30 @@ class UNetConfig:
     blocks: int = 1
     heads: int = 4
     groups: int = 8
-    in_channels: int = 3
+    in_channels: int | None = None
     out_channels: int = 3
     space_to_depth: int = 1
+    context: str = "none"
+    window_s: float = 0.0
+    window_points: int = 1
 
     def __post_init__(self):
+        if self.context not in CONTEXT_CHANNELS:
+            raise ValueError(f"context must be one of {tuple(CONTEXT_CHANNELS)}, got {self.context!r}")
+        if self.in_channels is None:
+            self.in_channels = 3 + CONTEXT_CHANNELS[self.context]
+        if self.in_channels != 3 + CONTEXT_CHANNELS[self.context]:
+            raise ValueError(
+                f"context={self.context!r} needs in_channels={3 + CONTEXT_CHANNELS[self.context]} "
+                f"(the map's 3 and the context's {CONTEXT_CHANNELS[self.context]}), got {self.in_channels}"
+            )
+        if self.context != "none" and (
+            self.window_s <= 0 or self.window_points < 3 or self.window_points % 2 == 0
+        ):
+            raise ValueError(
+                f"A temporal context needs window_s > 0 and an odd window_points >= 3, got "
+                f"window_s={self.window_s}, window_points={self.window_points}"
+            )
         if self.levels < 2 or self.width < self.groups or self.width % self.groups:
             raise ValueError(
                 f"Need levels >= 2 and width a multiple of groups ({self.groups}); got "
@@ -197,7 +233,14 @@ class UNet3d(nn.Module):
         g, w = config.groups, config.width
         widths = [w * 2**i for i in range(config.levels)]
         fold = config.space_to_depth**3
-        self.stem = nn.Conv3d(config.in_channels * fold, w, 3, padding=1)
+        self.stem = nn.Conv3d(3 * fold, w, 3, padding=1)
+        # the temporal context enters through its own convolution, added to the map's; it
+        # starts at zero, so a network with context starts as the one without it
+        # (load_weights), and training can give it its own learning rate
+        n_context = config.in_channels - 3
+        self.context_stem = nn.Conv3d(n_context * fold, w, 3, padding=1, bias=False) if n_context else None
+        if self.context_stem is not None:
+            nn.init.zeros_(self.context_stem.weight)
         self.down = nn.ModuleList()
         self.pool = nn.ModuleList()
         c = w
@@ -231,7 +274,11 @@ class UNet3d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the map's shape, ``(batch, 3, *grid.shape)``, and its log peak ratio, ``(batch,)``."""
-        h = self.stem(fold_blocks(x * self.mask, self.config.space_to_depth))
+        f = self.config.space_to_depth
+        x = x * self.mask
+        h = self.stem(fold_blocks(x[:, :3], f))
+        if self.context_stem is not None:
+            h = h + self.context_stem(fold_blocks(x[:, 3:], f))
         skips = []
         for i, block in enumerate(self.down):
             h = block(h)
@@ -275,6 +322,28 @@ class UNet3d(nn.Module):
 
 
 # ------------------------------------------------------------------ weights
+def load_weights(network: UNet3d, state: dict) -> None:
+    """Load a state dict, a temporal context the weights lack starting at zero.
+
+    How a network with a temporal context starts from one without: its
+    ``context_stem`` stays at zero, so at step 0 it computes exactly what the
+    weights did, and training then learns to use the context. Any other
+    mismatch raises, as :meth:`torch.nn.Module.load_state_dict` does.
+
+    Parameters
+    ----------
+    network : UNet3d
+        The network to fill.
+    state : dict
+        A state dict of the same architecture, with or without a context stem.
+    """
+    missing, unexpected = network.load_state_dict(state, strict=False)
+    if unexpected or any(k != "context_stem.weight" for k in missing):
+        network.load_state_dict(state)  # raises, naming the mismatched keys
+    if missing:
+        nn.init.zeros_(network.context_stem.weight)
+
+
 @dataclass
 class ModelBundle:
     """A network with everything needed to use it: grid, scaling, provenance.

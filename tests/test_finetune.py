@@ -96,7 +96,9 @@ def test_fine_tune_refuses_weights_no_better(tmp_path, user_models, tiny_weights
     monkeypatch.setitem(FINE_TUNE_SETTINGS, "lr", 0.0)
     fwd, inv = user_models
     out = tmp_path / "tuned.pt"
-    with pytest.warns(RuntimeWarning, match="not better than tiny.pt on your setup on average, or are worse in a group"):
+    with pytest.warns(
+        RuntimeWarning, match="not better than tiny.pt on your setup on average, or are worse in a group"
+    ):
         written = fine_tune(inv, fwd, out=out, minutes=0.05, weights=tiny_weights, threads=1, device="cpu")
     assert written is None and not out.exists()
 

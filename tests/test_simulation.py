@@ -137,18 +137,26 @@ def test_coloured_noise_follows_the_setup_covariance(volume_setup):
         assert (corr_with_cov > 0.8) == expect_coloured
 
 
-def test_training_targets_flip_with_their_inputs(grid):
+def test_training_targets_flip_with_their_inputs(volume_setup, grid):
     """The network sees one polarity; the target of a flipped map is the flipped truth's target."""
-    from mne_piunet.train.simulation import normalised_dense
+    from dataclasses import replace
 
-    rng = np.random.default_rng(0)
-    x0, x = rng.standard_normal((2, 4, grid.n_sources, 3))
-    inputs, targets, scale, ratio = normalised_dense(grid, x0, x)
-    flipped = normalised_dense(grid, -x0, -x)
-    np.testing.assert_array_equal(flipped[0], inputs)
-    np.testing.assert_array_equal(flipped[1], targets)
-    np.testing.assert_array_equal(flipped[2], -scale)
-    np.testing.assert_array_equal(flipped[3], ratio)
-    # and the truth is recovered from the target: truth = target * ratio * scale
-    back = grid.from_dense(targets) * (ratio * scale)[:, None, None]
-    np.testing.assert_allclose(back, x, rtol=1e-5, atol=1e-6 * np.abs(x).max())
+    from mne_piunet.network import UNetConfig
+    from mne_piunet.train.simulation import normalised_dense, simulate
+
+    batch = simulate(volume_setup, 4, np.random.default_rng(0), window=(0.04, 5))
+    flip = replace(
+        batch, true_grid=-batch.true_grid, eloreta_grid=-batch.eloreta_grid,
+        eloreta_window_grid=-batch.eloreta_window_grid,
+    )  # fmt: skip
+    for network in (UNetConfig(), UNetConfig(context="subspace", window_s=0.04, window_points=5)):
+        inputs, targets, scale, ratio = normalised_dense(grid, [batch], network)
+        flipped = normalised_dense(grid, [flip], network)
+        np.testing.assert_array_equal(flipped[0], inputs)
+        np.testing.assert_array_equal(flipped[1], targets)
+        np.testing.assert_array_equal(flipped[2], -scale)
+        np.testing.assert_array_equal(flipped[3], ratio)
+        # and the truth is recovered from the target: truth = target * ratio * scale
+        back = grid.from_dense(targets) * (ratio * scale)[:, None, None]
+        x = batch.true_grid
+        np.testing.assert_allclose(back, x, rtol=1e-5, atol=1e-6 * np.abs(x).max())

@@ -75,6 +75,5 @@ def test_train_step_profile_covers_every_part(volume_setup):
 
     ms = profile_train_step(_tiny_train_config(), n_steps=2)
     parts = [k for k in ms if k != "total"]
-    assert parts == ["sources", "sensors + noise", "eLORETA", "resampling", "dense tensors", "forward", "losses",
-                     "backward + AdamW"]  # fmt: skip
+    assert parts == ["simulation", "dense tensors", "forward", "losses", "backward + AdamW"]
     assert all(ms[k] > 0 for k in parts) and ms["total"] == pytest.approx(sum(ms[k] for k in parts))

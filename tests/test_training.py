@@ -87,6 +87,36 @@ def test_fine_tune_records_its_initial_weights(tiny_run, tmp_path):
     assert np.isfinite(init["val_nemd"])
 
 
+def test_temporal_training_starts_at_its_init_and_learns_the_context(tiny_run, tmp_path):
+    """A network with context, from weights without: step 0 scores as they do; its own rate moves the context."""
+    from mne_piunet.network import load_network
+    from mne_piunet.train.training import make_validation_set, train, validation_nemd
+
+    src, _ = tiny_run
+    network = dict(width=8, levels=2, heads=2, groups=4, context="power", window_s=0.04, window_points=5)
+    config = _tiny_config(max_steps=4, val_every_steps=2, network=network, context_lr=1e-2)
+    out = tmp_path / "temporal"
+    train(config, out, init=src / "final.pt")
+    meta = json.loads((out / "final.json").read_text())
+    assert meta["config"]["context"] == "power" and meta["config"]["in_channels"] == 4
+    # step 0 is the initial weights', on the temporal validation set
+    start = load_network(src / "final.pt")
+    val = make_validation_set(config, _grid(config))
+    assert meta["curve"][0]["step"] == 0
+    assert meta["curve"][0]["val_nemd"] == pytest.approx(
+        validation_nemd(start.network, val, _grid(config)), rel=1e-4
+    )
+    assert val["windows"].shape == (config.val_size, 5)
+    # the context's convolution left zero
+    assert load_network(out / "final.pt").network.context_stem.weight.abs().max() > 0
+
+
+def _grid(config):
+    from mne_piunet.grid import get_grid
+
+    return get_grid(config.grid_spacing_mm, config.grid_mindist_mm)
+
+
 def test_simulation_in_worker_processes_and_bf16_steps(tiny_run, tmp_path):
     """The GPU recipe's path, on the CPU: data from worker processes, bf16 autocast, a wall-clock budget."""
     from mne_piunet.network import load_network
@@ -276,7 +306,7 @@ def test_bundled_configs_reproduce_the_shipped_weights():
     from mne_piunet.network import load_network
     from mne_piunet.train.training import BUNDLED_CONFIGS, TrainConfig, read_config
 
-    stage1, stage2, distilled, robust, balanced, continued, gpu, meg = (
+    stage1, stage2, distilled, robust, balanced, continued, gpu, meg, temporal = (
         read_config(n) for n in BUNDLED_CONFIGS
     )
     assert stage1.transport_weight == 0 and stage2.transport_weight > 0
@@ -289,19 +319,25 @@ def test_bundled_configs_reproduce_the_shipped_weights():
     # stage 6 continues stage 5 on its setups and prior, from its network
     assert continued.train_setups == balanced.train_setups
     assert continued.prior == balanced.prior and continued.network == balanced.network
-    # stage 7 adds MEG, MEG+EEG and OPM setups to stage 6's; the GPU recipe trains stage 7's data
+    # stage 7 adds MEG, MEG+EEG and OPM setups to stage 6's
     assert meg.train_setups[: len(continued.train_setups)] == continued.train_setups
     assert any(s.get("meg") for s in meg.train_setups) and any(s.get("meg") for s in meg.val_setups)
-    assert gpu.train_setups == meg.train_setups and gpu.val_setups == meg.val_setups
-    assert meg.prior == gpu.prior == continued.prior and meg.network == gpu.network == continued.network
+    assert meg.prior == continued.prior and meg.network == continued.network
+    # stage 8 gives stage 7's network a temporal context, on stage 7's setups with time courses
+    assert temporal.train_setups == meg.train_setups and temporal.val_setups == meg.val_setups
+    assert temporal.network == {**meg.network, "context": "power", "window_s": 0.08, "window_points": 9}
+    assert temporal.prior == {**meg.prior, "instantaneous": 0.1} and temporal.context_lr > temporal.lr
+    # the GPU recipe trains stage 8's data
+    assert gpu.train_setups == temporal.train_setups and gpu.val_setups == temporal.val_setups
+    assert gpu.prior == temporal.prior and gpu.network == temporal.network
     assert gpu.device == "cuda" and gpu.data_workers > 0 and continued.data_workers == 0
     meta = load_network().meta
-    # the shipped file is stage 7: trained with the bundled config, from weights whose sha256 it names
+    # the shipped file is stage 8: trained with the bundled config, from weights whose sha256 it names
     assert json.loads(json.dumps(asdict(TrainConfig(**meta["train_config"])))) == json.loads(
-        json.dumps(asdict(meg))
+        json.dumps(asdict(temporal))
     )
     assert len(meta["provenance"]["init"]["sha256"]) == 64
-    assert {**meg.network, "in_channels": 3, "out_channels": 3} == meta["config"]
+    assert {**temporal.network, "in_channels": 4, "out_channels": 3} == meta["config"]
 
 
 def test_peak_loss_measures_the_peak_offset(grid):

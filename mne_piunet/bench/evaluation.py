@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import mne
 import numpy as np
-from mne.utils import ProgressBar, verbose
+from mne.utils import ProgressBar, logger, verbose
 
 from ..anatomy import make_template_forward, montage_info
 from ..metrics import coarse_nemd, nmse, peak_localisation_error, spatial_dispersion, weighted_cosine_distance
@@ -58,7 +59,10 @@ from ..train.simulation import simulate_demo_evoked as _simulate_demo_evoked
 from ..utils._defaults import DEFAULT_LAMBDA2, N_SOURCES_SWEEP
 
 __all__ = (
+    "BENCHMARK_METHODS",
+    "EVAL_WINDOW",
     "METHODS",
+    "PEER_METHODS",
     "Cell",
     "DemoResult",
     "MethodRunner",
@@ -90,11 +94,26 @@ N_SOURCES = N_SOURCES_SWEEP
 
 LINEAR_METHODS = ("MNE", "dSPM", "sLORETA", "eLORETA")
 SPARSE_METHODS = ("MxNE", "Gamma-MAP")
-METHODS = LINEAR_METHODS + ("PIUNet",) + SPARSE_METHODS
+#: invertmeeg's Champagne family (the ``[peers]`` extra), by its solver names. They
+#: fit the window's covariance, as no MNE solver does, and run on volume setups
+#: only: on a 20,484-source cortex one sample takes minutes.
+PEER_METHODS = {
+    "Champagne": "champagne",
+    "Flex-Champagne": "flex-champagne",
+    "Omni-Champagne": "omni-champagne",
+}
+METHODS = LINEAR_METHODS + ("PIUNet",) + SPARSE_METHODS + tuple(PEER_METHODS)
+#: The benchmark's default methods: MNE's and PIUNet (the peers need the extra).
+BENCHMARK_METHODS = LINEAR_METHODS + ("PIUNet",) + SPARSE_METHODS
 #: The methods of the model card's evaluation.
 EVALUATION_METHODS = ("eLORETA", "PIUNet")
-#: Methods whose output is a current moment (Am); dSPM and sLORETA are noise-normalised, unitless.
+#: Methods whose output is a current moment (Am); dSPM and sLORETA are noise-normalised, unitless,
+#: and the peers return amplitudes without orientation.
 AM_METHODS = ("MNE", "eLORETA", "PIUNet", "MxNE", "Gamma-MAP")
+#: Every simulated sample is a time course: 21 samples over 80 ms (250 Hz), scored at its
+#: centre. PIUNet takes its temporal context from it, the sparse solvers and the peers
+#: fit all of it, the linear methods and a model without context the centre alone.
+EVAL_WINDOW = (0.08, 21)
 #: MxNE's regularisation in percent of alpha_max and Gamma-MAP's noise variance after whitening:
 #: the values of MNE's own examples, not tuned on these data.
 MXNE_ALPHA = 55.0
@@ -303,9 +322,13 @@ class MethodRunner:
     """All methods on one prepared setup, each on the same sensor data.
 
     Linear methods apply their ``apply_inverse`` kernel (computed once, as MNE
-    does for every time point); PIUNet refines the eLORETA estimate; MxNE and
-    Gamma-MAP run per sample with the sample's true (white) noise covariance,
-    as a well-estimated baseline covariance would give them.
+    does for every time point) to each sample's centre; PIUNet refines the
+    eLORETA estimate with its temporal context from the sample's window; MxNE
+    (and invertmeeg's Champagne family, :data:`PEER_METHODS`) fit each
+    sample's whole window, Gamma-MAP its centre alone (MNE's Gamma-MAP slows
+    down about 8x on a window of 21 points), each with the sample's true
+    (white) noise covariance, as a well-estimated baseline covariance would
+    give them, and all are scored at the centre.
 
     Parameters
     ----------
@@ -322,14 +345,19 @@ class MethodRunner:
         self.prepared, self.methods = prepared, tuple(methods)
         self.kernels = {m: linear_kernel(prepared, m) for m in LINEAR_METHODS if m in methods}
         self.forward = None
-        if set(SPARSE_METHODS) & set(methods):  # the setup's own forward (read from the cache)
+        if (set(SPARSE_METHODS) | set(PEER_METHODS)) & set(methods):  # the setup's own forward (cached)
             setup = prepared.spec
             if not isinstance(setup, HeadSetup) or setup.loose:
                 raise ValueError(
-                    f"MxNE and Gamma-MAP run on template setups only (fixed cortex or free volume), "
-                    f"not on {prepared.name!r}; score it with {LINEAR_METHODS + ('PIUNet',)}"
+                    f"MxNE, Gamma-MAP and the peers run on template setups only (fixed cortex or free "
+                    f"volume), not on {prepared.name!r}; score it with {LINEAR_METHODS + ('PIUNet',)}"
                 )
             self.forward = setup_forward(setup, prepared.src)
+        if set(PEER_METHODS) & set(methods):
+            _import_peers()
+            if prepared.normals is not None:  # a cortex: minutes per sample, so not scored
+                logger.info(f"Peers not run on {prepared.name} (volume setups only)")
+                self.methods = tuple(m for m in self.methods if m not in PEER_METHODS)
 
     def estimate(self, batch: SimulatedBatch, piu=None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         """Every method's estimate of a batch.
@@ -357,27 +385,31 @@ class MethodRunner:
             estimates[method] = prep.grid_values(est)
         if "PIUNet" in self.methods:
             t0 = time.perf_counter()
-            estimates["PIUNet"] = piu.predict_grid(batch.eloreta_grid)
+            estimates["PIUNet"] = piu.predict_grid(*batch.network_maps(piu.network.config))
             seconds["PIUNet"] = (time.perf_counter() - t0) / n + seconds.get("eLORETA", 0.0)
         clean = batch.true.reshape(n, -1) @ prep.leadfield.T
         std = np.ones(len(prep.info["ch_names"])) if prep.channel_std is None else prep.channel_std
         noise_var = np.var((batch.sensor - clean) / std, axis=1)[:, None] * std**2  # per channel type
-        for method in (m for m in SPARSE_METHODS if m in self.methods):
+        window = (
+            batch.sensor[:, :, None] if batch.sensor_window is None else batch.sensor_window.swapaxes(1, 2)
+        )
+        for method in (m for m in SPARSE_METHODS + tuple(PEER_METHODS) if m in self.methods):
+            data = batch.sensor[:, :, None] if method == "Gamma-MAP" else window
             t0 = time.perf_counter()
-            est = np.stack([self.sparse(method, batch.sensor[i], noise_var[i]) for i in range(n)])
+            est = np.stack([self.sparse(method, data[i], noise_var[i]) for i in range(n)])
             seconds[method] = (time.perf_counter() - t0) / n
             estimates[method] = prep.grid_values(est)
         return estimates, seconds
 
     def sparse(self, method: str, sensor: np.ndarray, noise_var: float) -> np.ndarray:
-        """MxNE or Gamma-MAP on one sample.
+        """MxNE, Gamma-MAP or a peer on one sample's window, its centre returned.
 
         Parameters
         ----------
-        method : "MxNE" | "Gamma-MAP"
+        method : "MxNE" | "Gamma-MAP" | one of :data:`PEER_METHODS`
             The solver.
-        sensor : array, shape (n_chan,)
-            The sample's sensor data.
+        sensor : array, shape (n_chan, n_times)
+            The sample's sensor data over its window (its centre in the middle).
         noise_var : float | array, shape (n_chan,)
             The sample's noise variance, one value or one per channel (white
             within a channel type).
@@ -385,14 +417,20 @@ class MethodRunner:
         Returns
         -------
         est : array, shape (n_src, 3) | (n_src,)
-            MRI-frame moments (free orientation) or amplitudes (fixed).
+            MRI-frame moments (free orientation) or amplitudes (fixed) at the
+            window's centre. A peer's amplitudes have no orientation: they
+            are laid along x, which the amplitude-based scores ignore (its
+            ``wcos`` is NaN).
         """
         from mne.inverse_sparse import gamma_map, mixed_norm
 
         prep = self.prepared
         info = prep.info
+        centre = sensor.shape[1] // 2
         # one solve per sample: quiet, or the benchmark's log is MNE's solver output
-        evoked = mne.EvokedArray(sensor[:, None], info, tmin=0.0, nave=1, verbose=False)
+        evoked = mne.EvokedArray(sensor, info, tmin=-centre / info["sfreq"], nave=1, verbose=False)
+        if method in PEER_METHODS:
+            return self._peer(method, evoked, centre)
         cov = mne.Covariance(
             np.broadcast_to(np.asarray(noise_var, float), (len(info["ch_names"]),)).copy(),
             info["ch_names"], [], info["projs"], nfree=1000,
@@ -401,7 +439,7 @@ class MethodRunner:
         kwargs = dict(
             loose=1.0 if prep.free else 0.0, pick_ori="vector" if prep.free else None, verbose=False
         )
-        with warnings.catch_warnings():  # one time point: MxNE's convergence warnings are expected
+        with warnings.catch_warnings():  # short windows: MxNE's convergence warnings are expected
             warnings.simplefilter("ignore")
             if method == "MxNE":
                 stc = mixed_norm(evoked, self.forward, cov, alpha=MXNE_ALPHA, **kwargs)
@@ -409,10 +447,28 @@ class MethodRunner:
                 stc = gamma_map(
                     evoked, self.forward, cov, alpha=GAMMA_MAP_ALPHA, xyz_same_gamma=True, **kwargs
                 )
-        return self._on_sources(stc)
+        return self._on_sources(stc, centre)
 
-    def _on_sources(self, stc) -> np.ndarray:
-        """A sparse solver's estimate on all of the setup's sources."""
+    def _peer(self, method: str, evoked: mne.Evoked, centre: int) -> np.ndarray:
+        """An invertmeeg solver's amplitudes at the window's centre (its own regularisation search)."""
+        solver = _import_peers()(PEER_METHODS[method])
+        with warnings.catch_warnings(), _quiet("invert"):
+            warnings.simplefilter("ignore")
+            solver.make_inverse_operator(self.forward, evoked, alpha="auto")
+            stc = solver.apply_inverse_operator(evoked)
+        amplitude = np.abs(np.asarray(stc.data)[:, centre])
+        if len(amplitude) != self.prepared.n_sources:
+            raise RuntimeError(
+                f"{method} returned {len(amplitude)} sources for a forward of {self.prepared.n_sources}"
+            )
+        if not self.prepared.free:
+            return amplitude
+        est = np.zeros((self.prepared.n_sources, 3))
+        est[:, 0] = amplitude
+        return est
+
+    def _on_sources(self, stc, centre: int) -> np.ndarray:
+        """A sparse solver's estimate at time point ``centre`` on all of the setup's sources."""
         prep, src = self.prepared, self.forward["src"]
         offsets = np.cumsum([0] + [s["nuse"] for s in src])
         idx = np.concatenate(
@@ -420,11 +476,37 @@ class MethodRunner:
         )
         if prep.free:
             est = np.zeros((prep.n_sources, 3))
-            est[idx] = stc.data[:, :, 0] @ prep.head_to_mri.T  # head -> MRI frame, like the truth
+            est[idx] = stc.data[:, :, centre] @ prep.head_to_mri.T  # head -> MRI frame, like the truth
         else:
             est = np.zeros(prep.n_sources)
-            est[idx] = stc.data[:, 0]
+            est[idx] = stc.data[:, centre]
         return est
+
+
+def _import_peers():
+    """invertmeeg's ``Solver`` factory, or an ImportError naming the extra to install."""
+    try:
+        from invert import Solver
+    except ImportError:
+        raise ImportError(
+            f"The peer methods {', '.join(PEER_METHODS)} come from invertmeeg, which is not installed: "
+            'pip install "mne-piunet[peers]" (invertmeeg 1.1, Python < 3.14), or leave them out of methods.'
+        ) from None
+    return Solver
+
+
+@contextmanager
+def _quiet(name: str):
+    """Silence a library's own logger (invertmeeg logs each solve)."""
+    import logging
+
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -480,13 +562,9 @@ def score_methods(
             runners[key] = MethodRunner(prepared, methods)
         runner = runners[key]
         batch = simulate(
-            runner.prepared,
-            n_per_cell,
-            rng,
-            snr_db=cell.snr_db,
-            n_sources=cell.n_sources,
-            sigma_mm=cell.sigma_mm,
-        )
+            runner.prepared, n_per_cell, rng, SourcePrior(instantaneous=0.0),
+            snr_db=cell.snr_db, n_sources=cell.n_sources, sigma_mm=cell.sigma_mm, window=EVAL_WINDOW,
+        )  # fmt: skip
         estimates, seconds = runner.estimate(batch, piu)
         rows += _cell_rows(cell, runner, batch, estimates, seconds, piu.grid.pos)
     return rows
@@ -515,6 +593,8 @@ def _cell_rows(
                 extent_mm=float(2 * np.mean(batch.sigma_mm[i])), sample=i, method=method,
             )  # fmt: skip
             row.update(score_map(estimates[method][i], batch.true_grid[i], pos, method in AM_METHODS))
+            if method in PEER_METHODS:  # amplitudes without orientation
+                row["wcos"] = np.nan
             row["seconds"] = seconds[method]
             rows.append(row)
     return rows
@@ -527,7 +607,7 @@ def run_benchmark(
     n_per_cell: int = 8,
     seed: int = 0,
     lambda2: float = DEFAULT_LAMBDA2,
-    methods: tuple[str, ...] = METHODS,
+    methods: tuple[str, ...] = BENCHMARK_METHODS,
     verbose: bool | str | int | None = None,
 ) -> list[dict]:
     """The benchmark: every method on the sweeps of :func:`benchmark_cells`.

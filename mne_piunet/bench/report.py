@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from ..train.simulation import SourcePrior
 from ..utils._defaults import DEFAULT_LAMBDA2
 from .evaluation import (
+    BENCHMARK_METHODS,
     EVALUATION_METHODS,
     GAMMA_MAP_ALPHA,
     HELD_OUT_SETUPS,
@@ -328,7 +329,9 @@ def benchmark_summary(rows: list[dict], header: str = "") -> str:
     return "\n".join(lines + _nemd_by_condition(rows, methods) + [""] + _pooled(rows, methods))
 
 
-def benchmark_header(n_per_cell: int, seed: int, quick: bool, elapsed_s: float) -> str:
+def benchmark_header(
+    n_per_cell: int, seed: int, quick: bool, elapsed_s: float, methods: tuple[str, ...] = BENCHMARK_METHODS
+) -> str:
     """Date, machine and the command that reproduces a benchmark run.
 
     Parameters
@@ -341,6 +344,8 @@ def benchmark_header(n_per_cell: int, seed: int, quick: bool, elapsed_s: float) 
         Whether it was a ``--quick`` run.
     elapsed_s : float
         Its duration (s).
+    methods : tuple of str
+        Its methods (named in the command unless the default).
 
     Returns
     -------
@@ -355,11 +360,14 @@ def benchmark_header(n_per_cell: int, seed: int, quick: bool, elapsed_s: float) 
     import torch
 
     command = "mne-piunet benchmark" + (" --quick" if quick else "") + f" --n {n_per_cell} --seed {seed}"
+    if tuple(methods) != BENCHMARK_METHODS:
+        command += " --methods " + " ".join(methods)
     return (
         f"`{command}` on {datetime.date.today().isoformat()}: {platform.machine()}, {os.cpu_count()} CPU cores, "
         f"torch {torch.__version__}, mne {mne.__version__}; {elapsed_s / 60:.1f} min. {n_per_cell} samples per "
         f"cell; MxNE alpha {MXNE_ALPHA:g} %, Gamma-MAP alpha {GAMMA_MAP_ALPHA:g}, lambda2 1/{1 / DEFAULT_LAMBDA2:.0f} for the linear "
-        "methods. All maps are scored on PIUNet's 8 mm grid; NEMD on 16 mm cells."
+        "methods. Every sample is a time course of 80 ms at 250 Hz scored at its centre (PIUNet's context and MxNE's "
+        "and the peers' fit come from it). All maps are scored on PIUNet's 8 mm grid; NEMD on 16 mm cells."
     )
 
 

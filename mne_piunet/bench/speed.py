@@ -25,7 +25,7 @@ import torch
 
 from ..anatomy import montage_info
 from ..grid import SourceGrid, get_grid
-from ..inference import normalise_inputs, uses_channels_last
+from ..inference import network_inputs, uses_channels_last
 from ..network import UNet3d
 from ..train.simulation import HeadSetup, prepare_setup, simulate
 from ..utils._defaults import DEFAULT_LAMBDA2
@@ -79,8 +79,11 @@ def _max_rss_mb() -> float:
 
 
 def _random_inputs(grid: SourceGrid, n: int, network: UNet3d, seed: int = 0) -> torch.Tensor:
-    x0 = np.random.default_rng(seed).standard_normal((n, grid.n_sources, 3))
-    x = torch.from_numpy(normalise_inputs(grid, x0)[0])
+    """Random maps as the network sees them, each with a window of random maps as its context."""
+    n_points = max(network.config.window_points, 1)
+    x0 = np.random.default_rng(seed).standard_normal((n * n_points, grid.n_sources, 3))
+    windows = np.arange(n * n_points).reshape(n, n_points)
+    x = torch.from_numpy(network_inputs(grid, x0, windows, network.config)[0])
     return x.to(memory_format=torch.channels_last_3d) if uses_channels_last(network, x.device) else x
 
 
@@ -435,11 +438,11 @@ def bench_training(
 
 
 def profile_train_step(config, init=None, n_steps: int = 20, out=None) -> dict[str, float]:
-    """Milliseconds per training step by part: simulation, eLORETA, resampling, network, losses, update.
+    """Milliseconds per training step by part: simulation, dense tensors, network, losses, update.
 
-    The simulation's parts repeat :func:`~mne_piunet.train.simulation.simulate`'s
-    arithmetic with a timer around each; the network's are the training
-    loop's own functions.
+    The simulation is the engine's own (:meth:`~mne_piunet.train.simulation.SimulationEngine.sample`:
+    sources, sensors and noise, eLORETA, resampling, each sample's window
+    with a temporal context); the rest are the training loop's own functions.
 
     Parameters
     ----------
@@ -460,16 +463,12 @@ def profile_train_step(config, init=None, n_steps: int = 20, out=None) -> dict[s
     import tempfile
     from dataclasses import replace
 
-    from ..train.simulation import SourcePrior, add_noise, normalised_dense, simulate_sources
+    from ..train.simulation import normalised_dense
     from ..train.training import _forward, _loss, _optimise
 
-    parts = dict.fromkeys(
-        ("sources", "sensors + noise", "eLORETA", "resampling", "dense tensors", "forward", "losses",
-         "backward + AdamW"), 0.0,
-    )  # fmt: skip
+    parts = dict.fromkeys(("simulation", "dense tensors", "forward", "losses", "backward + AdamW"), 0.0)
     with tempfile.TemporaryDirectory() as tmp:
         run = _bench_run(replace(config, val_size=8), init, Path(out or tmp) / "profile")
-        prior, rng, grid = SourcePrior(**config.prior), run.engine.rng, run.grid
         run.network.train()
 
         def timed(part, func, *args, **kwargs):
@@ -479,21 +478,9 @@ def profile_train_step(config, init=None, n_steps: int = 20, out=None) -> dict[s
             return result
 
         for _ in range(n_steps):
-            x0, x = [], []
-            for start in range(0, config.batch_size, run.engine.chunk):
-                prepared = run.engine.setups[rng.integers(len(run.engine.setups))]
-                n = min(run.engine.chunk, config.batch_size - start)
-                sources = timed("sources", simulate_sources, prepared, n, rng, prior)[0]
-                coloured = prepared.noise_cov is not None and rng.random() < prior.coloured_noise
-                clean = timed("sensors + noise", np.matmul, sources.reshape(n, -1), prepared.leadfield.T)
-                sensor = timed("sensors + noise", add_noise, clean, rng.uniform(*prior.snr_db, n), rng,
-                               prepared.noise_cov if coloured else None,
-                               channel_std=prepared.channel_std, eeg=prepared.eeg)  # fmt: skip
-                eloreta = timed("eLORETA", np.matmul, sensor, prepared.kernel.T).reshape(sources.shape)
-                x0.append(timed("resampling", prepared.grid_values, eloreta))
-                x.append(timed("resampling", prepared.grid_values, sources))
+            chunks = timed("simulation", run.engine.sample, config.batch_size)
             inputs, targets, _, ratio = timed(
-                "dense tensors", normalised_dense, grid, np.concatenate(x0), np.concatenate(x)
+                "dense tensors", normalised_dense, run.grid, chunks, run.network.config
             )
             inputs, targets = torch.from_numpy(inputs), torch.from_numpy(targets)
             log_ratio = torch.from_numpy(np.log(ratio)).float()

@@ -29,7 +29,7 @@ from ..metrics import coarse_nemd
 from ..network import ModelBundle, bundled_weights_path, load_network, save_network
 from ..utils._defaults import DEFAULT_LAMBDA2
 from ..utils._fingerprint import forward_fingerprint, inverse_fingerprint
-from .simulation import SourcePrior, prepare_user_setup, simulate
+from .simulation import SourcePrior, network_window, prepare_user_setup, simulate
 from .training import TrainConfig, train
 
 __all__ = ["FINE_TUNE_SETTINGS", "acceptance_groups", "fine_tune"]
@@ -250,11 +250,14 @@ def acceptance_groups(
     groups = []
     for k in ACCEPTANCE_N_SOURCES:
         for band in ACCEPTANCE_SNR_BANDS:
-            batch = simulate(prepared, per_group, rng, replace(prior, snr_db=band), n_sources=k)
+            batch = simulate(
+                prepared, per_group, rng, replace(prior, snr_db=band), n_sources=k,
+                window=network_window(start.config),
+            )  # fmt: skip
             scores = {
                 name: np.array([
                     coarse_nemd(e, t, grid.pos)
-                    for e, t in zip(predict_maps(net, grid, batch.eloreta_grid), batch.true_grid)
+                    for e, t in zip(predict_maps(net, grid, *batch.network_maps(net.config)), batch.true_grid)
                 ])
                 for name, net in (("start", start), ("tuned", tuned))
             }  # fmt: skip

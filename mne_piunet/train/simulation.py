@@ -32,7 +32,8 @@ from ..anatomy import (
     src_fingerprint,
 )
 from ..grid import SourceGrid, _head_to_mri, get_grid
-from ..inference import normalise_inputs
+from ..inference import context_windows, network_inputs
+from ..network import UNetConfig
 from ..utils._checks import check_forward, check_inverse_operator, has_free_orientation
 from ..utils._defaults import DEFAULT_LAMBDA2
 
@@ -162,6 +163,11 @@ class SourcePrior:
         Probability, in [0, 1], that a :func:`simulate` call (one chunk of
         samples, all alike) draws its noise from the setup's ``noise_cov``;
         with 0 (the default) no draw is made and the noise is white.
+    instantaneous : float
+        With a temporal window (:func:`simulate`'s ``window``): probability, in
+        [0, 1], that a chunk's context is its centre map alone, as inference
+        gives a single map or data shorter than the window, so the network
+        stays good there too.
     """
 
     max_sources: int = 10
@@ -169,12 +175,14 @@ class SourcePrior:
     sigma_mm: tuple[float, float] = (5.0, 40.0)
     snr_db: tuple[float, float] = (0.0, 30.0)
     coloured_noise: float = 0.0
+    instantaneous: float = 0.1
 
     def __post_init__(self):
-        if not 0.0 <= self.coloured_noise <= 1.0:
-            raise ValueError(
-                f"coloured_noise is a fraction of the samples, in [0, 1]; got {self.coloured_noise!r}"
-            )
+        for name in ("coloured_noise", "instantaneous"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(
+                    f"{name} is a fraction of the samples, in [0, 1]; got {getattr(self, name)!r}"
+                )
 
 
 @dataclass
@@ -813,6 +821,14 @@ class SimulatedBatch:
         Each sample's number of sources.
     sigma_mm : list of array
         Per sample, the extent (mm) of each of its sources.
+    sensor_window : array, shape (n, window_points, n_chan) | None
+        With a temporal window: each sample's sensor data over its window
+        (``sensor`` is its centre).
+    eloreta_window_grid : array, shape (n, window_points, n_grid, 3) | None
+        eLORETA on the grid over each sample's window (``eloreta_grid`` is
+        its centre); the context the network sees.
+    window_s : float
+        The window's span (s): its points are ``window_s / (n_points - 1)`` apart.
     """
 
     setup: str
@@ -824,6 +840,36 @@ class SimulatedBatch:
     snr_db: np.ndarray
     n_sources: np.ndarray
     sigma_mm: list[np.ndarray] = field(default_factory=list)
+    sensor_window: np.ndarray | None = None
+    eloreta_window_grid: np.ndarray | None = None
+    window_s: float = 0.0
+
+    def network_maps(self, network: UNetConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The eLORETA maps and windows that :func:`~mne_piunet.inference.predict_maps` takes.
+
+        Each sample is its own time course: its window's maps, never another
+        sample's, are its context, picked as from a recording at the
+        window's sampling rate (:func:`~mne_piunet.inference.context_windows`).
+
+        Parameters
+        ----------
+        network : UNetConfig | None
+            The network's context; None or no context: the centre maps alone.
+
+        Returns
+        -------
+        x0 : array, shape (n_maps, n_grid, 3)
+            The window maps of all samples in a row (the centre maps without a window).
+        windows : array of int, shape (n, n_points)
+            Each sample's context as rows of ``x0`` (one column: the centre alone).
+        """
+        n = len(self.eloreta_grid)
+        if self.eloreta_window_grid is None or network is None or network.context == "none":
+            return self.eloreta_grid, np.arange(n)[:, None]
+        n_points = self.eloreta_window_grid.shape[1]
+        centre = context_windows(n_points, (n_points - 1) / self.window_s, network, [n_points // 2])
+        x0 = self.eloreta_window_grid.reshape(n * n_points, *self.eloreta_window_grid.shape[2:])
+        return x0, centre + n_points * np.arange(n)[:, None]
 
 
 def blob_profiles(prepared: PreparedSetup, centres: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -896,6 +942,36 @@ def simulate_sources(
     sigmas : list of arrays
         Per sample, the extent (mm) of each source.
     """
+    atoms, owner, counts, sigmas = source_atoms(prepared, n, rng, prior, n_sources, sigma_mm)
+    sources = sparse.csr_matrix((np.ones(len(owner)), (owner, np.arange(len(owner)))), shape=(n, len(owner)))
+    return np.asarray(sources @ atoms.reshape(len(owner), -1)).reshape((n,) + atoms.shape[1:]), counts, sigmas
+
+
+def source_atoms(
+    prepared: PreparedSetup,
+    n: int,
+    rng: np.random.Generator,
+    prior: SourcePrior = SourcePrior(),
+    n_sources: int | None = None,
+    sigma_mm: tuple[float, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+    """The single sources of :func:`simulate_sources`, before each sample sums its own.
+
+    Parameters
+    ----------
+    prepared, n, rng, prior, n_sources, sigma_mm
+        As for :func:`simulate_sources`.
+
+    Returns
+    -------
+    atoms : array, shape (n_atoms, n_src, 3) or (n_atoms, n_src)
+        Each source's moment vectors or amplitudes, its N(0, 1) x 10 nAm
+        amplitude included.
+    owner : array of int, shape (n_atoms,)
+        The sample each source belongs to.
+    counts, sigmas
+        As for :func:`simulate_sources`.
+    """
     if n_sources is None:
         k = np.arange(1, prior.max_sources + 1)
         p = 1.0 / k**prior.n_sources_decay
@@ -907,22 +983,83 @@ def simulate_sources(
     centres = rng.integers(0, prepared.n_sources, total)
     sigma = np.exp(rng.uniform(np.log(lo), np.log(hi), total)) * 1e-3
     profile = 1e-8 * rng.standard_normal(total)[:, None] * blob_profiles(prepared, centres, sigma)
-    # each sample sums its own blobs: a sparse (n, n_blobs) matrix times the profiles
     owner = np.repeat(np.arange(n), counts)
     if prepared.normals is None:  # blobs: one random orientation each
         ori = rng.standard_normal((total, 3))
         ori /= np.linalg.norm(ori, axis=1, keepdims=True)
-        sources = np.empty((n, prepared.n_sources, 3))
-        for k in range(3):
-            weights = sparse.csr_matrix((ori[:, k], (owner, np.arange(total))), shape=(n, total))
-            sources[:, :, k] = weights @ profile
-    else:  # patches along the normals: amplitudes, or moments for a loose inverse's leadfield
-        sources = sparse.csr_matrix((np.ones(total), (owner, np.arange(total))), shape=(n, total)) @ profile
-        sources = np.asarray(sources)
-        if prepared.free:
-            sources = sources[..., None] * prepared.normals[None]
+        atoms = profile[:, :, None] * ori[:, None, :]
+    elif prepared.free:  # patches along the normals, as moments for a loose inverse's leadfield
+        atoms = profile[:, :, None] * prepared.normals[None]
+    else:  # patches along the normals: amplitudes
+        atoms = profile
     sigmas = np.split(sigma * 1e3, np.cumsum(counts)[:-1])
-    return np.asarray(sources), counts, sigmas
+    return atoms, owner, counts, sigmas
+
+
+#: Kinds of source time course and their probabilities (:func:`source_time_courses`).
+TIME_COURSES = {"erp": 0.5, "burst": 0.3, "pink": 0.2}
+
+
+def source_time_courses(owner: np.ndarray, times: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random time courses of sources over a window, partly correlated within a sample.
+
+    Each source gets one of :data:`TIME_COURSES`: an ERP-like gamma-shaped
+    bump (peak latency anywhere in the window, width 15-150 ms), an
+    oscillatory burst (4-40 Hz under a Gaussian envelope of 10-100 ms sigma),
+    or 1/f (pink to brown) background activity, each of either sign. Half of
+    the sources have their course mixed with their sample's first source's
+    (weight 0-0.7), so sources are partly correlated, as in real evoked
+    responses. Each sample's first source is active at the window's centre
+    (an ERP within a quarter width of its peak, or a burst near a crest), so
+    the map refined is never empty. Each course peaks at 1 in absolute value.
+
+    Parameters
+    ----------
+    owner : array of int, shape (n_atoms,)
+        The sample each source belongs to (:func:`source_atoms`).
+    times : array, shape (n_points,)
+        The window's times (s), centred on 0.
+    rng : numpy.random.Generator
+        The random generator.
+
+    Returns
+    -------
+    courses : array, shape (n_atoms, n_points)
+        One time course per source.
+    """
+    n_atoms, span = len(owner), times[-1] - times[0]
+    first = np.r_[0, np.flatnonzero(np.diff(owner)) + 1]  # each sample's first source
+    kind = rng.choice(len(TIME_COURSES), n_atoms, p=list(TIME_COURSES.values()))
+    latency = rng.uniform(times[0], times[-1], n_atoms)
+    width = np.exp(rng.uniform(np.log(0.015), np.log(0.15), n_atoms))
+    phase = rng.uniform(0, 2 * np.pi, n_atoms)
+    # the first source is active at the centre, the time point refined: an ERP near
+    # its peak or a burst near a crest, never a map of nothing
+    kind[first] = np.minimum(kind[first], 1)
+    latency[first] = rng.uniform(-0.25, 0.25, len(first)) * width[first]
+    phase[first] = rng.uniform(-np.pi / 4, np.pi / 4, len(first))
+    # a gamma bump of shape k peaks at (k - 1) * theta after its onset
+    shape_k = rng.uniform(2.0, 6.0, n_atoms)
+    theta = width / (2 * np.sqrt(shape_k))
+    lag = (times[None] - latency[:, None]) / theta[:, None] + (shape_k - 1)[:, None]
+    bump = np.where(lag > 0, np.exp((shape_k[:, None] - 1) * np.log(np.maximum(lag, 1e-12)) - lag), 0.0)
+    freq = np.exp(rng.uniform(np.log(4.0), np.log(40.0), n_atoms))
+    envelope = np.exp(-((times[None] - latency[:, None]) ** 2) / (2 * (width[:, None] * 2 / 3) ** 2))
+    burst = envelope * np.cos(2 * np.pi * freq[:, None] * times[None] + phase[:, None])
+    # 1/f**beta over a span four times the window, its middle kept
+    n_fft = 4 * len(times)
+    f = np.fft.rfftfreq(n_fft, d=span / max(len(times) - 1, 1))
+    beta = rng.uniform(1.0, 2.0, n_atoms)
+    spectrum = rng.standard_normal((n_atoms, len(f))) + 1j * rng.standard_normal((n_atoms, len(f)))
+    spectrum *= np.where(f > 0, np.maximum(f, 1e-12), np.inf)[None] ** (-beta[:, None] / 2)
+    middle = (n_fft - len(times)) // 2
+    pink = np.fft.irfft(spectrum, n_fft)[:, middle : middle + len(times)]
+    courses = np.choose(kind[:, None], [bump, burst, pink]) * rng.choice([-1.0, 1.0], n_atoms)[:, None]
+    courses /= np.maximum(np.abs(courses).max(axis=1, keepdims=True), 1e-12)
+    lead = courses[np.repeat(first, np.diff(np.r_[first, n_atoms]))]
+    mix = rng.uniform(0.0, 0.7, n_atoms) * (rng.random(n_atoms) < 0.5)
+    courses = (1 - mix)[:, None] * courses + mix[:, None] * lead
+    return courses / np.maximum(np.abs(courses).max(axis=1, keepdims=True), 1e-12)
 
 
 def noise_colouring(noise_cov: np.ndarray) -> np.ndarray:
@@ -972,8 +1109,10 @@ def add_noise(
 
     Parameters
     ----------
-    clean : array, shape (n, n_chan)
-        Noise-free sensor data, one time point per sample.
+    clean : array, shape (n, n_chan) or (n, n_points, n_chan)
+        Noise-free sensor data, one time point or one window per sample. A
+        window's noise is independent over time, its SNR that of the
+        window's RMS signal.
     snr_db : float | array, shape (n,)
         SNR (dB) of each sample.
     rng : numpy.random.Generator
@@ -987,27 +1126,29 @@ def add_noise(
 
     Returns
     -------
-    noisy : array, shape (n, n_chan)
+    noisy : array, shape of ``clean``
         ``clean`` plus the rescaled noise.
     """
     clean = np.asarray(clean)
-    std = np.ones(clean.shape[1]) if channel_std is None else np.asarray(channel_std, float)
-    eeg = np.ones(clean.shape[1], bool) if eeg is None else np.asarray(eeg, bool)
+    shape, n_chan = clean.shape, clean.shape[-1]
+    clean = clean.reshape(len(clean), -1, n_chan)  # (n, n_points, n_chan)
+    std = np.ones(n_chan) if channel_std is None else np.asarray(channel_std, float)
+    eeg = np.ones(n_chan, bool) if eeg is None else np.asarray(eeg, bool)
 
-    def spread(data):  # EEG average-referenced (in V), then std over whitened channels
+    def spread(data):  # EEG average-referenced (in V), std over whitened channels, RMS over time
         if eeg.any():
             data = data.copy()
-            data[:, eeg] -= data[:, eeg].mean(axis=1, keepdims=True)
-        return (data / std).std(axis=1)
+            data[..., eeg] -= data[..., eeg].mean(axis=-1, keepdims=True)
+        return np.sqrt(((data / std).var(axis=-1)).mean(axis=-1))
 
     sig = spread(clean)
     if noise_cov is None:
         noise = rng.standard_normal(clean.shape) * std
     else:  # coloured in noise units: T, T/m and V differ by orders of magnitude
         colouring = noise_colouring(noise_cov / std[:, None] / std[None])
-        noise = (rng.standard_normal((len(clean), colouring.shape[1])) @ colouring.T) * std
+        noise = (rng.standard_normal(clean.shape[:2] + colouring.shape[1:]) @ colouring.T) * std
     scale = sig / np.sqrt(10 ** (np.asarray(snr_db) / 10)) / spread(noise)
-    return clean + noise * scale[:, None]
+    return (clean + noise * scale[:, None, None]).reshape(shape)
 
 
 def simulate(
@@ -1019,6 +1160,7 @@ def simulate(
     snr_db: float | None = None,
     n_sources: int | None = None,
     sigma_mm: tuple[float, float] | None = None,
+    window: tuple[float, int] | None = None,
 ) -> SimulatedBatch:
     """Simulate ``n`` samples: sources, noisy sensors and eLORETA, native and on the grid.
 
@@ -1040,15 +1182,37 @@ def simulate(
         Every sample's number of sources, instead of the prior's draw.
     sigma_mm : tuple of float | None
         Range (mm) of the extents, instead of the prior's.
+    window : (float, int) | None
+        ``(window_s, window_points)``: each sample is a time course over a
+        window of that many seconds and evenly spaced time points, its
+        sources following :func:`source_time_courses`, its noise independent
+        over time; the truth, ``sensor`` and ``eloreta`` are the window's
+        centre. With probability ``prior.instantaneous`` (one draw for all
+        ``n``) the window holds the centre alone, repeated. None: one time
+        point per sample.
 
     Returns
     -------
     batch : SimulatedBatch
         The samples.
     """
-    sources, counts, sigmas = simulate_sources(prepared, n, rng, prior, n_sources, sigma_mm)
-    flat = sources.reshape(n, -1)
-    clean = flat @ prepared.leadfield.T
+    if window is None:
+        sources, counts, sigmas = simulate_sources(prepared, n, rng, prior, n_sources, sigma_mm)
+        clean = sources.reshape(n, -1) @ prepared.leadfield.T
+    else:
+        atoms, owner, counts, sigmas = source_atoms(prepared, n, rng, prior, n_sources, sigma_mm)
+        window_s, n_points = window
+        courses = source_time_courses(owner, np.linspace(-window_s / 2, window_s / 2, n_points), rng)
+        # each sample sums its own sources, weighted by their courses: sparse (n * n_points, n_atoms)
+        rows = (owner[:, None] * n_points + np.arange(n_points)[None]).ravel()
+        weights = sparse.csr_matrix(
+            (courses.ravel(), (rows, np.repeat(np.arange(len(owner)), n_points))),
+            shape=(n * n_points, len(owner)),
+        )
+        atom_sensors = atoms.reshape(len(owner), -1) @ prepared.leadfield.T
+        clean = (weights @ atom_sensors).reshape(n, n_points, -1)
+        centre = sparse.csr_matrix(weights[np.arange(n) * n_points + n_points // 2])
+        sources = np.asarray(centre @ atoms.reshape(len(owner), -1)).reshape((n,) + atoms.shape[1:])
     snr = np.full(n, float(snr_db)) if snr_db is not None else rng.uniform(*prior.snr_db, n)
     # no draw when the prior has no coloured noise: seeded white-noise sets stay as they were
     coloured = (
@@ -1058,11 +1222,26 @@ def simulate(
         clean, snr, rng, prepared.noise_cov if coloured else None,
         channel_std=prepared.channel_std, eeg=prepared.eeg,
     )  # fmt: skip
-    eloreta = (sensor @ prepared.kernel.T).reshape(sources.shape)
+    sensor_window = window_grid = None
+    if window is not None:
+        if prior.instantaneous > 0 and rng.random() < prior.instantaneous:
+            sensor = np.repeat(sensor[:, n_points // 2 : n_points // 2 + 1], n_points, axis=1)
+        sensor_window, sensor = sensor, sensor[:, n_points // 2]
+        flat = (sensor_window.reshape(n * n_points, -1) @ prepared.kernel.T).reshape(
+            (n * n_points,) + sources.shape[1:]
+        )
+        window_grid = prepared.grid_values(flat).reshape(n, n_points, -1, 3)
+        eloreta = flat.reshape((n, n_points) + sources.shape[1:])[:, n_points // 2]
+        eloreta_grid = window_grid[:, n_points // 2]
+    else:
+        eloreta = (sensor @ prepared.kernel.T).reshape(sources.shape)
+        eloreta_grid = prepared.grid_values(eloreta)
     return SimulatedBatch(
         setup=prepared.name, sensor=sensor, true=sources, eloreta=eloreta,
-        true_grid=prepared.grid_values(sources), eloreta_grid=prepared.grid_values(eloreta),
+        true_grid=prepared.grid_values(sources), eloreta_grid=eloreta_grid,
         snr_db=snr, n_sources=counts, sigma_mm=sigmas,
+        sensor_window=sensor_window, eloreta_window_grid=window_grid,
+        window_s=0.0 if window is None else float(window[0]),
     )  # fmt: skip
 
 
@@ -1081,6 +1260,10 @@ class SimulationEngine:
         Seed of the engine's random generator.
     chunk : int
         Samples drawn from one setup at a time (vectorised).
+    network : UNetConfig | None
+        The network the batches are for: with a temporal context, each
+        sample is a time course over its window (:func:`simulate`) and the
+        inputs carry the context channels. None: no context.
     """
 
     def __init__(
@@ -1090,10 +1273,13 @@ class SimulationEngine:
         prior: SourcePrior = SourcePrior(),
         seed: int = 0,
         chunk: int = 8,
+        network: UNetConfig | None = None,
     ):
         if not setups:
             raise ValueError("SimulationEngine needs at least one prepared setup")
         self.setups, self.grid, self.prior, self.chunk = setups, grid, prior, chunk
+        self.network = UNetConfig() if network is None else network
+        self.window = network_window(self.network)
         self.rng = np.random.default_rng(seed)
 
     def sample(self, n: int) -> list[SimulatedBatch]:
@@ -1113,7 +1299,9 @@ class SimulationEngine:
         out = []
         for start in range(0, n, self.chunk):
             prepared = self.setups[self.rng.integers(len(self.setups))]
-            out.append(simulate(prepared, min(self.chunk, n - start), self.rng, self.prior))
+            out.append(
+                simulate(prepared, min(self.chunk, n - start), self.rng, self.prior, window=self.window)
+            )
         return out
 
     def batch(self, n: int, dtype=None) -> tuple:
@@ -1128,9 +1316,11 @@ class SimulationEngine:
 
         Returns
         -------
-        inputs, targets : torch.Tensor, shape (n, 3, ``*grid.shape``)
-            eLORETA and the truth on the grid, normalised by
+        inputs : torch.Tensor, shape (n, in_channels, ``*grid.shape``)
+            eLORETA on the grid and its context, normalised by
             :func:`normalised_dense`.
+        targets : torch.Tensor, shape (n, 3, ``*grid.shape``)
+            The truth on the grid, normalised alike.
         meta : dict
             ``scale``, ``log_ratio`` (tensor, the amplitude target),
             ``snr_db``, ``n_sources``, ``setup``.
@@ -1138,9 +1328,7 @@ class SimulationEngine:
         import torch
 
         chunks = self.sample(n)
-        x0 = np.concatenate([c.eloreta_grid for c in chunks])
-        x = np.concatenate([c.true_grid for c in chunks])
-        inputs, targets, scale, ratio = normalised_dense(self.grid, x0, x)
+        inputs, targets, scale, ratio = normalised_dense(self.grid, chunks, self.network)
         meta = dict(
             scale=scale,
             log_ratio=torch.from_numpy(np.log(ratio)).to(torch.float32),
@@ -1152,14 +1340,57 @@ class SimulationEngine:
         return torch.from_numpy(inputs).to(dtype), torch.from_numpy(targets).to(dtype), meta
 
 
+def network_window(network: UNetConfig) -> tuple[float, int] | None:
+    """The ``window`` of :func:`simulate` that a network's inputs need (None: no context).
+
+    Parameters
+    ----------
+    network : UNetConfig
+        The network.
+
+    Returns
+    -------
+    window : (float, int) | None
+        ``(window_s, window_points)``.
+    """
+    return None if network.context == "none" else (network.window_s, network.window_points)
+
+
+def batch_maps(chunks: list[SimulatedBatch], network: UNetConfig | None) -> tuple[np.ndarray, np.ndarray]:
+    """The maps and windows of several batches together (:meth:`SimulatedBatch.network_maps`).
+
+    Parameters
+    ----------
+    chunks : list of SimulatedBatch
+        The batches.
+    network : UNetConfig | None
+        The network's context.
+
+    Returns
+    -------
+    x0 : array, shape (n_maps, n_grid, 3)
+        Their maps in a row.
+    windows : array of int, shape (n, n_points)
+        Each sample's rows of ``x0``.
+    """
+    maps, windows, offset = [], [], 0
+    for chunk in chunks:
+        x0, idx = chunk.network_maps(network)
+        maps.append(x0)
+        windows.append(idx + offset)
+        offset += len(x0)
+    return np.concatenate(maps), np.concatenate(windows)
+
+
 def normalised_dense(
-    grid: SourceGrid, x0: np.ndarray, x: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
-    """Normalise eLORETA (and truth) maps and scatter them onto the grid tensor.
+    grid: SourceGrid, chunks: list[SimulatedBatch], network: UNetConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Normalise simulated eLORETA maps (and their context) and the truth onto the grid tensor.
 
     Each eLORETA map is divided by its largest moment norm times its
     canonical sign (``scale``, :func:`~mne_piunet.inference.normalise_inputs`), so the
-    truth flips with its input. The
+    truth flips with its input; the context channels follow
+    (:func:`~mne_piunet.inference.network_inputs`). The
     truth is divided by the same number and then by its own peak norm
     (``ratio``, the amplitude the network predicts as ``log(ratio)``), so the
     target shape peaks at 1 like the input. ``truth = target * ratio * scale``.
@@ -1168,23 +1399,24 @@ def normalised_dense(
     ----------
     grid : SourceGrid
         The network's grid.
-    x0 : array, shape (n, n_grid, 3)
-        eLORETA moment vectors on the grid.
-    x : array, shape (n, n_grid, 3) | None
-        The true moment vectors on the grid, if any.
+    chunks : list of SimulatedBatch
+        The samples.
+    network : UNetConfig
+        The network the inputs are for (its context).
 
     Returns
     -------
-    inputs, targets : array of float32, shape (n, 3, ``*grid.shape``)
-        The normalised maps; ``targets`` is None without ``x``.
+    inputs : array of float32, shape (n, in_channels, ``*grid.shape``)
+        The normalised maps and their context.
+    targets : array of float32, shape (n, 3, ``*grid.shape``)
+        The normalised truths.
     scale, ratio : array, shape (n,)
-        The divisors (an all-zero map's ``scale`` is 1); ``ratio`` is None
-        without ``x``.
+        The divisors (an all-zero map's ``scale`` is 1).
     """
-    inputs, scale = normalise_inputs(grid, x0)
+    x0, windows = batch_maps(chunks, network)
+    inputs, scale = network_inputs(grid, x0, windows, network)
     scale = np.where(scale != 0, scale, 1.0)  # an all-zero map keeps its (zero) truth
-    if x is None:
-        return inputs, None, scale, None
+    x = np.concatenate([c.true_grid for c in chunks])
     # the signed scale flips the truth with its input: the target's polarity follows the input's
     ratio = np.linalg.norm(x, axis=-1).max(axis=-1) / np.abs(scale)
     ratio = np.where(ratio > 0, ratio, 1.0)

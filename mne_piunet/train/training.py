@@ -37,12 +37,22 @@ from ..network import (
     UNetConfig,
     bundled_weights_path,
     load_network,
+    load_weights,
     resolve_device,
     save_network,
 )
 from ..utils._defaults import DEFAULT_LAMBDA2, N_SOURCES_SWEEP
 from .losses import PeakLoss, TransportLoss, distill_loss, shape_amplitude_loss
-from .simulation import HeadSetup, PreparedSetup, SimulationEngine, SourcePrior, prepare_setup, simulate
+from .simulation import (
+    HeadSetup,
+    PreparedSetup,
+    SimulationEngine,
+    SourcePrior,
+    batch_maps,
+    network_window,
+    prepare_setup,
+    simulate,
+)
 
 __all__ = [
     "TrainConfig",
@@ -115,6 +125,11 @@ class TrainConfig:
         Weight of the distillation term.
     lr : float
         AdamW's learning rate after the warm-up.
+    context_lr : float | None
+        The learning rate of the temporal context's input convolution
+        (:attr:`~mne_piunet.network.UNet3d.context_stem`); None: ``lr``. It
+        starts at zero on weights trained without context, and a higher rate
+        lets it catch up with the rest of the network.
     weight_decay : float
         AdamW's weight decay.
     warmup_steps : int
@@ -170,6 +185,7 @@ class TrainConfig:
     teacher: str | None = None
     distill_weight: float = 0.0
     lr: float = 1e-3
+    context_lr: float | None = None
     weight_decay: float = 1e-4
     warmup_steps: int = 200
     max_steps: int = 4000
@@ -209,7 +225,7 @@ class TrainConfig:
 #: bundled weights (model card), ``continue`` (more training from the bundled
 #: weights on the same data, on the CPU) and ``gpu`` (the same on a CUDA device,
 #: simulating in worker processes).
-BUNDLED_CONFIGS = ("train", "finetune", "distill", "robust", "balanced", "continue", "gpu", "meg")
+BUNDLED_CONFIGS = ("train", "finetune", "distill", "robust", "balanced", "continue", "gpu", "meg", "temporal")
 
 
 def bundled_config(name: str = "train") -> Path:
@@ -272,16 +288,22 @@ def make_validation_set(
     Returns
     -------
     val : dict
-        ``eloreta`` and ``truth`` maps on the grid, (n, n_grid, 3), and
-        ``eloreta_nemd``, eLORETA's mean coarse NEMD on them.
+        ``maps`` (n_maps, n_grid, 3) and ``windows`` (n, n_points), the
+        eLORETA maps the network sees (:func:`~mne_piunet.train.simulation.batch_maps`:
+        each sample its own time course when the network has a temporal
+        context), ``eloreta`` and ``truth``, the centre maps and the truth on
+        the grid, (n, n_grid, 3), and ``eloreta_nemd``, eLORETA's mean coarse
+        NEMD on them.
     """
     prior = SourcePrior(**config.prior)
     setups = _val_setups(config, grid) if setups is None else setups
-    engine = SimulationEngine(setups, grid, prior, seed=config.seed + _VAL_SEED_OFFSET)
+    network = UNetConfig(**config.network)
+    engine = SimulationEngine(setups, grid, prior, seed=config.seed + _VAL_SEED_OFFSET, network=network)
     chunks = engine.sample(config.val_size)
+    maps, windows = batch_maps(chunks, network)
     x0 = np.concatenate([c.eloreta_grid for c in chunks])
     x = np.concatenate([c.true_grid for c in chunks])
-    return dict(eloreta=x0, truth=x, eloreta_nemd=mean_coarse_nemd(x0, x, grid))
+    return dict(maps=maps, windows=windows, eloreta=x0, truth=x, eloreta_nemd=mean_coarse_nemd(x0, x, grid))
 
 
 def _val_setups(config: TrainConfig, grid: SourceGrid) -> list:
@@ -338,7 +360,7 @@ def validation_nemd(network: UNet3d, val: dict, grid: SourceGrid) -> float:
         Mean NEMD on 16 mm cells (:func:`mean_coarse_nemd`).
     """
     network.eval()
-    return mean_coarse_nemd(predict_maps(network, grid, val["eloreta"]), val["truth"], grid)
+    return mean_coarse_nemd(predict_maps(network, grid, val["maps"], val["windows"]), val["truth"], grid)
 
 
 # ------------------------------------------------------------ the training run
@@ -470,11 +492,14 @@ class SimulatedBatches(torch.utils.data.IterableDataset):
         The stream's seed, without the worker index.
     batch_size : int
         Samples per batch.
+    network : UNetConfig
+        The network the batches are for (its temporal context).
     """
 
-    def __init__(self, setups, grid, prior, seed: list[int], batch_size: int):
+    def __init__(self, setups, grid, prior, seed: list[int], batch_size: int, network: UNetConfig):
         super().__init__()
         self.setups, self.grid, self.prior, self.seed, self.batch_size = setups, grid, prior, seed, batch_size
+        self.network = network
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -485,8 +510,9 @@ class SimulatedBatches(torch.utils.data.IterableDataset):
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         engine = SimulationEngine(
-            self.setups, self.grid, self.prior, seed=[*self.seed, 0 if info is None else info.id]
-        )
+            self.setups, self.grid, self.prior, seed=[*self.seed, 0 if info is None else info.id],
+            network=self.network,
+        )  # fmt: skip
         while True:
             inputs, targets, meta = engine.batch(self.batch_size)
             yield inputs, targets, meta["log_ratio"]
@@ -551,8 +577,8 @@ def _make_network(
     network = UNet3d(UNetConfig(**config.network), torch.from_numpy(grid.mask)).to(device)
     if channels_last:
         network = network.to(memory_format=torch.channels_last_3d)
-    if init is not None:
-        network.load_state_dict(torch.load(init, map_location=device, weights_only=True))
+    if init is not None:  # a network without temporal context starts one with it at its own map
+        load_weights(network, torch.load(init, map_location=device, weights_only=True))
     return network
 
 
@@ -595,7 +621,11 @@ def _start_run(config: TrainConfig, out: Path, init) -> _Run:
         else None
     )
     teacher = _load_teacher(config, device)
-    opt = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    context = [] if network.context_stem is None else list(network.context_stem.parameters())
+    groups = [dict(params=[p for p in network.parameters() if all(p is not c for c in context)])]
+    if context:
+        groups.append(dict(params=context, lr=config.context_lr or config.lr))
+    opt = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, config))
     run = _Run(config, out, device, grid, network, model, ranks, opt, sched, transport, teacher, peak)
     run.dtype = dtype
@@ -633,7 +663,9 @@ def _prepare_data(run: _Run, setups: tuple[list, list] | None) -> None:
     else:
         train_setups, val_setups = setups
     seed = config.seed if ranks.main else [config.seed, ranks.rank]
-    run.engine = SimulationEngine(train_setups, run.grid, SourcePrior(**config.prior), seed=seed)
+    run.engine = SimulationEngine(
+        train_setups, run.grid, SourcePrior(**config.prior), seed=seed, network=run.network.config
+    )
     if ranks.main:
         run.val = make_validation_set(config, run.grid, val_setups)
 
@@ -714,7 +746,7 @@ def _start_workers(run: _Run) -> None:
         return
     stream = SimulatedBatches(
         run.engine.setups, run.grid, run.engine.prior, [config.seed, run.ranks.rank, run.state["step"]],
-        config.batch_size,
+        config.batch_size, run.network.config,
     )  # fmt: skip
     loader = torch.utils.data.DataLoader(
         stream, batch_size=None, num_workers=config.data_workers, prefetch_factor=4,
@@ -1030,6 +1062,9 @@ def validate_by_sources(
     This is how the bundled blend's ``alpha`` was chosen: every candidate and
     eLORETA (key ``"eLORETA"``) see the same samples, ``n_per_setup`` per
     validation setup and number of sources, SNR uniform over the prior's range.
+    When a candidate has a temporal context, every sample is a time course
+    over its window (the same window for all such candidates); a candidate
+    without one refines the centre map alone.
 
     Parameters
     ----------
@@ -1053,14 +1088,20 @@ def validate_by_sources(
     grid = get_grid(config.grid_spacing_mm, config.grid_mindist_mm)
     setups = _val_setups(config, grid)
     networks = {str(w): prepare_network(load_network(w).network, torch.device("cpu")) for w in weights}
+    windows = {network_window(net.config) for net in networks.values()} - {None}
+    if len(windows) > 1:
+        raise ValueError(f"The candidates' temporal windows differ ({sorted(windows)}): compare them apart")
+    window = windows.pop() if windows else None
     rng = np.random.default_rng(seed)
     prior = SourcePrior(**config.prior)
     out: dict[str, dict[int, float]] = {name: {} for name in ["eLORETA", *networks]}
     for k in n_sources:
-        batches = [simulate(s, n_per_setup, rng, prior, n_sources=k) for s in setups]
+        batches = [simulate(s, n_per_setup, rng, prior, n_sources=k, window=window) for s in setups]
         x0 = np.concatenate([b.eloreta_grid for b in batches])
         x = np.concatenate([b.true_grid for b in batches])
-        maps = {"eLORETA": x0, **{name: predict_maps(net, grid, x0) for name, net in networks.items()}}
+        maps = {"eLORETA": x0} | {
+            name: predict_maps(net, grid, *batch_maps(batches, net.config)) for name, net in networks.items()
+        }
         for name, est in maps.items():
             out[name][k] = mean_coarse_nemd(est, x, grid)
     return out
