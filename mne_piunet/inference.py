@@ -224,7 +224,8 @@ def context_windows(
         Time points of the data (of the whole recording: a chunk's windows
         reach into its neighbours, so chunks give what one pass would).
     sfreq : float
-        Their sampling rate (Hz).
+        Their sampling rate (Hz); 0 for an estimate without one (a single
+        map, or MNE's ``tstep=0``): an instantaneous context.
     config : UNetConfig
         The network's window.
     rows : array of int | None
@@ -239,7 +240,8 @@ def context_windows(
     rows = np.arange(n_times) if rows is None else np.asarray(rows, np.int64)
     if config.context == "none":
         return rows[:, None]
-    if n_times < 2 or (n_times - 1) / sfreq < config.window_s:
+    # in whole samples, so that a window exactly as long as the data is not lost to rounding
+    if not sfreq > 0 or n_times - 1 < 2 * context_margin(sfreq, config):
         return np.repeat(rows[:, None], config.window_points, axis=1)
     half = config.window_s / 2
     offsets = np.rint(np.linspace(-half, half, config.window_points) * sfreq).astype(np.int64)
@@ -261,7 +263,7 @@ def context_margin(sfreq: float, config: UNetConfig) -> int:
     margin : int
         How far chunks of a recording must overlap.
     """
-    if config.context == "none":
+    if config.context == "none" or not sfreq > 0:
         return 0
     return int(np.rint(config.window_s / 2 * sfreq))
 
@@ -291,11 +293,11 @@ def context_maps(window: np.ndarray, context: str) -> np.ndarray:
         Peaking at 1 (all zero for an all-zero window).
     """
     n, n_points = window.shape[:2]
-    # scaled by the window's largest value in float64, so neither tiny nor huge data under/overflow
-    peak = np.abs(window).max(axis=(1, 2, 3), initial=0.0).astype(np.float64)
+    # scaled by the window's largest value first, so neither tiny nor huge data under/overflow
+    peak = np.abs(window).max(axis=(1, 2, 3), initial=0.0)
     unit = window / np.where(peak > 0, peak, 1.0)[:, None, None, None]
-    if context == "power":
-        rms = np.sqrt(np.einsum("ntgj,ntgj->ng", unit, unit, dtype=np.float64) / n_points)
+    if context == "power":  # values in [-1, 1]: float32 squares are exact enough, and fast
+        rms = np.sqrt(np.einsum("ntgj,ntgj->ng", unit, unit) / n_points)
         top = rms.max(axis=1, initial=0.0)
         return (rms / np.where(top > 0, top, 1.0)[:, None])[..., None].astype(np.float32)
     flat = unit.reshape(n, n_points, -1).astype(np.float64)

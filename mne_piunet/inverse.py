@@ -434,7 +434,7 @@ class PIUNetInverse:
         _validate_src(src)
         normals = _check_estimate(stc, src, normals)
         op, rot = self._operator(src, mri_head_t, mni_transform, subjects_dir)
-        windows = self.windows(stc.shape[-1], 1.0 / stc.tstep)
+        windows = self.windows(stc.shape[-1], 1.0 / stc.tstep if stc.tstep > 0 else 0.0)
         return _make_stc(
             self, _refine_array(self, stc.data, op, rot, normals, windows), stc.tmin, stc.tstep, pick_ori
         )

@@ -53,6 +53,13 @@ def test_windows_are_defined_in_seconds_and_clamped_to_the_data():
         assert span == pytest.approx(0.08, abs=1 / sfreq)
         assert win.min() == 0 and win.max() == 499  # edge samples repeat, none outside
         assert context_margin(sfreq, config) == win[250, -1] - 250
+    # data exactly one window long keep it, whatever the rounding of seconds to samples
+    for window_s, n_points in ((0.06, 11), (0.12, 21), (0.08, 9)):
+        exact = UNetConfig(context="power", window_s=window_s, window_points=n_points)
+        win = context_windows(n_points, (n_points - 1) / window_s, exact)
+        np.testing.assert_array_equal(win[n_points // 2], np.arange(n_points))
+    # an estimate without a sampling rate (MNE reads tstep=0 from .w files): instantaneous
+    np.testing.assert_array_equal(context_windows(3, 0.0, config), np.repeat(np.arange(3)[:, None], 9, 1))
     # shorter than the window, or a single map: an instantaneous context
     np.testing.assert_array_equal(context_windows(5, 250.0, config), np.repeat(np.arange(5)[:, None], 9, 1))
     np.testing.assert_array_equal(context_windows(1, 250.0, config), np.zeros((1, 9), int))
@@ -230,7 +237,7 @@ def test_time_courses_are_active_at_the_centre_and_partly_correlated():
     assert 0.2 < np.mean(corr) < 0.9  # partly correlated with their sample's first source
 
 
-def test_window_noise_reaches_the_requested_snr_over_the_window():
+def test_window_noise_reaches_the_requested_snr_at_the_centre():
     from mne_piunet.train.simulation import add_noise
 
     rng = np.random.default_rng(0)
@@ -238,7 +245,8 @@ def test_window_noise_reaches_the_requested_snr_over_the_window():
     noisy = add_noise(clean, np.full(200, 6.0), rng)
     noise = noisy - clean
     ref = lambda d: d - d.mean(-1, keepdims=True)  # noqa: E731 (EEG average reference)
-    snr = 10 * np.log10((ref(clean).var(-1).mean(-1)) / (ref(noise).var(-1).mean(-1)))
+    # the SNR of the map refined: the centre's signal over the window's (stationary) noise level
+    snr = 10 * np.log10(ref(clean[:, 3]).var(-1) / ref(noise).var(-1).mean(-1))
     np.testing.assert_allclose(snr, 6.0, atol=1e-9)
     # independent over time: the noise of two time points is uncorrelated
     assert abs(np.corrcoef(noise[:, 0].ravel(), noise[:, 6].ravel())[0, 1]) < 0.05

@@ -550,6 +550,12 @@ def score_methods(
         scores of :func:`score_map` and seconds per sample.
     """
     rng = np.random.default_rng(seed)
+    if piu is not None and piu.network.config.window_s > EVAL_WINDOW[0]:
+        raise ValueError(
+            f"The network's window ({piu.network.config.window_s * 1e3:g} ms) is longer than the evaluation's "
+            f"time courses ({EVAL_WINDOW[0] * 1e3:g} ms): it would see them as an instantaneous context. "
+            "Lengthen EVAL_WINDOW (at 250 Hz) to score it."
+        )
     # keyed by the setup itself (names leave out brain and scalp conductivity), or a prepared one's identity
     runners: dict[HeadSetup | int, MethodRunner] = {}
     rows = []

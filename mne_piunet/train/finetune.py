@@ -38,7 +38,7 @@ __all__ = ["FINE_TUNE_SETTINGS", "acceptance_groups", "fine_tune"]
 #: learning rate than training's (1e-3) and no cosine decay (the budget is in
 #: minutes, not steps): the weights move towards one head without forgetting.
 FINE_TUNE_SETTINGS = dict(
-    lr=2e-4, warmup_steps=20, max_steps=10**9, val_size=64, val_every_steps=100,
+    lr=2e-4, context_lr=None, warmup_steps=20, max_steps=10**9, val_size=64, val_every_steps=100,
     checkpoint_every_s=120.0, teacher=None, distill_weight=0.0, batch_size=16, data_workers=0,
 )  # fmt: skip
 #: The fine-tune's ``coloured_noise`` (:class:`~mne_piunet.train.simulation.SourcePrior`):

@@ -1111,8 +1111,8 @@ def add_noise(
     ----------
     clean : array, shape (n, n_chan) or (n, n_points, n_chan)
         Noise-free sensor data, one time point or one window per sample. A
-        window's noise is independent over time, its SNR that of the
-        window's RMS signal.
+        window's noise is independent over time and of one level; its SNR is
+        that of the window's centre, the time point refined and scored.
     snr_db : float | array, shape (n,)
         SNR (dB) of each sample.
     rng : numpy.random.Generator
@@ -1141,7 +1141,7 @@ def add_noise(
             data[..., eeg] -= data[..., eeg].mean(axis=-1, keepdims=True)
         return np.sqrt(((data / std).var(axis=-1)).mean(axis=-1))
 
-    sig = spread(clean)
+    sig = spread(clean[:, clean.shape[1] // 2, None])
     if noise_cov is None:
         noise = rng.standard_normal(clean.shape) * std
     else:  # coloured in noise units: T, T/m and V differ by orders of magnitude

@@ -624,7 +624,7 @@ def _start_run(config: TrainConfig, out: Path, init) -> _Run:
     context = [] if network.context_stem is None else list(network.context_stem.parameters())
     groups = [dict(params=[p for p in network.parameters() if all(p is not c for c in context)])]
     if context:
-        groups.append(dict(params=context, lr=config.context_lr or config.lr))
+        groups.append(dict(params=context, lr=config.lr if config.context_lr is None else config.context_lr))
     opt = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, config))
     run = _Run(config, out, device, grid, network, model, ranks, opt, sched, transport, teacher, peak)
