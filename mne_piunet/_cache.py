@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,20 @@ from typing import Any
 CACHE_VERSION = 1
 
 
+class CacheFolderError(RuntimeError):
+    """The cache folder cannot be created or written; the message names ``MNE_PIUNET_CACHE``."""
+
+
+#: Cache folders this process has checked it can write to (see :func:`cache_dir`).
+_WRITABLE: set[Path] = set()
+
+
 def cache_dir() -> Path:
     """Folder of the on-disk cache.
 
-    ``$MNE_PIUNET_CACHE`` when set, else ``~/.cache/mne-piunet``.
+    ``$MNE_PIUNET_CACHE`` when set, else ``~/.cache/mne-piunet``. A folder
+    that cannot be created or written raises an error naming the variable,
+    once per process and folder; concurrent processes may create it at once.
 
     Returns
     -------
@@ -37,8 +48,49 @@ def cache_dir() -> Path:
     """
     root = os.environ.get("MNE_PIUNET_CACHE") or Path.home() / ".cache" / "mne-piunet"
     path = Path(root).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    if path in _WRITABLE:
+        return path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()  # a unique name: concurrent callers never collide
+    except OSError as err:
+        raise CacheFolderError(
+            f"mne-piunet's cache folder {path} cannot be created or written ({type(err).__name__}: "
+            f"{err.strerror or err}). Point the MNE_PIUNET_CACHE environment variable at a writable "
+            "folder, e.g. export MNE_PIUNET_CACHE=$HOME/mne-piunet-cache (os.environ in Python)."
+        ) from None
+    _WRITABLE.add(path)
     return path
+
+
+def cache_size() -> int:
+    """Bytes the cache folder holds (:func:`cache_dir`).
+
+    Returns
+    -------
+    size : int
+    """
+    return sum(f.stat().st_size for f in cache_dir().rglob("*") if f.is_file())
+
+
+def clear_cache() -> int:
+    """Delete everything in the cache folder; entries are rebuilt when next needed.
+
+    Returns
+    -------
+    freed : int
+        Bytes removed.
+    """
+    import shutil
+
+    root = cache_dir()
+    freed = cache_size()
+    for entry in root.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    return freed
 
 
 def _library_versions() -> dict[str, str]:

@@ -12,8 +12,12 @@ time points (and across epochs) ->
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
+import logging
+import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -29,6 +33,7 @@ from .anatomy import template_subjects_dir
 from .grid import DEFAULT_MINDIST_MM, SourceGrid, get_grid, grid_meta, to_template_space
 from .inference import context_margin, context_windows, predict_maps, prepare_network, resolve_precision
 from .network import bundled_weights_path, load_network, resolve_device
+from .physics import explained_variance, grid_to_source, predict_whitened, source_components, whiten
 from .utils._checks import as_affine, check_inverse_operator, has_free_orientation
 from .utils._defaults import DEFAULT_LAMBDA2
 from .utils._docs import docdict, fill_doc
@@ -43,6 +48,9 @@ _STC_TYPES = (
 #: enough to fill the batches, small enough that a loose fsaverage5 eLORETA
 #: chunk stays ~250 MB.
 _EPOCHS_CHUNK = 512
+#: Prepared eLORETA operators a PIUNetInverse keeps: a loose fsaverage5 one is
+#: ~200 MB, and a session rarely alternates between more inverses than this.
+_PREPARED_SIZE = 2
 
 
 # ------------------------------------------------------------------ checks
@@ -65,21 +73,23 @@ def _check_inverse(inverse_operator) -> None:
         )
 
 
-def _check_args(lambda2, method, pick_ori, label=None, return_residual=False) -> float:
+def _check_pick_ori(pick_ori) -> None:
+    if pick_ori not in (None, "vector"):
+        raise ValueError(f'pick_ori must be None (amplitudes) or "vector" (moment vectors), got {pick_ori!r}')
+
+
+def _check_args(lambda2, method, pick_ori, label=None) -> float:
     if method != "eLORETA":
         raise ValueError(
             f"PIUNet refines eLORETA: method must be 'eLORETA', got {method!r}. "
             "Use mne.minimum_norm.apply_inverse for other methods."
         )
-    if pick_ori not in (None, "vector"):
-        raise ValueError(f'pick_ori must be None (amplitudes) or "vector" (moment vectors), got {pick_ori!r}')
+    _check_pick_ori(pick_ori)
     if label is not None:
         raise ValueError(
             "label is not supported: PIUNet estimates the whole brain at once. "
             "Restrict the output afterwards, e.g. with stc.in_label() or by vertices."
         )
-    if return_residual:
-        raise ValueError("return_residual is not supported by PIUNet (its estimate has no linear residual).")
     try:
         lambda2 = float(lambda2)
     except (TypeError, ValueError):
@@ -87,6 +97,17 @@ def _check_args(lambda2, method, pick_ori, label=None, return_residual=False) ->
     if not np.isfinite(lambda2) or lambda2 <= 0:
         raise ValueError(f"lambda2 must be > 0 (e.g. 1 / SNR**2 = 1/9), got {lambda2}")
     return lambda2
+
+
+def _check_real(data: np.ndarray, what: str) -> None:
+    """Refuse complex values: PIUNet's maps are of real currents, and a cast would drop the imaginary part."""
+    if np.iscomplexobj(data):
+        raise ValueError(
+            f"The {what} hold complex values (e.g. after a Hilbert transform): PIUNet localises real "
+            "data and would otherwise drop the imaginary part. Apply it to the real and imaginary parts "
+            "separately (inst.copy().apply_function(np.real) and np.imag), or to the analytic amplitude "
+            "(raw.apply_hilbert(envelope=True))."
+        )
 
 
 def _check_data(inst, inverse_operator, data: np.ndarray | None = None) -> None:
@@ -104,6 +125,7 @@ def _check_data(inst, inverse_operator, data: np.ndarray | None = None) -> None:
         return
     if data.size == 0:
         raise ValueError(f"The {type(inst).__name__} has no samples: nothing to localise.")
+    _check_real(data, f"{type(inst).__name__} data")
     names = inst.info["ch_names"]
     used = _used_channels(inverse_operator)
     _check_finite(data[..., [names.index(c) for c in used], :], used, inst.info["bads"])
@@ -150,6 +172,7 @@ def _finite_time_func(raw, inverse_operator) -> Callable[[np.ndarray], np.ndarra
     used, bads = _used_channels(inverse_operator), list(raw.info["bads"])
 
     def check(data: np.ndarray) -> np.ndarray:
+        _check_real(data, "Raw data")
         _check_finite(data, used, bads)
         return data
 
@@ -222,6 +245,9 @@ class PIUNetInverse:
                 "($MNE_PIUNET_CACHE, by default ~/.cache/mne-piunet) and retry."
             )
         self._operators: dict[str, tuple] = {}
+        # prepared eLORETA operators, most recently used last (see _prepared_eloreta)
+        self._prepared: OrderedDict[tuple, tuple] = OrderedDict()
+        self._lock = threading.Lock()
         logger.info(
             f"PIUNet: {sum(p.numel() for p in self.network.parameters()):,} parameters on "
             f"{self.device}, {str(self.dtype).removeprefix('torch.')}"
@@ -305,6 +331,52 @@ class PIUNetInverse:
             Sample indices (:func:`mne_piunet.inference.context_windows`).
         """
         return context_windows(n_times, sfreq, self.network.config, rows)
+
+    def _prepared_eloreta(self, inverse_operator, nave, lambda2, method_params):
+        """The inverse prepared for eLORETA, from a cache keyed by the operator, ``nave``, ``lambda2`` and options.
+
+        MNE's eLORETA weight fit takes up to a minute on a loose 20,484-source
+        inverse, and it depends only on these, so repeated calls with the same
+        inverse skip it. The caller's operator is never written to: MNE's
+        ``prepare_inverse_operator`` briefly sets its ``src`` to None while it
+        copies, so it is given a shallow copy, which makes calls from several
+        threads on one operator safe (a lock keeps one preparation at a time).
+        The key holds the operator's identity (a weak reference, so a new object
+        at a recycled address is not mistaken for it) and a digest of its
+        arrays, so an operator changed in place is prepared anew.
+        """
+        key = (id(inverse_operator), _operator_digest(inverse_operator), int(nave), float(lambda2),
+               repr(sorted((method_params or {}).items())))  # fmt: skip
+        with self._lock:
+            entry = self._prepared.get(key)
+            if entry is not None and entry[0]() is inverse_operator:
+                self._prepared.move_to_end(key)
+                return entry[1]
+            prepared = mne.minimum_norm.prepare_inverse_operator(
+                copy.copy(inverse_operator), nave, lambda2, "eLORETA", method_params, copy="non-src"
+            )
+            self._prepared[key] = (weakref.ref(inverse_operator), prepared)
+            while len(self._prepared) > _PREPARED_SIZE:
+                self._prepared.popitem(last=False)
+            return prepared
+
+    def _eloreta_inverse(self, inverse_operator, prepared, nave, lambda2, method_params):
+        """The operator to hand MNE with ``prepared=True``: the caller's if prepared, else a cached one."""
+        if prepared:
+            return inverse_operator
+        return self._prepared_eloreta(inverse_operator, nave, lambda2, method_params)
+
+    def _warn_short(self, n_times: int, sfreq: float, what: str) -> None:
+        """Warn when data are too short for the temporal context, naming the window and the fix."""
+        config = self.network.config
+        if config.context == "none" or (sfreq > 0 and n_times - 1 >= 2 * context_margin(sfreq, config)):
+            return
+        warn(
+            f"The {what} {'has' if n_times == 1 else 'have'} {n_times} time point(s), shorter than "
+            f"PIUNet's {config.window_s * 1e3:.0f} ms temporal context, so each map is refined alone "
+            "(an instantaneous context, as for a single map). To keep the context, apply PIUNet to a "
+            "longer span and crop the estimate afterwards (stc.crop(tmin, tmax))."
+        )
 
     def _inverse_geometry(self, inv, mni_transform, subjects_dir) -> tuple:
         """(operator, rotation, normals or None) of an inverse operator's source space."""
@@ -425,24 +497,27 @@ class PIUNetInverse:
         stc : VolSourceEstimate | VolVectorSourceEstimate
             On :attr:`src`, in Am.
         """
-        _check_args(1.0, "eLORETA", pick_ori)
+        _check_pick_ori(pick_ori)
         if not isinstance(stc, _STC_TYPES):
             raise TypeError(f"stc must be a source estimate, got {type(stc).__name__}")
+        _check_real(stc.data, "estimate's data")
         if isinstance(src, InverseOperator):
             self._check_tuned_on(src)
             src, mri_head_t, normals = _unpack_inverse(src, stc, mri_head_t, normals)
         _validate_src(src)
         normals = _check_estimate(stc, src, normals)
         op, rot = self._operator(src, mri_head_t, mni_transform, subjects_dir)
-        windows = self.windows(stc.shape[-1], 1.0 / stc.tstep if stc.tstep > 0 else 0.0)
+        sfreq = 1.0 / stc.tstep if stc.tstep > 0 else 0.0
+        self._warn_short(stc.shape[-1], sfreq, "estimate")
+        windows = self.windows(stc.shape[-1], sfreq)
         return _make_stc(
             self, _refine_array(self, stc.data, op, rot, normals, windows), stc.tmin, stc.tstep, pick_ori
         )
 
-    def _setup_call(self, inst, inverse_operator, lambda2, method, pick_ori, label, return_residual, data):
+    def _setup_call(self, inst, inverse_operator, lambda2, method, pick_ori, label, data):
         _check_inverse(inverse_operator)
-        self._check_tuned_on(inverse_operator)  # before eLORETA's preparation rewrites it
-        lambda2 = _check_args(lambda2, method, pick_ori, label, return_residual)
+        self._check_tuned_on(inverse_operator)
+        lambda2 = _check_args(lambda2, method, pick_ori, label)
         _check_data(inst, inverse_operator, data)
         _validate_src(inverse_operator["src"])
         return lambda2
@@ -481,8 +556,12 @@ class PIUNetInverse:
         %(prepared)s
         %(label)s
         %(method_params)s
-        return_residual : False
-            Not supported (raises): PIUNet's estimate has no linear residual.
+        return_residual : bool
+            Also return the residual: the data minus what PIUNet's estimate
+            predicts through the inverse operator's own gain, as MNE's
+            ``apply_inverse`` returns it (the explained variance is logged
+            either way, at ``verbose="info"``). Needs the operator as made or
+            read, not prepared for eLORETA.
         %(use_cps)s
         %(template_params)s
         %(verbose)s
@@ -491,20 +570,27 @@ class PIUNetInverse:
         -------
         stc : mne.VolSourceEstimate | mne.VolVectorSourceEstimate
             On :attr:`src` (subject "fsaverage"), in Am.
+        residual : mne.Evoked
+            The residual (only with ``return_residual=True``), as MNE's:
+            the inverse's channels minus the prediction, the others unchanged.
         """
         _validate_inst(evoked, mne.Evoked, "evoked")
-        lambda2 = self._setup_call(
-            evoked, inverse_operator, lambda2, method, pick_ori, label, return_residual, evoked.data
-        )
+        lambda2 = self._setup_call(evoked, inverse_operator, lambda2, method, pick_ori, label, evoked.data)
+        self._warn_short(len(evoked.times), evoked.info["sfreq"], "evoked")
+        inv = self._eloreta_inverse(inverse_operator, prepared, evoked.nave, lambda2, method_params)
         stc = mne.minimum_norm.apply_inverse(
-            evoked, inverse_operator, lambda2, "eLORETA", pick_ori=_eloreta_ori(inverse_operator),
-            prepared=prepared, method_params=method_params, use_cps=use_cps,
+            evoked, inv, lambda2, "eLORETA", pick_ori=_eloreta_ori(inv), prepared=True,
+            method_params=method_params, use_cps=use_cps, verbose=False,
         )  # fmt: skip
         op, rot, normals = self._inverse_geometry(inverse_operator, mni_transform, subjects_dir)
         windows = self.windows(len(evoked.times), evoked.info["sfreq"])
-        return _make_stc(
-            self, _refine_array(self, stc.data, op, rot, normals, windows), stc.tmin, stc.tstep, pick_ori
-        )
+        refined = _refine_array(self, stc.data, op, rot, normals, windows)
+        out = _make_stc(self, refined, stc.tmin, stc.tstep, pick_ori)
+        if return_residual:
+            return out, _residual(evoked, inverse_operator, inv, refined, op, rot)
+        if logger.isEnabledFor(logging.INFO) and not inverse_operator["eigen_leads_weighted"]:
+            _residual(evoked, inverse_operator, inv, refined, op, rot)  # logs the explained variance
+        return out
 
     @verbose
     @fill_doc
@@ -556,8 +642,11 @@ class PIUNetInverse:
             One estimate per epoch.
         """
         _validate_inst(epochs, mne.BaseEpochs, "epochs")
-        lambda2 = self._setup_call(epochs, inverse_operator, lambda2, method, pick_ori, label, False, None)
-        inverse_operator = _prepare_eloreta(inverse_operator, prepared, nave, lambda2, method_params, use_cps)
+        lambda2 = self._setup_call(epochs, inverse_operator, lambda2, method, pick_ori, label, None)
+        self._warn_short(len(epochs.times), epochs.info["sfreq"], "epochs")
+        if epochs.preload:
+            _check_real(epochs.get_data(copy=False), "Epochs data")
+        inverse_operator = self._eloreta_inverse(inverse_operator, prepared, nave, lambda2, method_params)
         eloreta = mne.minimum_norm.apply_inverse_epochs(
             epochs, inverse_operator, lambda2, "eLORETA", nave=nave, pick_ori=_eloreta_ori(inverse_operator),
             return_generator=True, prepared=True, method_params=method_params, use_cps=use_cps,
@@ -636,9 +725,10 @@ class PIUNetInverse:
         _validate_inst(raw, mne.io.BaseRaw, "raw")
         if time_func is not None:
             raise ValueError("time_func is not supported: apply it to the returned estimate's data.")
-        lambda2 = self._setup_call(raw, inverse_operator, lambda2, method, pick_ori, label, False, None)
+        lambda2 = self._setup_call(raw, inverse_operator, lambda2, method, pick_ori, label, None)
         span = _raw_span(raw, start, stop, buffer_size)
-        inverse_operator = _prepare_eloreta(inverse_operator, prepared, nave, lambda2, method_params, use_cps)
+        self._warn_short(span[1] - span[0], raw.info["sfreq"], "Raw span")
+        inverse_operator = self._eloreta_inverse(inverse_operator, prepared, nave, lambda2, method_params)
         chunks = _raw_chunks(
             self, raw, inverse_operator, lambda2, span, nave, method_params, use_cps,
             self._inverse_geometry(inverse_operator, mni_transform, subjects_dir),
@@ -672,6 +762,26 @@ def _refine_array(piu: PIUNetInverse, data, op, rot, normals, windows: np.ndarra
     return np.moveaxis(piu.predict_grid(np.moveaxis(grid, 1, 0), windows), 0, 2)
 
 
+def _residual(evoked, inverse_operator, prepared, refined, op, rot) -> mne.Evoked:
+    """The Evoked minus what ``refined`` (grid vectors) predicts through the operator's gain; logs the fit.
+
+    The estimate goes back onto the inverse's sources with the adjoint of its
+    resampling (:func:`mne_piunet.physics.grid_to_source`), through the gain
+    rebuilt from the operator's SVD, and back to sensor units with the
+    prepared operator's colourer, as MNE computes its own residual.
+    """
+    components = source_components(refined, grid_to_source(op), rot, inverse_operator["source_nn"])
+    predicted_w = predict_whitened(inverse_operator, components, nave=evoked.nave)
+    sel = [evoked.ch_names.index(name) for name in _used_channels(prepared)]
+    data_w = whiten(prepared, evoked.data[sel])
+    logger.info(
+        f"    PIUNet's estimate explains {explained_variance(data_w, predicted_w):5.1f}% of the whitened data's variance"
+    )
+    residual = evoked.copy()
+    residual.data[sel] -= prepared["colorer"] @ predicted_w
+    return residual
+
+
 def _make_stc(piu: PIUNetInverse, data, tmin, tstep, pick_ori):
     kwargs = dict(vertices=piu.grid.vertices, tmin=tmin, tstep=tstep, subject="fsaverage")
     if pick_ori == "vector":
@@ -683,6 +793,7 @@ def _refine_epochs(piu: PIUNetInverse, eloreta: Iterator, geometry: tuple, pick_
     """Refine eLORETA epochs in chunks of about :data:`_EPOCHS_CHUNK` time points."""
     pending: list = []
     for stc in eloreta:
+        _check_real(stc.data, "Epochs data")
         if not np.all(np.isfinite(stc.data)):
             raise ValueError(
                 "An epoch contains NaN or infinite values: drop or fix it first (epochs.drop_bad())."
@@ -790,13 +901,21 @@ def _amplitudes(vectors: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("ijk,ijk->ik", vectors, vectors, dtype=np.float64)).astype(np.float32)
 
 
-def _prepare_eloreta(inverse_operator, prepared, nave, lambda2, method_params, use_cps):
-    """The inverse prepared for eLORETA (:func:`mne.minimum_norm.prepare_inverse_operator`) unless it is."""
-    if prepared:
-        return inverse_operator
-    return mne.minimum_norm.prepare_inverse_operator(
-        inverse_operator, nave, lambda2, "eLORETA", method_params, use_cps
-    )
+def _operator_digest(inverse_operator) -> str:
+    """sha256 of the arrays eLORETA's preparation reads from an operator (eigen leads subsampled).
+
+    Cheap next to the preparation (a few ms on a 20,484-source inverse): a
+    change in place to any of them gives another digest.
+    """
+    inv = inverse_operator
+    leads = np.asarray(inv["eigen_leads"]["data"])
+    step = max(1, len(leads) // 1024)
+    h = hashlib.sha256()
+    for a in (inv["sing"], inv["eigen_fields"]["data"], inv["source_cov"]["data"], inv["noise_cov"]["data"],
+              leads[::step], *[p["data"]["data"] for p in inv["projs"]]):  # fmt: skip
+        h.update(np.ascontiguousarray(a).tobytes())
+    h.update(repr((inv["nave"], inv["eigen_leads_weighted"], list(inv["noise_cov"]["names"]))).encode())
+    return h.hexdigest()
 
 
 def _eloreta_ori(inverse_operator) -> str | None:

@@ -1,5 +1,7 @@
 """PIUNetInverse: the MNE-facing contract and its errors (an untrained network)."""
 
+import warnings
+
 import mne
 import numpy as np
 import pytest
@@ -280,8 +282,25 @@ def test_bad_inputs(piu, volume_case, volume_setup):
         piu.apply(evoked, inv, 1 / 9, method="dSPM")
     with pytest.raises(ValueError, match="label is not supported"):
         piu.apply(evoked, inv, 1 / 9, label=object())
-    with pytest.raises(ValueError, match="return_residual"):
-        piu.apply(evoked, inv, 1 / 9, return_residual=True)
+    complex_data = evoked.copy()
+    complex_data.data = complex_data.data * (1 + 1j)
+    with pytest.raises(ValueError, match="complex values.*real and imaginary parts separately"):
+        piu.apply(complex_data, inv, 1 / 9)
+    complex_stc = mne.minimum_norm.apply_inverse(
+        evoked, inv, 1 / 9, "eLORETA", pick_ori="vector", verbose=False
+    )
+    complex_stc.data = complex_stc.data * 1j
+    with pytest.raises(ValueError, match="complex values"):
+        piu.refine(complex_stc, inv, pick_ori="vector")
+    info = evoked.info
+    rng = np.random.default_rng(0)
+    epochs = mne.EpochsArray(rng.standard_normal((2, len(info["ch_names"]), 30)) * 1e-6, info, verbose=False)
+    raw = mne.io.RawArray(rng.standard_normal((len(info["ch_names"]), 30)) * 1e-6, info, verbose=False)
+    epochs.apply_hilbert(verbose=False)  # how users get complex data
+    raw.apply_hilbert(verbose=False)
+    for call in (lambda: piu.apply_epochs(epochs, inv, 1 / 9), lambda: piu.apply_raw(raw, inv, 1 / 9)):
+        with pytest.raises(ValueError, match="complex values"):
+            call()
     nan = evoked.copy()
     nan.data[3, 1] = np.nan
     with pytest.raises(ValueError, match="NaN or infinite"):
@@ -349,3 +368,72 @@ def test_channel_order_and_raw_chunking_do_not_change_the_estimate(piu, volume_c
         chunked = piu.apply_raw(raw, inv, 1 / 9, buffer_size=buffer_size).data
         # other chunks are other network batches, which run other convolution kernels: fp32 round-off
         np.testing.assert_allclose(chunked, whole, rtol=1e-3, atol=1e-4 * whole.max())
+
+
+def test_repeated_calls_reuse_the_prepared_operator_and_match_a_fresh_call(
+    piu, tiny_weights, volume_case, monkeypatch
+):
+    """MNE's eLORETA fit runs once per inverse, nave, lambda2 and options; results equal a fresh model's."""
+    from mne_piunet import PIUNetInverse
+
+    evoked, inv, _ = volume_case
+    fits = []
+    prepare = mne.minimum_norm.prepare_inverse_operator
+    monkeypatch.setattr(
+        mne.minimum_norm, "prepare_inverse_operator", lambda *a, **k: fits.append(a[1:3]) or prepare(*a, **k)
+    )
+    fresh = PIUNetInverse(tiny_weights, device="cpu", precision="float32")
+    first = fresh.apply(evoked, inv, 1 / 9).data
+    np.testing.assert_array_equal(fresh.apply(evoked, inv, 1 / 9).data, first)
+    assert len(fits) == 1
+    fresh.apply_epochs(mne.EpochsArray(evoked.data[None], evoked.info, verbose=False), inv, 1 / 9)
+    assert len(fits) == 1  # epochs of nave 1, as the evoked: the same preparation
+    fresh.apply(evoked, inv, 1 / 4)
+    averaged = evoked.copy()
+    averaged.nave = 7
+    fresh.apply(averaged, inv, 1 / 9)
+    assert [f[0] for f in fits] == [1, 1, 7] and [f[1] for f in fits] == [1 / 9, 1 / 4, 1 / 9]
+    # an operator changed in place is prepared anew, never taken from the cache
+    changed = inv.copy()
+    fresh.apply(evoked, changed, 1 / 9)
+    changed["noise_cov"]["data"] = changed["noise_cov"]["data"] * 4
+    n = len(fits)
+    fresh.apply(evoked, changed, 1 / 9)
+    assert len(fits) == n + 1
+    assert len(fresh._prepared) <= 2  # bounded
+
+
+def test_threads_sharing_a_model_and_an_operator_get_the_serial_result(tiny_weights, volume_case):
+    """MNE's own preparation briefly sets the operator's src to None; PIUNet never lets another thread see it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mne_piunet import PIUNetInverse
+
+    evoked, inv, _ = volume_case
+    before = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in inv.items() if k != "src"}
+    shared = PIUNetInverse(tiny_weights, device="cpu", precision="float32")
+    serial = PIUNetInverse(tiny_weights, device="cpu", precision="float32").apply(evoked, inv, 1 / 9).data
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda lam: shared.apply(evoked, inv, lam).data, [1 / 9] * 4 + [1 / 4] * 2))
+    for data in results[:4]:
+        np.testing.assert_allclose(data, serial, rtol=1e-6, atol=1e-6 * np.abs(serial).max())
+    assert inv["src"] is not None and set(before) | {"src"} == set(inv)
+    assert "colorer" not in inv  # the caller's operator is never prepared in place
+
+
+def test_short_data_are_warned_and_name_the_fix(volume_case):
+    from mne_piunet import PIUNetInverse
+
+    evoked, inv, _ = volume_case
+    bundled = PIUNetInverse(device="cpu", precision="float32")  # a network with a temporal context
+    short = evoked.copy().crop(0, 2 / evoked.info["sfreq"])
+    with pytest.warns(
+        RuntimeWarning, match="shorter than PIUNet's 80 ms temporal context.*crop the estimate afterwards"
+    ):
+        bundled.apply(short, inv, 1 / 9)
+    long = mne.EvokedArray(
+        np.repeat(evoked.data[:, :1], 30, axis=1), evoked.info, tmin=0.0
+    )  # 30 samples at 250 Hz: 116 ms
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bundled.apply(long, inv, 1 / 9)

@@ -1,0 +1,148 @@
+"""The physics in an inverse operator: its gain against MNE's forward, residuals against MNE's definition."""
+
+import mne
+import numpy as np
+import pytest
+
+from mne_piunet.anatomy import make_cortex_src, make_template_forward, montage_info
+from mne_piunet.physics import (
+    explained_variance,
+    grid_to_source,
+    predict_whitened,
+    source_components,
+    whitened_gain,
+)
+
+
+@pytest.fixture(scope="module")
+def operators(grid):
+    """(forward, inverse, forward in the inverse's basis) for free, fixed and loose inverses."""
+    info = montage_info("easycap-M10")
+    cov = mne.make_ad_hoc_cov(info, verbose=False)
+    vol = make_template_forward("easycap-M10", grid.src)
+    cortex = make_template_forward("easycap-M10", make_cortex_src())
+    cases = {}
+    for name, fwd, kwargs in (
+        ("free volume", vol, dict(loose=1.0, depth=None)),
+        ("fixed cortex", cortex, dict(fixed=True, depth=0.8)),
+        ("loose cortex", cortex, dict(loose=0.2, depth=0.8)),
+    ):
+        inv = mne.minimum_norm.make_inverse_operator(info, fwd, cov, verbose=False, **kwargs)
+        used = mne.convert_forward_solution(
+            fwd,
+            surf_ori=name != "free volume",
+            force_fixed=name == "fixed cortex",
+            use_cps=True,
+            verbose=False,
+        )
+        cases[name] = (info, fwd, inv, used)
+    return cases
+
+
+def _whitener(inv, nave=1):
+    prepared = mne.minimum_norm.prepare_inverse_operator(inv, nave, 1 / 9, "MNE", verbose=False)
+    return prepared, prepared["whitener"] @ prepared["proj"]
+
+
+@pytest.mark.parametrize("name", ["free volume", "fixed cortex", "loose cortex"])
+def test_whitened_gain_is_mnes_forward_whitened_and_projected(operators, name):
+    info, _, inv, used = operators[name]
+    picks = [used["sol"]["row_names"].index(c) for c in inv["noise_cov"].ch_names]
+    _, white = _whitener(inv)
+    expected = white @ used["sol"]["data"][picks]
+    gain = whitened_gain(inv)
+    assert gain.shape == expected.shape
+    np.testing.assert_allclose(gain, expected, atol=1e-8 * np.abs(expected).max())
+    # the same product without forming the gain, and the noise of nave-averaged data
+    x = np.random.default_rng(0).standard_normal((gain.shape[1], 3)) * 1e-9
+    np.testing.assert_allclose(predict_whitened(inv, x), gain @ x, rtol=1e-6, atol=1e-12)
+    _, white4 = _whitener(inv, nave=4)
+    np.testing.assert_allclose(
+        predict_whitened(inv, x, nave=4), white4 @ used["sol"]["data"][picks] @ x, rtol=1e-6,
+        atol=1e-6 * np.abs(gain @ x).max(),
+    )  # fmt: skip
+
+
+def test_eloreta_of_the_predicted_data_is_mnes_estimate_of_the_sources(operators):
+    """apply_inverse of gain @ x equals MNE's estimate of the data x produces (apply_forward)."""
+    info, fwd, inv, _ = operators["free volume"]
+    n_src = fwd["nsource"]
+    rng = np.random.default_rng(1)
+    x = np.zeros((n_src, 3, 2))
+    x[rng.choice(n_src, 3, replace=False)] = rng.standard_normal((3, 3, 2)) * 1e-8
+    stc = mne.VolVectorSourceEstimate(x, [s["vertno"] for s in fwd["src"]], 0.0, 0.01)
+    produced = mne.apply_forward(fwd, stc, info, verbose=False)
+    produced.set_eeg_reference(projection=True, verbose=False)
+    prepared, _ = _whitener(inv)
+    predicted = produced.copy()
+    predicted.data = prepared["colorer"] @ predict_whitened(inv, x.reshape(3 * n_src, 2))
+    a, b = (
+        mne.minimum_norm.apply_inverse(e, inv, 1 / 9, "MNE", verbose=False).data
+        for e in (produced, predicted)
+    )
+    np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6 * np.abs(a).max())
+
+
+def test_grid_to_source_hands_each_grid_moment_back_whole(grid, operators):
+    from mne_piunet.grid import to_template_space
+
+    inv = operators["fixed cortex"][2]
+    src = inv["src"]
+    rr = np.concatenate([s["rr"][s["vertno"]] for s in src])
+    affine, _ = to_template_space(src, mri_head_t=inv["mri_head_t"])
+    to_grid = grid.resampler(mne.transforms.apply_trans(affine, rr))
+    back = grid_to_source(to_grid)
+    assert back.shape == (len(rr), grid.n_sources)
+    sums = np.asarray(back.sum(axis=0)).ravel()
+    reached = np.asarray(to_grid.sum(axis=1)).ravel() > 0
+    np.testing.assert_allclose(sums[reached], 1.0, rtol=1e-6)
+    assert np.all(sums[~reached] == 0) and (~reached).any()  # white matter: no cortical source
+    # moment vectors: onto fixed orientations they give each normal's projection
+    vectors = np.zeros((grid.n_sources, 3, 1))
+    vectors[np.flatnonzero(reached)[0]] = [[1e-9], [0.0], [0.0]]
+    nn = operators["fixed cortex"][2]["source_nn"]
+    comps = source_components(vectors, back, np.eye(3), nn)
+    np.testing.assert_allclose(
+        comps[:, 0], 1e-9 * (back[:, np.flatnonzero(reached)[0]].toarray().ravel() * nn[:, 0])
+    )
+
+
+def test_explained_variance_is_mnes():
+    data = np.array([[1.0, 2.0], [3.0, -1.0]])
+    assert explained_variance(data, data) == pytest.approx(100.0)
+    assert explained_variance(data, 0 * data) == pytest.approx(0.0)
+    assert explained_variance(data, 2 * data) == pytest.approx(0.0)
+    assert explained_variance(data, -data) == pytest.approx(-300.0)
+
+
+def test_return_residual_is_the_data_minus_the_estimates_forward(piu, operators):
+    """MNE's definition: the residual is the data minus the projected forward of the estimate."""
+    info, fwd, inv, _ = operators["loose cortex"]
+    rng = np.random.default_rng(2)
+    evoked = mne.EvokedArray(rng.standard_normal((len(info["ch_names"]), 3)) * 1e-6, info, nave=4)
+    before = evoked.data.copy()
+    with mne.utils.catch_logging() as log:
+        stc, residual = piu.apply(evoked, inv, 1 / 9, pick_ori="vector", return_residual=True, verbose=True)
+    assert "explains" in log.getvalue()
+    np.testing.assert_array_equal(evoked.data, before)  # the caller's evoked is untouched
+    assert isinstance(residual, mne.Evoked) and residual.data.shape == evoked.data.shape
+    # the estimate back on the inverse's sources, then MNE's own forward
+    op, rot, _ = piu._inverse_geometry(inv, None, None)
+    comps = source_components(stc.data, grid_to_source(op), rot, inv["source_nn"])
+    moments = mne.VectorSourceEstimate(
+        np.einsum("ipj,ipt->ijt", inv["source_nn"].reshape(-1, 3, 3), comps.reshape(-1, 3, 3)),
+        [s["vertno"] for s in fwd["src"]], 0.0, 1.0,
+    )  # fmt: skip
+    predicted = mne.apply_forward(fwd, moments, info, verbose=False).data
+    projected = predicted - predicted.mean(axis=0)  # the average reference projector, EEG alone
+    np.testing.assert_allclose(residual.data, evoked.data - projected, atol=1e-6 * np.abs(evoked.data).max())
+    assert np.abs(projected).max() > 1e-3 * np.abs(evoked.data).max()  # the prediction is not empty
+
+
+def test_residual_needs_the_unprepared_operator(piu, operators):
+    info, _, inv, _ = operators["free volume"]
+    evoked = mne.EvokedArray(np.full((len(info["ch_names"]), 1), 1e-6), info)
+    prepared = mne.minimum_norm.prepare_inverse_operator(inv, 1, 1 / 9, "eLORETA", verbose=False)
+    with pytest.raises(ValueError, match="prepared for eLORETA.*prepared=False"):
+        piu.apply(evoked, prepared, 1 / 9, prepared=True, return_residual=True)
+    piu.apply(evoked, prepared, 1 / 9, prepared=True)  # without the residual it works
