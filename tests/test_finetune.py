@@ -17,8 +17,8 @@ from mne_piunet.train.finetune import (
 from mne_piunet.utils._fingerprint import forward_fingerprint, inverse_fingerprint
 
 
-def _group(k, start, tuned, se, snr=(0.0, 10.0)):
-    return dict(n_sources=k, snr_db=list(snr), start=start, tuned=tuned, diff=tuned - start, se=se)
+def _group(k, start, tuned, se, snr=(0.0, 10.0), mode="window"):
+    return dict(n_sources=k, snr_db=list(snr), mode=mode, start=start, tuned=tuned, diff=tuned - start, se=se)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,8 @@ def test_fine_tune_end_to_end_records_what_it_was_tuned_on(tmp_path, user_models
     assert "step 0 (initial weights) val NEMD" in log and "time budget of 0.15 min reached" in log
     if written is not None:  # whether a few steps help depends on the CPU: each outcome is checked
         groups = json.loads(out.with_suffix(".json").read_text())["tuned_on"]["acceptance"]
-        assert len(groups) == 9 and _acceptance(groups)[0]
+        assert len(groups) == 18 and _acceptance(groups)[0]
+        assert {g["mode"] for g in groups} == {"window", "single map"}
     else:
         assert not out.exists()
     # the writing step, on the run's own best weights, with groups that pass
@@ -110,11 +111,19 @@ def test_acceptance_refuses_a_loss_in_any_group_that_an_average_hides(tmp_path, 
     one_worse = [_group(1, 0.40, 0.49, 0.02), _group(10, 0.80, 0.60, 0.02), _group(3, 0.6, 0.55, 0.02)]
     assert float(np.mean([g["diff"] for g in one_worse])) < 0  # better on average
     accepted, report = _acceptance(one_worse)
-    assert not accepted and " 1 source(s), 0-10 dB: NEMD 0.400 -> 0.490 (+0.090 +/- 0.020)" in report
-    # a difference within the check's noise is not a loss
-    assert _acceptance([_group(1, 0.40, 0.42, 0.02), _group(10, 0.80, 0.60, 0.02)])[0]
+    assert (
+        not accepted
+        and " 1 source(s), 0-10 dB, window: NEMD 0.400 -> 0.490 (+0.090 +/- 0.020)  WORSE" in report
+    )
+    # a difference within the check's noise is not a loss, up to 0.02 NEMD; a larger one is, however noisy
+    assert _acceptance([_group(1, 0.40, 0.415, 0.02), _group(10, 0.80, 0.60, 0.02)])[0]
+    assert not _acceptance([_group(1, 0.40, 0.43, 0.05), _group(10, 0.80, 0.60, 0.02)])[0]
+    # a loss on single maps is a loss, whatever the windows gained
+    single = [_group(1, 0.40, 0.30, 0.01), _group(1, 0.36, 0.43, 0.01, mode="single map")]
+    accepted, report = _acceptance(single)
+    assert not accepted and "single map: NEMD 0.360 -> 0.430 (+0.070 +/- 0.010)  WORSE" in report
     assert not _acceptance([_group(1, 0.40, 0.40, 0.0)])[0]  # no better: refused
-    with pytest.warns(RuntimeWarning, match="1 source\\(s\\), 0-10 dB"):
+    with pytest.warns(RuntimeWarning, match="1 source\\(s\\), 0-10 dB, window: .* WORSE"):
         assert (
             _write_if_better(load_network(tiny_weights), tmp_path / "x.pt", {}, "a.pt", tmp_path, one_worse)
             is None
@@ -319,3 +328,40 @@ def test_a_run_folder_resumes_under_another_output_name(tmp_path):
     _claim_run_dir(tmp_path / "run", dict(stamp))  # the same inputs: resumed
     with pytest.raises(ValueError, match="holds a fine-tune of other inputs \\(lambda2 differ"):
         _claim_run_dir(tmp_path / "run", dict(stamp, lambda2=0.5))
+
+
+def test_acceptance_scores_single_maps_where_a_tune_can_lose_them(grid, volume_setup, monkeypatch):
+    """Weights that gain on windows and lose on single maps (the issue's fine-tune) are refused."""
+    import torch
+
+    import mne_piunet.train.finetune as finetune
+    from mne_piunet.network import UNet3d, UNetConfig
+    from mne_piunet.train.simulation import SourcePrior
+
+    torch.manual_seed(0)
+    config = UNetConfig(width=8, levels=2, heads=2, groups=4, context="power", window_s=0.08, window_points=5)
+    start, tuned = (UNet3d(config, torch.from_numpy(grid.mask)).eval() for _ in range(2))
+
+    def predict(net, grid_, x0, windows):
+        """Both networks' maps, off the truth by some voxels: the tuned one exact on windows, far off alone."""
+        shift = 1 if net is start else (0 if windows.shape[1] > 1 else 40)
+        return np.roll(truth, shift, axis=1)
+
+    truth = None
+    real_simulate = finetune.simulate
+
+    def simulate(*args, **kwargs):
+        nonlocal truth
+        batch = real_simulate(*args, **kwargs)
+        truth = batch.true_grid
+        return batch
+
+    monkeypatch.setattr(finetune, "predict_maps", predict)
+    monkeypatch.setattr(finetune, "simulate", simulate)
+    monkeypatch.setattr(finetune, "ACCEPTANCE_N_SOURCES", (1,))
+    monkeypatch.setattr(finetune, "ACCEPTANCE_SNR_BANDS", ((10.0, 20.0),))
+    groups = finetune.acceptance_groups(start, tuned, grid, volume_setup, 0, SourcePrior(), per_group=4)
+    by_mode = {g["mode"]: g for g in groups}
+    assert by_mode["window"]["diff"] < 0 < by_mode["single map"]["diff"]
+    accepted, report = _acceptance(groups)
+    assert not accepted and "single map" in report.split("WORSE")[0].splitlines()[-1]

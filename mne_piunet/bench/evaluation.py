@@ -901,6 +901,7 @@ def user_style_models(
     conductivity: tuple[float, float, float] = USER_STYLE_HEAD["conductivity"],
     jitter_mm: float = USER_STYLE_HEAD["jitter_mm"],
     seed: int = USER_STYLE_HEAD["seed"],
+    loose: float | str = 0.2,
     verbose=None,
 ) -> tuple[mne.Forward, mne.minimum_norm.InverseOperator]:
     """A forward and inverse like a researcher's own, on the template cortex.
@@ -920,6 +921,8 @@ def user_style_models(
         Electrode jitter (mm per coordinate).
     seed : int
         Seed of the jitter and the noise.
+    loose : float | "fixed"
+        The inverse's orientation prior (MNE's default for a cortex: 0.2).
     %(verbose)s
 
     Returns
@@ -942,7 +945,8 @@ def user_style_models(
     data = colouring @ rng.standard_normal((colouring.shape[1], 2000)) * 1e-6
     raw = mne.io.RawArray(data, info)
     noise_cov = mne.compute_raw_covariance(raw)
-    inv = mne.minimum_norm.make_inverse_operator(info, fwd, noise_cov, loose=0.2, depth=0.8)
+    orientation = dict(fixed=True) if loose == "fixed" else dict(loose=loose)
+    inv = mne.minimum_norm.make_inverse_operator(info, fwd, noise_cov, depth=0.8, **orientation)
     return fwd, inv
 
 
