@@ -1,7 +1,7 @@
-"""The ``mne-piunet`` command: argument parsing and dispatch to the library.
+"""The "mne-piunet" command: argument parsing and dispatch to the library.
 
-Each subcommand has an ``_add_<command>`` function that declares its options
-and a handler, set as ``func``, that calls the library and prints its report.
+Each subcommand has an "_add_<command>" function that declares its options
+and a handler, set as "func", that calls the library and prints its report.
 """
 
 # License: BSD-3-Clause
@@ -12,12 +12,20 @@ import argparse
 import sys
 from pathlib import Path
 
+from ._cache import CacheFolderError
 from .inference import PRECISIONS
 from .utils._defaults import DEFAULT_LAMBDA2, N_SOURCES_SWEEP
 
-DESCRIPTION = (
-    "``mne-piunet``: demo, apply, train, fine-tune, blend, validate, evaluate, benchmark, bench-data, "
-    "bench-train, bench-speed."
+DESCRIPTION = "PIUNet, a learned EEG/MEG inverse for MNE-Python (3D-PIUNet)."
+#: The commands' groups, as the top-level help lists them.
+USER_COMMANDS = ("demo", "apply", "fine-tune", "cache")
+DEVELOPER_COMMANDS = (
+    "train", "validate", "blend", "evaluate", "benchmark", "bench-data", "bench-train", "bench-speed",
+)  # fmt: skip
+EPILOG = (
+    f"Commands for users: {', '.join(USER_COMMANDS)}.\n"
+    f"Commands for the model's developers: {', '.join(DEVELOPER_COMMANDS)}.\n"
+    "Run 'mne-piunet COMMAND --help' for a command's options."
 )
 
 
@@ -39,34 +47,83 @@ def _add_demo(sub) -> None:
         "demo", help="simulate a source on the template; compare dSPM, sLORETA, eLORETA, PIUNet"
     )
     p.add_argument("-o", "--out", default="piunet_demo.png", help="figure path")
-    p.add_argument("--montage", default="biosemi64")
+    p.add_argument("--montage", default="biosemi64", help="an MNE built-in EEG montage")
     p.add_argument("--snr", type=float, default=10.0, help="SNR in dB at the peak")
-    p.add_argument("--weights", default=None)
+    p.add_argument("--weights", default=None, help="weights file (default: the bundled model)")
     p.set_defaults(func=_demo)
 
 
-def _apply(args: argparse.Namespace) -> None:
+def _read_evoked(fname: str, condition, baseline):
+    """The one Evoked a file holds, or the one "condition" names; errors list the file's conditions."""
     import mne
 
-    from . import PIUNetInverse
-
-    baseline = tuple(args.baseline) if args.baseline else None
-    evoked = mne.read_evokeds(args.evoked, condition=args.condition, baseline=baseline)
     try:
-        inv = mne.minimum_norm.read_inverse_operator(args.inverse)
+        evokeds = mne.read_evokeds(fname, baseline=baseline, verbose=False)
     except Exception as err:  # MNE raises ValueError, KeyError or OSError for a file of another kind
         raise ValueError(
-            f"{args.inverse} is not an inverse operator file ({type(err).__name__}: {err}). Pass an -inv.fif "
-            "written by mne.minimum_norm.write_inverse_operator (not a forward or covariance file)."
+            f"{fname} is not an evoked file ({type(err).__name__}: {err}). Pass an -ave.fif written by "
+            "evoked.save or mne.write_evokeds first, then the -inv.fif (mne-piunet apply EVOKED INVERSE)."
         ) from None
+    listing = ", ".join(f"{i}: {e.comment!r}" for i, e in enumerate(evokeds))
+    if condition is None:
+        if len(evokeds) > 1:
+            raise ValueError(
+                f"{fname} holds {len(evokeds)} conditions ({listing}): pick one with --condition "
+                "(its index or its name)."
+            )
+        return evokeds[0]
+    if isinstance(condition, int):
+        if not 0 <= condition < len(evokeds):
+            raise ValueError(f"--condition {condition} is out of range: {fname} holds {listing}.")
+        return evokeds[condition]
+    named = [e for e in evokeds if e.comment == condition]
+    if not named:
+        raise ValueError(f"{fname} has no condition {condition!r}: it holds {listing}.")
+    return named[0]
+
+
+def _read_inverse(fname: str):
+    import mne
+
+    try:
+        return mne.minimum_norm.read_inverse_operator(fname, verbose=False)
+    except Exception as err:  # MNE raises ValueError, KeyError or OSError for a file of another kind
+        raise ValueError(
+            f"{fname} is not an inverse operator file ({type(err).__name__}: {err}). Pass an -inv.fif "
+            "written by mne.minimum_norm.write_inverse_operator (not a forward or covariance file), after "
+            "the -ave.fif (mne-piunet apply EVOKED INVERSE)."
+        ) from None
+
+
+def _output_name(out: str, vector: bool) -> Path:
+    """The file "stc.save(out)" writes: MNE adds "-vl.stc" ("-vl.h5" for vectors) to the stem."""
+    stem = str(out)
+    for ending in ("-vl.stc", "-vl.h5", ".stc", ".h5"):
+        if stem.endswith(ending):
+            stem = stem[: -len(ending)]
+            break
+    return Path(stem + ("-vl.h5" if vector else "-vl.stc"))
+
+
+def _apply(args: argparse.Namespace) -> None:
+    from . import PIUNetInverse
+
+    vector = args.pick_ori == "vector"
+    out = _output_name(args.out, vector)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists: pass --overwrite to replace it, or choose another -o.")
+    baseline = tuple(args.baseline) if args.baseline else None
+    evoked = _read_evoked(args.evoked, args.condition, baseline)
+    inv = _read_inverse(args.inverse)
     piu = PIUNetInverse(args.weights, device=args.device, precision=args.precision)
     stc = piu.apply(evoked, inv, args.lambda2, pick_ori=args.pick_ori)
-    stc.save(args.out, overwrite=True)
-    print(f"Wrote {args.out} ({type(stc).__name__}, {stc.data.shape[0]} sources, {len(stc.times)} times)")
+    written = stc.save(out, ftype="h5" if vector else "stc", overwrite=True, verbose=False)
+    written = out if written is None else Path(written)
+    print(f"Wrote {written} ({type(stc).__name__}, {stc.data.shape[0]} sources, {len(stc.times)} times)")
 
 
 def _time_or_none(text: str) -> float | None:
-    """A time in seconds, or None (written ``None``), as MNE's ``baseline`` takes."""
+    """A time in seconds, or None (written "None"), as MNE's "baseline" takes."""
     if text.lower() == "none":
         return None
     try:
@@ -76,21 +133,51 @@ def _time_or_none(text: str) -> float | None:
 
 
 def _add_apply(sub) -> None:
-    p = sub.add_parser("apply", help="PIUNet estimate of an evoked file, written as -vl.stc")
+    p = sub.add_parser("apply", help="PIUNet estimate of an evoked file, written as OUT-vl.stc")
     p.add_argument("evoked", help="-ave.fif file")
     p.add_argument("inverse", help="-inv.fif file")
-    p.add_argument("-o", "--out", required=True, help="output stem (writes OUT-vl.stc)")
-    p.add_argument("--condition", default=0, type=lambda c: int(c) if c.isdigit() else c)
+    p.add_argument(
+        "-o", "--out", required=True,
+        help="output stem: writes OUT-vl.stc (amplitudes) or OUT-vl.h5 (--pick-ori vector)",
+    )  # fmt: skip
+    p.add_argument(
+        "--condition", default=None, type=lambda c: int(c) if c.isdigit() else c,
+        help="the evoked to localise, by index or name (needed when the file holds several)",
+    )  # fmt: skip
     p.add_argument(
         "--baseline", nargs=2, type=_time_or_none, default=None, metavar=("TMIN", "TMAX"),
         help="baseline interval (s); None for the start or the end of the data, e.g. --baseline None 0",
     )  # fmt: skip
-    p.add_argument("--lambda2", type=float, default=DEFAULT_LAMBDA2)
-    p.add_argument("--pick-ori", choices=["vector"], default=None)
-    p.add_argument("--weights", default=None)
+    p.add_argument(
+        "--lambda2", type=float, default=DEFAULT_LAMBDA2, help="eLORETA's regularisation (default 1/9)"
+    )
+    p.add_argument(
+        "--pick-ori",
+        choices=["vector"],
+        default=None,
+        help="write moment vectors (HDF5) instead of amplitudes",
+    )
+    p.add_argument("--weights", default=None, help="weights file (default: the bundled model)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="the network's arithmetic")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help='"auto" (CUDA when available), "cpu" or "cuda"')
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.set_defaults(func=_apply)
+
+
+def _cache(args: argparse.Namespace) -> None:
+    from ._cache import cache_dir, cache_size, clear_cache
+
+    if args.clear:
+        freed = clear_cache()
+        print(f"Removed {freed / 1e6:.0f} MB from {cache_dir()}")
+        return
+    print(f"{cache_dir()}: {cache_size() / 1e6:.0f} MB (set MNE_PIUNET_CACHE to move it; --clear empties it)")
+
+
+def _add_cache(sub) -> None:
+    p = sub.add_parser("cache", help="show where the template cache lives and its size, or clear it")
+    p.add_argument("--clear", action="store_true", help="delete everything in it (rebuilt when needed)")
+    p.set_defaults(func=_cache)
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -109,7 +196,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _train_in_background(args: argparse.Namespace) -> None:
-    """Start the same ``train`` command as a detached process; print how to follow and stop it."""
+    """Start the same "train" command as a detached process; print how to follow and stop it."""
     import subprocess
 
     out = Path(args.out)
@@ -178,15 +265,17 @@ def _add_fine_tune(sub) -> None:
     p.add_argument("-o", "--out", required=True, help="output .pt (its JSON is written beside it)")
     p.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget; a larger one resumes")
     p.add_argument("--weights", default=None, help="weights to start from (default: the bundled ones)")
-    p.add_argument("--lambda2", type=float, default=DEFAULT_LAMBDA2)
+    p.add_argument(
+        "--lambda2", type=float, default=DEFAULT_LAMBDA2, help="eLORETA's regularisation (default 1/9)"
+    )
     p.add_argument("--subjects-dir", default=None, help="where the subject's talairach.xfm is found")
     p.add_argument(
         "--run-dir", default=None, help="log and checkpoint folder (default: OUT without .pt + _run)"
     )
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulations")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--device", default="auto", help='"auto" (CUDA when available), "cpu" or "cuda"')
     p.set_defaults(func=_fine_tune)
 
 
@@ -230,7 +319,9 @@ def _add_validate(sub) -> None:
         default=None,
         help="a bundled config's name or a JSON file whose val_setups and prior to use",
     )
-    p.add_argument("--sources", type=int, nargs="+", default=list(N_SOURCES_SWEEP))
+    p.add_argument(
+        "--sources", type=int, nargs="+", default=list(N_SOURCES_SWEEP), help="numbers of sources to score"
+    )
     p.add_argument("--n", type=int, default=12, help="samples per validation setup and number of sources")
     p.add_argument("--seed", type=int, default=None, help="default: a stream apart from training's")
     p.set_defaults(func=_validate)
@@ -246,11 +337,11 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="eLORETA vs PIUNet on held-out heads and montages")
-    p.add_argument("--weights", default=None)
+    p.add_argument("--weights", default=None, help="weights file (default: the bundled model)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="the network's arithmetic")
     p.add_argument("--quick", action="store_true", help="a small sweep (minutes)")
     p.add_argument("--out", default=None, help="folder for evaluation.csv")
-    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--seed", type=int, default=1234, help="seed of the simulations")
     p.set_defaults(func=_evaluate)
 
 
@@ -283,12 +374,12 @@ def _add_benchmark(sub) -> None:
     )
     p.add_argument("--out", default="piunet-benchmark", help="folder for scores.csv, summary.md and plots")
     p.add_argument("--n", type=int, default=None, help="samples per condition (default 10; 2 with --quick)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulations")
     p.add_argument(
         "--methods", nargs="+", default=list(BENCHMARK_METHODS), choices=METHODS, metavar="METHOD",
         help=f"of {', '.join(METHODS)} (default: all but the peers, which need the [peers] extra)",
     )  # fmt: skip
-    p.add_argument("--weights", default=None)
+    p.add_argument("--weights", default=None, help="weights file (default: the bundled model)")
     p.set_defaults(func=_benchmark)
 
 
@@ -301,9 +392,12 @@ def _bench_data(args: argparse.Namespace) -> None:
 
 def _add_bench_data(sub) -> None:
     p = sub.add_parser("bench-data", help="samples per second of the simulation engine")
-    p.add_argument("--montage", default="biosemi64")
+    p.add_argument("--montage", default="biosemi64", help="an MNE built-in EEG montage")
     p.add_argument("--samples", type=int, default=4096, help="samples timed per source space")
-    p.add_argument("--spaces", nargs="+", choices=["volume", "surface"], default=["volume", "surface"])
+    p.add_argument(
+        "--spaces", nargs="+", choices=["volume", "surface"], default=["volume", "surface"],
+        help="source spaces of the inverses timed",
+    )  # fmt: skip
     p.set_defaults(func=_bench_data)
 
 
@@ -359,7 +453,7 @@ def _bench_speed(args: argparse.Namespace) -> None:
 
 def _add_bench_speed(sub) -> None:
     p = sub.add_parser("bench-speed", help="eLORETA vs PIUNet run time; apply_raw memory")
-    p.add_argument("--montage", default="biosemi64")
+    p.add_argument("--montage", default="biosemi64", help="an MNE built-in EEG montage")
     p.add_argument(
         "--raw-minutes", type=float, default=10.0, help="length of the Raw for apply_raw (0: skip)"
     )
@@ -368,13 +462,14 @@ def _add_bench_speed(sub) -> None:
     p.add_argument(
         "--frontier", action="store_true", help="also time the candidate architectures' forward pass"
     )
-    p.add_argument("--weights", default=None)
+    p.add_argument("--weights", default=None, help="weights file (default: the bundled model)")
     p.set_defaults(func=_bench_speed)
 
 
 _SUBCOMMANDS = (
-    _add_demo, _add_apply, _add_train, _add_fine_tune, _add_blend, _add_validate, _add_evaluate, _add_benchmark,
-    _add_bench_data, _add_bench_train, _add_bench_speed,
+    _add_demo, _add_apply, _add_fine_tune, _add_cache,  # users'
+    _add_train, _add_validate, _add_blend, _add_evaluate, _add_benchmark, _add_bench_data, _add_bench_train,
+    _add_bench_speed,  # developers'
 )  # fmt: skip
 
 
@@ -383,14 +478,20 @@ _PROGRESS_COMMANDS = ("train", "fine-tune")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``mne-piunet`` argument parser.
+    """The "mne-piunet" argument parser.
 
     Returns
     -------
     parser : argparse.ArgumentParser
-        One subcommand per command; each sets ``func``, its handler.
+        One subcommand per command; each sets "func", its handler.
     """
-    parser = argparse.ArgumentParser(prog="mne-piunet", description=DESCRIPTION)
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="mne-piunet", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"mne-piunet {__version__}")
     parser.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], default=None,
         help="MNE's logging level, which the library's messages share (default: info for train and "
@@ -403,12 +504,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``mne-piunet`` command.
+    """Entry point of the "mne-piunet" command.
 
     Parameters
     ----------
     argv : list of str | None
-        The arguments; ``None`` means ``sys.argv[1:]``.
+        The arguments; "None" means "sys.argv[1:]".
 
     Returns
     -------
@@ -426,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with mne.utils.use_log_level(level):
             code = args.func(args)  # None, or 1 when a command did not do its job
-    except (ValueError, TypeError, FileExistsError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError, CacheFolderError) as exc:
         # bad input: the library's message names the problem and the fix; no traceback
         parser.exit(2, f"mne-piunet {args.command}: error: {exc}\n")
     return code if isinstance(code, int) else 0

@@ -36,6 +36,84 @@ def test_apply_writes_volume_stc(tiny_weights, volume_setup, tmp_path):
     assert np.all(np.isfinite(stc.data)) and stc.data.max() > 0
 
 
+def test_apply_names_its_output_refuses_to_overwrite_and_writes_vectors(
+    tiny_weights, volume_setup, tmp_path, capsys
+):
+    from conftest import simulated_evoked
+
+    from mne_piunet.cli import main
+
+    evoked, _ = simulated_evoked(volume_setup, n_times=2)
+    evoked.save(tmp_path / "x-ave.fif")
+    mne.minimum_norm.write_inverse_operator(
+        tmp_path / "x-inv.fif", volume_setup.inverse_operator, verbose=False
+    )
+    args = ["apply", str(tmp_path / "x-ave.fif"), str(tmp_path / "x-inv.fif"), "--weights", str(tiny_weights),
+            "--device", "cpu"]  # fmt: skip
+    assert main([*args, "-o", str(tmp_path / "res.stc")]) == 0
+    assert f"Wrote {tmp_path / 'res-vl.stc'} " in capsys.readouterr().out  # the file MNE really wrote
+    assert (tmp_path / "res-vl.stc").is_file()
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "-o", str(tmp_path / "res")])
+    assert exit_.value.code == 2 and "--overwrite" in capsys.readouterr().err
+    assert main([*args, "-o", str(tmp_path / "res"), "--overwrite"]) == 0
+    assert main([*args, "-o", str(tmp_path / "vec"), "--pick-ori", "vector"]) == 0
+    vec = mne.read_source_estimate(tmp_path / "vec-vl.h5")
+    assert isinstance(vec, mne.VolVectorSourceEstimate) and vec.data.shape[1:] == (3, 2)
+
+
+def test_apply_asks_for_a_condition_and_lists_them(tiny_weights, volume_setup, tmp_path, capsys):
+    from conftest import simulated_evoked
+
+    from mne_piunet.cli import main
+
+    evoked, _ = simulated_evoked(volume_setup, n_times=2)
+    a, b = evoked.copy(), evoked.copy()
+    a.comment, b.comment = "left", "right"
+    mne.write_evokeds(tmp_path / "two-ave.fif", [a, b])
+    mne.minimum_norm.write_inverse_operator(
+        tmp_path / "x-inv.fif", volume_setup.inverse_operator, verbose=False
+    )
+    ave, inv = str(tmp_path / "two-ave.fif"), str(tmp_path / "x-inv.fif")
+    base = ["--weights", str(tiny_weights), "--device", "cpu", "-o", str(tmp_path / "o")]
+    for extra, message in (
+        ([], "holds 2 conditions (0: 'left', 1: 'right'): pick one with --condition"),
+        (["--condition", "7"], "--condition 7 is out of range"),
+        (["--condition", "up"], "no condition 'up'"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            main(["apply", ave, inv, *base, *extra])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # swapped arguments: the first is not an evoked file
+        main(["apply", inv, ave, *base])
+    assert "is not an evoked file" in capsys.readouterr().err
+    assert main(["apply", ave, inv, *base, "--condition", "right"]) == 0
+
+
+def test_version_and_cache_commands(tmp_path, monkeypatch, capsys):
+    import importlib.metadata
+
+    from mne_piunet.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"mne-piunet {importlib.metadata.version('mne-piunet')}"
+    monkeypatch.setenv("MNE_PIUNET_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "fwd").mkdir(parents=True)
+    (tmp_path / "cache" / "fwd" / "a-fwd.fif").write_bytes(b"x" * 3_000_000)
+    assert main(["cache"]) == 0
+    assert capsys.readouterr().out.startswith(f"{tmp_path / 'cache'}: 3 MB")
+    assert main(["cache", "--clear"]) == 0
+    assert "Removed 3 MB" in capsys.readouterr().out and not any((tmp_path / "cache").iterdir())
+    # a cache folder that cannot be made names the variable and the fix
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("MNE_PIUNET_CACHE", str(tmp_path / "file" / "cache"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["cache"])
+    assert exit_.value.code == 2 and "MNE_PIUNET_CACHE" in capsys.readouterr().err
+
+
 def test_apply_bad_input_names_the_fix(tiny_weights, volume_setup, tmp_path, capsys):
     from conftest import simulated_evoked
 
@@ -80,10 +158,14 @@ def test_every_command_has_a_handler():
 
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
-    assert list(commands) == [
-        "demo", "apply", "train", "fine-tune", "blend", "validate", "evaluate", "benchmark", "bench-data",
-        "bench-train", "bench-speed",
-    ]  # fmt: skip
+    from mne_piunet.cli import DEVELOPER_COMMANDS, USER_COMMANDS
+
+    assert list(commands) == [*USER_COMMANDS, *DEVELOPER_COMMANDS]  # users' first
+    for name, sub in commands.items():  # every option is explained, in plain text
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+            assert "``" not in action.help
+    assert "``" not in parser.format_help() and "developers" in parser.format_help()
     args = parser.parse_args(["benchmark", "--quick", "--methods", "eLORETA", "PIUNet"])
     assert args.func.__name__ == "_benchmark" and args.methods == ["eLORETA", "PIUNet"] and args.n is None
     with pytest.raises(SystemExit):
