@@ -504,7 +504,7 @@ def src_fingerprint(src: mne.SourceSpaces) -> str:
     return h.hexdigest()[:16]
 
 
-def _sensor_info_and_name(montage: str | mne.Info) -> tuple[mne.Info, str]:
+def sensor_info_and_name(montage: str | mne.Info) -> tuple[mne.Info, str]:
     """The sensors of a montage name or of a measurement info, and their name in cache keys.
 
     A measurement info is named by a hash of its channel names and positions
@@ -589,7 +589,7 @@ def make_template_forward(
     fwd : mne.Forward
         Free-orientation forward; every source of ``src`` is kept.
     """
-    info, name = _sensor_info_and_name(montage)
+    info, name = sensor_info_and_name(montage)
     has_meg = bool(len(mne.pick_types(info, meg=True, eeg=False, ref_meg=False)))
     has_eeg = bool(len(mne.pick_types(info, meg=False, eeg=True)))
     if head not in ("bem", "sphere"):

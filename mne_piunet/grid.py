@@ -335,7 +335,7 @@ def _polar_rotation(linear: np.ndarray) -> np.ndarray:
     return u @ vt
 
 
-def _head_to_mri(trans: mne.transforms.Transform) -> mne.transforms.Transform:
+def head_to_mri(trans: mne.transforms.Transform) -> mne.transforms.Transform:
     """The head -> MRI direction of a head <-> MRI transform (either way round)."""
     from mne.io.constants import FIFF
 
@@ -370,7 +370,7 @@ def _source_to_mri(
         return np.eye(4), subject
     if frame != FIFF.FIFFV_COORD_HEAD:
         raise ValueError(f"Source space must be in head or MRI coordinates, got frame {frame}")
-    trans = None if mri_head_t is None else _head_to_mri(mri_head_t)
+    trans = None if mri_head_t is None else head_to_mri(mri_head_t)
     if trans is None or np.allclose(trans["trans"], np.eye(4)):
         logger.info(
             "    Sources are in head coordinates with no MRI transform (e.g. a sphere "

@@ -27,7 +27,7 @@ def grid():
 @pytest.fixture(scope="session")
 def volume_setup(grid):
     """easycap-M10 on the template BEM, the grid as a free-orientation source space."""
-    from mne_piunet.train.simulation import HeadSetup, prepare_setup
+    from mne_piunet.simulation import HeadSetup, prepare_setup
 
     return prepare_setup(HeadSetup("easycap-M10"), grid)
 
@@ -35,7 +35,7 @@ def volume_setup(grid):
 @pytest.fixture(scope="session")
 def surface_setup(grid):
     """biosemi64 on the template BEM, fsaverage5 cortex with fixed orientations."""
-    from mne_piunet.train.simulation import HeadSetup, prepare_setup
+    from mne_piunet.simulation import HeadSetup, prepare_setup
 
     return prepare_setup(HeadSetup("biosemi64", source_space="surface"), grid)
 
@@ -66,7 +66,7 @@ def piu(tiny_weights):
 
 def simulated_evoked(setup, n_times=5, seed=0, snr_db=20.0):
     """An Evoked whose every time point is one simulated sample of ``setup``."""
-    from mne_piunet.train.simulation import simulate
+    from mne_piunet.simulation import simulate
 
     batch = simulate(setup, n_times, np.random.default_rng(seed), snr_db=snr_db, n_sources=1)
     evoked = mne.EvokedArray(batch.sensor.T, setup.info, tmin=0.0, nave=1)

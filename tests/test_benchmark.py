@@ -11,7 +11,7 @@ import pytest
 def test_linear_kernel_is_apply_inverse(volume_setup, method):
     from conftest import simulated_evoked
 
-    from mne_piunet.train.simulation import linear_kernel
+    from mne_piunet.simulation import linear_kernel
 
     evoked, batch = simulated_evoked(volume_setup, n_times=2)
     stc = mne.minimum_norm.apply_inverse(
@@ -24,7 +24,7 @@ def test_linear_kernel_is_apply_inverse(volume_setup, method):
 
 def test_sparse_solvers_explain_a_focal_source(volume_setup, piu):
     from mne_piunet.bench.evaluation import MethodRunner, score_map
-    from mne_piunet.train.simulation import simulate
+    from mne_piunet.simulation import simulate
 
     batch = simulate(volume_setup, 1, np.random.default_rng(3), snr_db=30.0, n_sources=1, sigma_mm=(4.0, 4.0))
     runner = MethodRunner(volume_setup, methods=("eLORETA", "MxNE", "Gamma-MAP"))
@@ -49,7 +49,7 @@ def test_sparse_solvers_explain_a_focal_source(volume_setup, piu):
 def test_sparse_solvers_and_peers_fit_the_window_and_score_its_centre(volume_setup, piu):
     """MxNE sees the sample's time course: a source on over the window is found at its centre."""
     from mne_piunet.bench.evaluation import EVAL_WINDOW, MethodRunner, score_map
-    from mne_piunet.train.simulation import SourcePrior, simulate
+    from mne_piunet.simulation import SourcePrior, simulate
 
     batch = simulate(
         volume_setup, 1, np.random.default_rng(4), SourcePrior(instantaneous=0.0), snr_db=5.0, n_sources=1,
@@ -143,7 +143,7 @@ def test_score_map_of_an_empty_map():
 def test_data_and_inverse_from_different_heads(volume_setup, grid):
     """The paper setting's mechanism: the leadfield from one forward, eLORETA from another's inverse."""
     from mne_piunet.anatomy import make_template_forward
-    from mne_piunet.train.simulation import prepare_user_setup, simulate
+    from mne_piunet.simulation import prepare_user_setup, simulate
 
     sphere_fwd = make_template_forward("easycap-M10", grid.src, head="sphere")
     mixed = prepare_user_setup(

@@ -141,7 +141,7 @@ def test_apply_bad_input_names_the_fix(tiny_weights, volume_setup, tmp_path, cap
 def test_evaluate_rows_and_tables(piu, volume_setup):
     from mne_piunet.bench.evaluation import evaluate_methods
     from mne_piunet.bench.report import markdown_table, summarise
-    from mne_piunet.train.simulation import HeadSetup
+    from mne_piunet.simulation import HeadSetup
 
     rows = evaluate_methods(piu, (HeadSetup("easycap-M10"),), snrs=(20.0,), n_sources=(1,), n_per_cell=2)
     assert len(rows) == 4 and {r["method"] for r in rows} == {"eLORETA", "PIUNet"}
@@ -173,7 +173,7 @@ def test_every_command_has_a_handler():
 
 
 def test_demo_evoked_has_the_requested_snr(volume_setup):
-    from mne_piunet.train.simulation import DEMO_SOURCE_POS, simulate_demo_evoked
+    from mne_piunet.simulation import DEMO_SOURCE_POS, simulate_demo_evoked
 
     evoked, centre = simulate_demo_evoked(volume_setup, snr_db=10.0, seed=1)
     assert np.linalg.norm(centre - DEMO_SOURCE_POS) < 0.01
@@ -226,7 +226,7 @@ def test_evaluate_command_end_to_end(tiny_weights, volume_setup, tmp_path, monke
     """The code behind the model card's tables, on one cached held-out setup instead of the real ones."""
     from mne_piunet.bench import evaluation, report
     from mne_piunet.cli import main
-    from mne_piunet.train.simulation import HeadSetup
+    from mne_piunet.simulation import HeadSetup
 
     setup = HeadSetup("easycap-M10")
     for module in (evaluation, report):

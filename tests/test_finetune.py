@@ -142,7 +142,7 @@ def _rank_deficient_cov(info, seed=0):
 
 
 def test_noise_is_drawn_from_a_rank_deficient_covariance(user_models):
-    from mne_piunet.train.simulation import add_noise, noise_colouring
+    from mne_piunet.simulation import add_noise, noise_colouring
 
     cov = _rank_deficient_cov(montage_info("easycap-M10")).data
     jitter = 1e-12 * np.trace(cov) * np.eye(len(cov))
@@ -185,7 +185,7 @@ def test_fine_tune_with_a_rank_deficient_covariance_and_no_reference_projector(
 
 
 def test_user_setup_without_reference_projector_references_the_data_as_mne_requires(user_models, grid):
-    from mne_piunet.train.simulation import prepare_user_setup
+    from mne_piunet.simulation import prepare_user_setup
 
     fwd, _ = user_models
     info = montage_info("easycap-M10")
@@ -286,7 +286,7 @@ def test_fine_tune_bad_inputs(tmp_path, user_models, surface_setup):
 def test_user_setup_input_is_what_the_inverse_feeds_the_network(piu, surface_setup, loose):
     """Training on a user setup sees exactly the maps PIUNetInverse.apply refines (loose and fixed)."""
     from mne_piunet.anatomy import make_cortex_src
-    from mne_piunet.train.simulation import SourcePrior, prepare_user_setup, simulate
+    from mne_piunet.simulation import SourcePrior, prepare_user_setup, simulate
 
     info = montage_info("biosemi64")
     fwd = make_template_forward("biosemi64", make_cortex_src())  # cached by surface_setup
@@ -336,7 +336,7 @@ def test_acceptance_scores_single_maps_where_a_tune_can_lose_them(grid, volume_s
 
     import mne_piunet.train.finetune as finetune
     from mne_piunet.network import UNet3d, UNetConfig
-    from mne_piunet.train.simulation import SourcePrior
+    from mne_piunet.simulation import SourcePrior
 
     torch.manual_seed(0)
     config = UNetConfig(width=8, levels=2, heads=2, groups=4, context="power", window_s=0.08, window_points=5)

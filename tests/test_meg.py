@@ -6,7 +6,7 @@ import pytest
 from conftest import simulated_evoked
 
 from mne_piunet import sensors
-from mne_piunet.train.simulation import HeadSetup, add_noise, prepare_setup, setup_forward, setup_info
+from mne_piunet.simulation import HeadSetup, add_noise, prepare_setup, setup_forward, setup_info
 
 
 @pytest.fixture(scope="session")
@@ -213,7 +213,7 @@ def test_other_sensor_types_are_refused(piu, volume_setup):
 
 def test_fine_tune_setup_from_a_meg_forward(coarse_grid, meg_setup):
     """A user's MEG forward and inverse make a training setup whose kernel is MNE's eLORETA."""
-    from mne_piunet.train.simulation import prepare_user_setup
+    from mne_piunet.simulation import prepare_user_setup
 
     setup = meg_setup.spec
     fwd = setup_forward(setup, coarse_grid.src, setup_info(setup))

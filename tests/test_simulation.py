@@ -4,7 +4,7 @@ import mne
 import numpy as np
 import pytest
 
-from mne_piunet.train.simulation import SimulationEngine, SourcePrior, add_noise, simulate, simulate_sources
+from mne_piunet.simulation import SimulationEngine, SourcePrior, add_noise, simulate, simulate_sources
 
 
 def _apply_eloreta(setup, sensor, pick_ori):
@@ -84,7 +84,7 @@ def test_engine_is_seeded_and_batches_are_normalised(volume_setup, surface_setup
 
 
 def test_loose_setup_matches_apply_inverse_and_sources_follow_normals(grid):
-    from mne_piunet.train.simulation import HeadSetup, prepare_setup
+    from mne_piunet.simulation import HeadSetup, prepare_setup
 
     setup = prepare_setup(HeadSetup("biosemi64", source_space="surface", loose=0.2), grid)
     assert setup.free and setup.normals.shape == (setup.n_sources, 3)
@@ -102,7 +102,7 @@ def test_loose_setup_matches_apply_inverse_and_sources_follow_normals(grid):
 
 
 def test_jittered_cap_moves_electrodes_and_changes_the_leadfield(grid):
-    from mne_piunet.train.simulation import HeadSetup, jittered_info, prepare_setup
+    from mne_piunet.simulation import HeadSetup, jittered_info, prepare_setup
 
     nominal = jittered_info("biosemi32", 0.0, 0)
     moved = jittered_info("biosemi32", 4.0, 1)
@@ -142,7 +142,7 @@ def test_training_targets_flip_with_their_inputs(volume_setup, grid):
     from dataclasses import replace
 
     from mne_piunet.network import UNetConfig
-    from mne_piunet.train.simulation import normalised_dense, simulate
+    from mne_piunet.simulation import normalised_dense, simulate
 
     batch = simulate(volume_setup, 4, np.random.default_rng(0), window=(0.04, 5))
     flip = replace(

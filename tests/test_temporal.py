@@ -36,7 +36,7 @@ def tpiu(temporal_weights):
 @pytest.fixture(scope="module")
 def time_course(volume_setup):
     """An Evoked of 40 samples at 250 Hz from one source with a 10 Hz burst, and its inverse."""
-    from mne_piunet.train.simulation import simulate_demo_evoked
+    from mne_piunet.simulation import simulate_demo_evoked
 
     evoked, _ = simulate_demo_evoked(volume_setup, snr_db=5.0, seed=2)
     return evoked.crop(0.1, 0.256), volume_setup.inverse_operator
@@ -189,7 +189,7 @@ def test_temporal_estimate_is_odd_and_ignores_channel_order(tpiu, time_course):
 
 
 def test_simulated_windows_are_time_courses_of_their_own_sources(volume_setup, grid):
-    from mne_piunet.train.simulation import SourcePrior, simulate
+    from mne_piunet.simulation import SourcePrior, simulate
 
     prior = SourcePrior(instantaneous=0.0, max_sources=3)
     batch = simulate(volume_setup, 6, np.random.default_rng(5), prior, window=(0.04, 5), snr_db=10.0)
@@ -220,7 +220,7 @@ def test_simulated_windows_are_time_courses_of_their_own_sources(volume_setup, g
 
 
 def test_time_courses_are_active_at_the_centre_and_partly_correlated():
-    from mne_piunet.train.simulation import source_time_courses
+    from mne_piunet.simulation import source_time_courses
 
     rng = np.random.default_rng(0)
     owner = np.repeat(np.arange(400), rng.integers(1, 4, 400))
@@ -238,7 +238,7 @@ def test_time_courses_are_active_at_the_centre_and_partly_correlated():
 
 
 def test_window_noise_reaches_the_requested_snr_at_the_centre():
-    from mne_piunet.train.simulation import add_noise
+    from mne_piunet.simulation import add_noise
 
     rng = np.random.default_rng(0)
     clean = rng.standard_normal((200, 7, 32)) * np.linspace(0.2, 1.0, 7)[None, :, None]

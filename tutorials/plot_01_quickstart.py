@@ -18,7 +18,7 @@ import mne
 import numpy as np
 
 from mne_piunet import PIUNetInverse
-from mne_piunet.train.simulation import HeadSetup, prepare_setup, simulate_demo_evoked
+from mne_piunet.simulation import HeadSetup, prepare_setup, simulate_demo_evoked
 
 mne.set_log_level("WARNING")
 

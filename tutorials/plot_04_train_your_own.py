@@ -36,7 +36,7 @@ import numpy as np
 from mne_piunet import PIUNetInverse
 from mne_piunet.bench.evaluation import USER_STYLE_HEAD, finetune_benefit, user_style_models
 from mne_piunet.bench.report import methods_table
-from mne_piunet.train.simulation import jittered_info
+from mne_piunet.simulation import jittered_info
 
 mne.set_log_level("WARNING")
 minutes = float(os.environ.get("PIUNET_TUTORIAL_MINUTES", 2))

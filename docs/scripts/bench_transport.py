@@ -40,8 +40,8 @@ from scipy.stats import spearmanr
 
 from mne_piunet.grid import get_grid
 from mne_piunet.network import load_network
+from mne_piunet.simulation import HeadSetup, SimulationEngine, SourcePrior, prepare_setup
 from mne_piunet.train.losses import TransportLoss
-from mne_piunet.train.simulation import HeadSetup, SimulationEngine, SourcePrior, prepare_setup
 
 try:
     import pykeops  # noqa: F401  (GeomLoss's multiscale backend needs it)

@@ -22,7 +22,7 @@ import torch
 from mne_piunet.grid import get_grid
 from mne_piunet.inference import predict_maps, prepare_network
 from mne_piunet.network import load_network
-from mne_piunet.train.simulation import SourcePrior, batch_maps, simulate
+from mne_piunet.simulation import SourcePrior, batch_maps, simulate
 from mne_piunet.train.training import _val_setups, mean_coarse_nemd, read_config
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from mne_piunet import PIUNetInverse
 from mne_piunet.bench.evaluation import Cell, score_methods
-from mne_piunet.train.simulation import HeadSetup
+from mne_piunet.simulation import HeadSetup
 from mne_piunet.train.training import TrainConfig, finetune_config_path
 
 

@@ -12,7 +12,7 @@ method to the same sensor data and scores the maps. It has two presets:
   card does (``mne-piunet evaluate``), with the :func:`preset_cells`
   (a loose cortical inverse, a 32-channel montage, the paper's setting).
 
-A cell's setup is a :class:`~mne_piunet.train.simulation.HeadSetup` or an already
+A cell's setup is a :class:`~mne_piunet.simulation.HeadSetup` or an already
 prepared setup (a user's forward and inverse, or a data/inverse mismatch):
 :func:`finetune_benefit` scores the bundled and fine-tuned models that way.
 
@@ -42,7 +42,7 @@ from mne.utils import ProgressBar, logger, verbose
 
 from ..anatomy import make_template_forward, montage_info
 from ..metrics import coarse_nemd, nmse, peak_localisation_error, spatial_dispersion, weighted_cosine_distance
-from ..train.simulation import (
+from ..simulation import (
     HeadSetup,
     PreparedSetup,
     SimulatedBatch,
@@ -55,7 +55,7 @@ from ..train.simulation import (
     setup_info,
     simulate,
 )
-from ..train.simulation import simulate_demo_evoked as _simulate_demo_evoked
+from ..simulation import simulate_demo_evoked as _simulate_demo_evoked
 from ..utils._defaults import DEFAULT_LAMBDA2, N_SOURCES_SWEEP
 
 __all__ = (
@@ -933,7 +933,7 @@ def user_style_models(
         The loose inverse made from it.
     """
     from ..anatomy import make_cortex_src
-    from ..train.simulation import background_noise_cov, noise_colouring
+    from ..simulation import background_noise_cov, noise_colouring
 
     info = jittered_info(montage, jitter_mm, seed)
     fwd = make_template_forward(info, make_cortex_src(), conductivity=conductivity)
@@ -969,7 +969,7 @@ def finetune_benefit(
     models : dict of str to PIUNetInverse
         Label -> model (e.g. ``"bundled"``, ``"tuned 10 min"``).
     forward, inverse_operator
-        The user's models (:func:`~mne_piunet.train.simulation.prepare_user_setup`).
+        The user's models (:func:`~mne_piunet.simulation.prepare_user_setup`).
     snrs, n_sources : sequence
         The sweep.
     n_per_cell : int

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..train.simulation import SourcePrior
+from ..simulation import SourcePrior
 from ..utils._defaults import DEFAULT_LAMBDA2
 from .evaluation import (
     BENCHMARK_METHODS,

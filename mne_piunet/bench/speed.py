@@ -27,7 +27,7 @@ from ..anatomy import montage_info
 from ..grid import SourceGrid, get_grid
 from ..inference import network_inputs, uses_channels_last
 from ..network import UNet3d
-from ..train.simulation import HeadSetup, prepare_setup, simulate
+from ..simulation import HeadSetup, prepare_setup, simulate
 from ..utils._defaults import DEFAULT_LAMBDA2
 
 
@@ -203,7 +203,7 @@ def bench_generation(
     n : int
         Samples timed per setup (rounded down to whole batches).
     batch : int
-        Samples per :func:`mne_piunet.train.simulation.simulate` call.
+        Samples per :func:`mne_piunet.simulation.simulate` call.
     seed : int
         Seed of the simulated sources and noise.
     spaces : tuple of str
@@ -440,7 +440,7 @@ def bench_training(
 def profile_train_step(config, init=None, n_steps: int = 20, out=None) -> dict[str, float]:
     """Milliseconds per training step by part: simulation, dense tensors, network, losses, update.
 
-    The simulation is the engine's own (:meth:`~mne_piunet.train.simulation.SimulationEngine.sample`:
+    The simulation is the engine's own (:meth:`~mne_piunet.simulation.SimulationEngine.sample`:
     sources, sensors and noise, eLORETA, resampling, each sample's window
     with a temporal context); the rest are the training loop's own functions.
 
@@ -463,7 +463,7 @@ def profile_train_step(config, init=None, n_steps: int = 20, out=None) -> dict[s
     import tempfile
     from dataclasses import replace
 
-    from ..train.simulation import normalised_dense
+    from ..simulation import normalised_dense
     from ..train.training import _forward, _loss, _optimise
 
     parts = dict.fromkeys(("simulation", "dense tensors", "forward", "losses", "backward + AdamW"), 0.0)

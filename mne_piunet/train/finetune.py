@@ -1,7 +1,7 @@
 """Fine-tuning on your own head model: the bundled weights adapted to one forward and inverse.
 
 :func:`fine_tune` simulates from the user's forward model, noise covariance and
-eLORETA (:func:`~mne_piunet.train.simulation.prepare_user_setup`), trains from the
+eLORETA (:func:`~mne_piunet.simulation.prepare_user_setup`), trains from the
 bundled (or given) weights with the loop of :mod:`mne_piunet.train.training` for a
 wall-clock budget, keeps a seeded slice of the simulations for validation, and
 writes weights only if, on fresh samples, they are better than the weights it
@@ -28,9 +28,9 @@ from ..grid import DEFAULT_MINDIST_MM, get_grid
 from ..inference import predict_maps, prepare_network
 from ..metrics import coarse_nemd
 from ..network import ModelBundle, bundled_weights_path, load_network, save_network
+from ..simulation import SourcePrior, network_window, prepare_user_setup, simulate
 from ..utils._defaults import DEFAULT_LAMBDA2
 from ..utils._fingerprint import forward_fingerprint, inverse_fingerprint
-from .simulation import SourcePrior, network_window, prepare_user_setup, simulate
 from .training import TrainConfig, train
 
 __all__ = ["FINE_TUNE_SETTINGS", "acceptance_groups", "fine_tune"]
@@ -42,7 +42,7 @@ FINE_TUNE_SETTINGS = dict(
     lr=2e-4, context_lr=None, warmup_steps=20, max_steps=10**9, val_size=64, val_every_steps=100,
     checkpoint_every_s=120.0, teacher=None, distill_weight=0.0, batch_size=16, data_workers=0,
 )  # fmt: skip
-#: The fine-tune's ``coloured_noise`` (:class:`~mne_piunet.train.simulation.SourcePrior`):
+#: The fine-tune's ``coloured_noise`` (:class:`~mne_piunet.simulation.SourcePrior`):
 #: about half the samples carry the inverse's own noise covariance, the rest white noise.
 FINE_TUNE_COLOURED_NOISE = 0.5
 #: The least share of the fine-tune's samples with an instantaneous context (a

@@ -1,7 +1,7 @@
 """Training runs: the loop, its checkpoints and resume, validation and weight export.
 
 ``mne-piunet train --config CONFIG --out DIR`` runs :func:`train`. Data are drawn
-by :class:`~mne_piunet.train.simulation.SimulationEngine` over the configured
+by :class:`~mne_piunet.simulation.SimulationEngine` over the configured
 (domain-randomised) setups and scored by the losses of
 :mod:`mne_piunet.train.losses`; a fixed validation set from *held-out* setups is
 scored by NEMD on a coarsened grid. The loop checkpoints every few minutes and
@@ -41,9 +41,7 @@ from ..network import (
     resolve_device,
     save_network,
 )
-from ..utils._defaults import DEFAULT_LAMBDA2, N_SOURCES_SWEEP
-from .losses import PeakLoss, TransportLoss, distill_loss, shape_amplitude_loss
-from .simulation import (
+from ..simulation import (
     HeadSetup,
     PreparedSetup,
     SimulationEngine,
@@ -53,6 +51,8 @@ from .simulation import (
     prepare_setup,
     simulate,
 )
+from ..utils._defaults import DEFAULT_LAMBDA2, N_SOURCES_SWEEP
+from .losses import PeakLoss, TransportLoss, distill_loss, shape_amplitude_loss
 
 __all__ = [
     "TrainConfig",
@@ -85,7 +85,7 @@ class TrainConfig:
     Parameters
     ----------
     train_setups : list of dict
-        :class:`~mne_piunet.train.simulation.HeadSetup` keyword arguments, one dict
+        :class:`~mne_piunet.simulation.HeadSetup` keyword arguments, one dict
         per setup training draws from (domain randomisation).
     val_setups : list of dict
         The same for the held-out setups of the validation set.
@@ -93,7 +93,7 @@ class TrainConfig:
         eLORETA's regularisation: training setup ``i`` uses
         ``lambda2[i % len(lambda2)]``, the validation setups ``lambda2[0]``.
     prior : dict
-        Keyword arguments of the :class:`~mne_piunet.train.simulation.SourcePrior`.
+        Keyword arguments of the :class:`~mne_piunet.simulation.SourcePrior`.
     network : dict
         Keyword arguments of the :class:`~mne_piunet.network.UNetConfig`.
     grid_spacing_mm : float
@@ -289,7 +289,7 @@ def make_validation_set(
     -------
     val : dict
         ``maps`` (n_maps, n_grid, 3) and ``windows`` (n, n_points), the
-        eLORETA maps the network sees (:func:`~mne_piunet.train.simulation.batch_maps`:
+        eLORETA maps the network sees (:func:`~mne_piunet.simulation.batch_maps`:
         each sample its own time course when the network has a temporal
         context), ``eloreta`` and ``truth``, the centre maps and the truth on
         the grid, (n, n_grid, 3), and ``eloreta_nemd``, eLORETA's mean coarse
