@@ -511,6 +511,18 @@ def sensor_info_and_name(montage: str | mne.Info) -> tuple[mne.Info, str]:
     (and, with MEG, its coil types and frames and its device -> head
     transform), so two recordings with one layout share their forward. MEG
     reference channels are kept, so that MNE applies CTF compensation.
+
+    Parameters
+    ----------
+    montage : str | mne.Info
+        A built-in MNE montage name, or a measurement info.
+
+    Returns
+    -------
+    info : mne.Info
+        The EEG and MEG sensors (MEG reference channels kept).
+    name : str
+        The montage's name, or ``"info-<hash>"`` for a measurement info.
     """
     if not isinstance(montage, mne.Info):
         return montage_info(montage), montage

@@ -336,7 +336,18 @@ def _polar_rotation(linear: np.ndarray) -> np.ndarray:
 
 
 def head_to_mri(trans: mne.transforms.Transform) -> mne.transforms.Transform:
-    """The head -> MRI direction of a head <-> MRI transform (either way round)."""
+    """The head -> MRI direction of a head <-> MRI transform (either way round).
+
+    Parameters
+    ----------
+    trans : mne.transforms.Transform
+        Head -> MRI or MRI -> head, as an inverse operator's ``mri_head_t``.
+
+    Returns
+    -------
+    trans : mne.transforms.Transform
+        Head -> MRI.
+    """
     from mne.io.constants import FIFF
 
     if not isinstance(trans, mne.transforms.Transform):

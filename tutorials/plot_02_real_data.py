@@ -8,12 +8,14 @@ MNE's "sample" subject heard tones and saw checkerboards in the left or right
 hemifield, recorded with 60 EEG channels and a 306-channel Neuromag MEG. Here
 we take the usual "M/EEG with a template MRI" approach, once per channel set
 a user may have (EEG, MEG, MEG+EEG):
+
 - EEG with an average reference; MEG with the recording's SSP projectors and
   its device -> head transform;
 - the template BEM in place of the subject's own MRI: the fsaverage5 cortex
   for EEG, PIUNet's own volume grid for MEG and MEG+EEG (quicker forwards).
 
 Then we ask where eLORETA and PIUNet put two responses, averaged over 80-130 ms:
+
 - the auditory N100, expected in both superior temporal regions;
 - the visual P100, expected in the occipital cortex opposite to the stimulated hemifield.
 
@@ -87,6 +89,7 @@ print(", ".join(f"{e.comment}: nave {e.nave}" for e in evokeds))
 # A template inverse and two estimates per channel set
 # ----------------------------------------------------
 # ``make_template_inverse`` computes the forward once and caches it. The forward uses:
+#
 # - the digitised electrodes and the MEG sensors where the recording put them;
 # - the template BEM (three layers with EEG; MEG alone uses MNE's usual single shell);
 # - the fsaverage5 cortex with MNE's default loose orientation (EEG), or PIUNet's

@@ -126,7 +126,13 @@ class HeadSetup:
         return name
 
     def cache_key(self) -> dict:
-        """The fields that tell setups apart in cache keys (MEG ones only when set)."""
+        """The fields that tell setups apart in cache keys (MEG ones only when set).
+
+        Returns
+        -------
+        key : dict
+            The setup's fields, without the MEG ones that are unset.
+        """
         key = asdict(self)
         for name in ("meg", "pose_mm", "n_projectors"):
             if not key[name]:
