@@ -14,6 +14,20 @@ import pytest
 
 mne.set_log_level("WARNING")
 
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", help="also run the tests marked slow (minutes each)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 SHARED_EVOKED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mne-test-evoked"
 
 
@@ -64,7 +78,21 @@ def piu(tiny_weights):
     return PIUNetInverse(tiny_weights, device="cpu", precision="float32")
 
 
-def simulated_evoked(setup, n_times=5, seed=0, snr_db=20.0):
+@pytest.fixture(scope="session")
+def simulated_evoked():
+    """A factory: ``simulated_evoked(setup, n_times=5, seed=0, snr_db=20.0)`` -> (evoked, batch)."""
+    return _simulated_evoked
+
+
+@pytest.fixture(scope="session")
+def shared_evoked():
+    """The folder of MNE's test evoked beside the checkout (``../shared``); the test skips without it."""
+    if not (SHARED_EVOKED / "test-ave.fif.gz").is_file():
+        pytest.skip(f"MNE test evoked not found in {SHARED_EVOKED}")
+    return SHARED_EVOKED
+
+
+def _simulated_evoked(setup, n_times=5, seed=0, snr_db=20.0):
     """An Evoked whose every time point is one simulated sample of ``setup``."""
     from mne_piunet.simulation import simulate
 

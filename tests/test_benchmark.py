@@ -8,9 +8,7 @@ import pytest
 
 
 @pytest.mark.parametrize("method", ["MNE", "dSPM", "sLORETA"])
-def test_linear_kernel_is_apply_inverse(volume_setup, method):
-    from conftest import simulated_evoked
-
+def test_linear_kernel_is_apply_inverse(simulated_evoked, volume_setup, method):
     from mne_piunet.simulation import linear_kernel
 
     evoked, batch = simulated_evoked(volume_setup, n_times=2)

@@ -19,9 +19,7 @@ def test_demo_writes_figure_and_reports_errors(tiny_weights, tmp_path, capsys):
         assert f"{method}" in out and "localisation error" in out
 
 
-def test_apply_writes_volume_stc(tiny_weights, volume_setup, tmp_path):
-    from conftest import simulated_evoked
-
+def test_apply_writes_volume_stc(simulated_evoked, tiny_weights, volume_setup, tmp_path):
     from mne_piunet.cli import main
 
     evoked, _ = simulated_evoked(volume_setup, n_times=3)
@@ -37,10 +35,8 @@ def test_apply_writes_volume_stc(tiny_weights, volume_setup, tmp_path):
 
 
 def test_apply_names_its_output_refuses_to_overwrite_and_writes_vectors(
-    tiny_weights, volume_setup, tmp_path, capsys
+    simulated_evoked, tiny_weights, volume_setup, tmp_path, capsys
 ):
-    from conftest import simulated_evoked
-
     from mne_piunet.cli import main
 
     evoked, _ = simulated_evoked(volume_setup, n_times=2)
@@ -62,9 +58,9 @@ def test_apply_names_its_output_refuses_to_overwrite_and_writes_vectors(
     assert isinstance(vec, mne.VolVectorSourceEstimate) and vec.data.shape[1:] == (3, 2)
 
 
-def test_apply_asks_for_a_condition_and_lists_them(tiny_weights, volume_setup, tmp_path, capsys):
-    from conftest import simulated_evoked
-
+def test_apply_asks_for_a_condition_and_lists_them(
+    simulated_evoked, tiny_weights, volume_setup, tmp_path, capsys
+):
     from mne_piunet.cli import main
 
     evoked, _ = simulated_evoked(volume_setup, n_times=2)
@@ -114,9 +110,7 @@ def test_version_and_cache_commands(tmp_path, monkeypatch, capsys):
     assert exit_.value.code == 2 and "MNE_PIUNET_CACHE" in capsys.readouterr().err
 
 
-def test_apply_bad_input_names_the_fix(tiny_weights, volume_setup, tmp_path, capsys):
-    from conftest import simulated_evoked
-
+def test_apply_bad_input_names_the_fix(simulated_evoked, tiny_weights, volume_setup, tmp_path, capsys):
     from mne_piunet.anatomy import make_template_forward
     from mne_piunet.cli import build_parser, main
 

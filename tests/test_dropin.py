@@ -7,7 +7,6 @@ times, vertices, subject and the number of estimates.
 import mne
 import numpy as np
 import pytest
-from conftest import simulated_evoked
 
 from mne_piunet.anatomy import make_cortex_src, make_template_forward, montage_info
 
@@ -185,7 +184,7 @@ def test_raw_times_follow_mne_with_first_samp(piu, prepared_volume_inverse, raw)
 
 
 # ------------------------------------------------------------ functional API and cache
-def test_functional_api_takes_every_keyword(piu, volume_setup):
+def test_functional_api_takes_every_keyword(simulated_evoked, piu, volume_setup):
     from mne_piunet import apply_piunet
 
     evoked, _ = simulated_evoked(volume_setup, n_times=3)
@@ -201,7 +200,7 @@ def test_functional_api_takes_every_keyword(piu, volume_setup):
         apply_piunet(evoked, inv, 1 / 9, weights=piu.weights_path, precision="half")
 
 
-def test_operator_cache_hits_and_misses(piu, volume_setup):
+def test_operator_cache_hits_and_misses(simulated_evoked, piu, volume_setup):
     inv = volume_setup.inverse_operator
     piu._operators.clear()
     evoked, _ = simulated_evoked(volume_setup, n_times=2)

@@ -5,17 +5,16 @@ import warnings
 import mne
 import numpy as np
 import pytest
-from conftest import simulated_evoked
 
 
 @pytest.fixture(scope="module")
-def volume_case(volume_setup):
+def volume_case(simulated_evoked, volume_setup):
     evoked, batch = simulated_evoked(volume_setup)
     return evoked, volume_setup.inverse_operator, batch
 
 
 @pytest.fixture(scope="module")
-def surface_case(surface_setup):
+def surface_case(simulated_evoked, surface_setup):
     evoked, batch = simulated_evoked(surface_setup, seed=1)
     return evoked, surface_setup.inverse_operator, batch
 

@@ -3,7 +3,6 @@
 import mne
 import numpy as np
 import pytest
-from conftest import simulated_evoked
 
 from mne_piunet import sensors
 from mne_piunet.simulation import HeadSetup, add_noise, prepare_setup, setup_forward, setup_info
@@ -134,7 +133,7 @@ def test_snr_is_measured_in_noise_units_across_channel_types(meg_eeg_setup):
         assert 0.7 < noise[:, picks].std() / noise.std() < 1.3
 
 
-def test_meg_kernel_is_mnes_eloreta(meg_setup):
+def test_meg_kernel_is_mnes_eloreta(simulated_evoked, meg_setup):
     """The engine's input equals MNE's apply_inverse on the same MEG data, projectors included."""
     evoked, batch = simulated_evoked(meg_setup, n_times=3)
     assert len(evoked.info["projs"]) == 3
@@ -154,7 +153,7 @@ def _like_mne(ours, theirs, piu):
 
 
 @pytest.mark.parametrize("which", ["meg", "meg+eeg"])
-def test_apply_matches_mne_on_meg(piu, meg_setup, meg_eeg_setup, which):
+def test_apply_matches_mne_on_meg(simulated_evoked, piu, meg_setup, meg_eeg_setup, which):
     prep = meg_setup if which == "meg" else meg_eeg_setup
     evoked, _ = simulated_evoked(prep, n_times=4)
     inv = prep.inverse_operator
@@ -185,7 +184,7 @@ def test_apply_matches_mne_on_meg(piu, meg_setup, meg_eeg_setup, which):
 
 
 @pytest.mark.parametrize("meg", ["grad", "mag"])
-def test_gradiometer_or_magnetometer_only_inverses(piu, coarse_grid, meg_setup, meg):
+def test_gradiometer_or_magnetometer_only_inverses(simulated_evoked, piu, coarse_grid, meg_setup, meg):
     """A Vectorview user's inverse of one coil type runs, and refines MNE's own eLORETA."""
     info = mne.pick_info(meg_setup.info, mne.pick_types(meg_setup.info, meg=meg))
     setup = meg_setup.spec
@@ -203,7 +202,7 @@ def test_gradiometer_or_magnetometer_only_inverses(piu, coarse_grid, meg_setup, 
     np.testing.assert_allclose(piu.refine(vec, inv).data, stc.data, rtol=1e-5, atol=1e-6 * stc.data.max())
 
 
-def test_other_sensor_types_are_refused(piu, volume_setup):
+def test_other_sensor_types_are_refused(simulated_evoked, piu, volume_setup):
     evoked, _ = simulated_evoked(volume_setup, n_times=1)
     inv = volume_setup.inverse_operator.copy()
     inv["info"] = mne.create_info(inv["info"]["ch_names"], evoked.info["sfreq"], "seeg")

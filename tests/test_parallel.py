@@ -3,10 +3,9 @@
 import mne
 import numpy as np
 import pytest
-from conftest import simulated_evoked
 
 
-def test_two_local_workers_match_a_serial_loop(piu, tiny_weights, volume_setup):
+def test_two_local_workers_match_a_serial_loop(simulated_evoked, piu, tiny_weights, volume_setup):
     from mne_piunet import apply_piunet_many
 
     inv = volume_setup.inverse_operator
@@ -32,7 +31,7 @@ def test_two_local_workers_match_a_serial_loop(piu, tiny_weights, volume_setup):
         apply_piunet_many([raw, raw], inv, 1 / 9, n_jobs=2, return_generator=True)
 
 
-def test_bad_input_names_the_fix(volume_setup):
+def test_bad_input_names_the_fix(simulated_evoked, volume_setup):
     from mne_piunet import apply_piunet_many
 
     evoked, _ = simulated_evoked(volume_setup, n_times=2)

@@ -8,11 +8,6 @@ checkout) is absent.
 import mne
 import numpy as np
 import pytest
-from conftest import SHARED_EVOKED
-
-pytestmark = pytest.mark.skipif(
-    not (SHARED_EVOKED / "test-ave.fif.gz").is_file(), reason="MNE test evoked not found"
-)
 
 CHANNEL_SETS = {
     "eeg": dict(meg=False, eeg=True),
@@ -21,10 +16,10 @@ CHANNEL_SETS = {
 }
 
 
-def _window_means(channels: str) -> tuple[dict, mne.Covariance]:
+def _window_means(folder, channels: str) -> tuple[dict, mne.Covariance]:
     """One channel set, baseline-corrected (average reference for EEG), mean over 80-130 ms."""
-    evokeds = mne.read_evokeds(SHARED_EVOKED / "test-ave.fif.gz", baseline=(None, 0), verbose=False)
-    cov = mne.read_cov(SHARED_EVOKED / "test-cov.fif", verbose=False)
+    evokeds = mne.read_evokeds(folder / "test-ave.fif.gz", baseline=(None, 0), verbose=False)
+    cov = mne.read_cov(folder / "test-cov.fif", verbose=False)
     out = {}
     for ev in evokeds:
         ev = ev.copy().pick(mne.pick_types(ev.info, **CHANNEL_SETS[channels], exclude="bads"))
@@ -45,7 +40,7 @@ def bundled():
 
 
 @pytest.fixture(scope="module", params=list(CHANNEL_SETS))
-def peaks(request, bundled):
+def peaks(request, bundled, shared_evoked):
     """PIUNet's peak (MNI mm) and right-hemisphere share of |moment| per condition, one channel set.
 
     EEG on the fsaverage5 cortex (MNE's default loose inverse); MEG and
@@ -54,7 +49,7 @@ def peaks(request, bundled):
     """
     from mne_piunet.anatomy import make_template_inverse
 
-    means, cov = _window_means(request.param)
+    means, cov = _window_means(shared_evoked, request.param)
     info = next(iter(means.values())).info
     src = None if request.param == "eeg" else bundled.src
     inv = make_template_inverse(info, cov, src=src, loose="auto" if src is None else 1.0)
@@ -87,15 +82,16 @@ def test_visual_p100_is_occipital(peaks):
     assert left[1] < -60 and right[1] < -60, "visual peaks should be occipital"
 
 
-def test_meg_eeg_inverse_refines_mnes_own_eloreta():
+def test_meg_eeg_inverse_refines_mnes_own_eloreta(shared_evoked):
     """A combined MEG+EEG inverse (real sensors, the file's projectors) refines MNE's own eLORETA."""
     from mne_piunet import PIUNetInverse
 
+    folder = shared_evoked
     bundled = PIUNetInverse(precision="float32")
-    evoked = mne.read_evokeds(SHARED_EVOKED / "test-ave.fif.gz", 0, baseline=(None, 0), verbose=False)
+    evoked = mne.read_evokeds(folder / "test-ave.fif.gz", 0, baseline=(None, 0), verbose=False)
     # the file's evoked already carries an average-reference projector
     evoked = evoked.pick(["meg", "eeg"], exclude="bads").crop(0.09, 0.11)
-    cov = mne.read_cov(SHARED_EVOKED / "test-cov.fif", verbose=False)
+    cov = mne.read_cov(folder / "test-cov.fif", verbose=False)
     sphere = mne.make_sphere_model("auto", "auto", evoked.info, verbose=False)
     src = mne.setup_volume_source_space(pos=20.0, sphere=sphere, exclude=20.0, verbose=False)
     fwd = mne.make_forward_solution(evoked.info, None, src, sphere, meg=True, eeg=True, verbose=False)

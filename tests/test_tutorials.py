@@ -1,11 +1,10 @@
 """The tutorials run as plain scripts (offline, Agg backend).
 
 The quickstart and the real-data tutorial run in every test session; the three
-that build extra forward models or train (minutes each on 2 cores) run when
-``MNE_PIUNET_SLOW=1``.
+that build extra forward models or train (minutes each on 2 cores) are marked
+``slow`` and run with ``python -m pytest tests --run-slow``.
 """
 
-import os
 import runpy
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import numpy as np
 import pytest
 
 TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
-SLOW = os.environ.get("MNE_PIUNET_SLOW") == "1"
 
 
 @pytest.mark.parametrize(
@@ -21,15 +19,9 @@ SLOW = os.environ.get("MNE_PIUNET_SLOW") == "1"
     [
         "plot_01_quickstart.py",
         "plot_02_real_data.py",
-        pytest.param(
-            "plot_03_your_inverse.py", marks=pytest.mark.skipif(not SLOW, reason="set MNE_PIUNET_SLOW=1")
-        ),
-        pytest.param(
-            "plot_04_train_your_own.py", marks=pytest.mark.skipif(not SLOW, reason="set MNE_PIUNET_SLOW=1")
-        ),
-        pytest.param(
-            "plot_05_meg_comparison.py", marks=pytest.mark.skipif(not SLOW, reason="set MNE_PIUNET_SLOW=1")
-        ),
+        pytest.param("plot_03_your_inverse.py", marks=pytest.mark.slow),
+        pytest.param("plot_04_train_your_own.py", marks=pytest.mark.slow),
+        pytest.param("plot_05_meg_comparison.py", marks=pytest.mark.slow),
     ],
 )
 def test_tutorial_runs(name, monkeypatch, capsys):
