@@ -31,8 +31,7 @@ EPILOG = (
 
 def _demo(args: argparse.Namespace) -> None:
     from . import PIUNetInverse
-    from .bench.evaluation import localise_demo
-    from .bench.report import demo_summary, plot_demo
+    from .demo import demo_summary, localise_demo, plot_demo
 
     print("Building the offline template (cached after the first run) ...", flush=True)
     piu = PIUNetInverse(args.weights)

@@ -269,260 +269,6 @@ class PIUNetInverse:
         """Template subjects folder: ``stc.plot(piu.src, subjects_dir=piu.subjects_dir)``."""
         return template_subjects_dir()
 
-    # --------------------------------------------------------- core
-    def _operator(self, src, mri_head_t, mni_transform, subjects_dir) -> tuple:
-        """Cached (grid operator, rotation) for a source space and its transforms."""
-        rr = np.concatenate([s["rr"][s["vertno"]] for s in src])
-        subject = src[0].get("subject_his_id")
-        # the talairach transform read from subjects_dir is part of the mapping too
-        ident = repr((src[0]["coord_frame"], subject, None if subjects_dir is None else str(subjects_dir)))
-        key = hashlib.sha256(np.round(rr, 6).tobytes() + ident.encode())
-        for trans in (mri_head_t, mni_transform):
-            if trans is not None:
-                key.update(np.round(as_affine(trans), 6).tobytes())
-        key = key.hexdigest()
-        if key not in self._operators:
-            affine, rot = to_template_space(
-                src, mri_head_t=mri_head_t, mni_transform=mni_transform, subjects_dir=subjects_dir
-            )
-            pos = mne.transforms.apply_trans(affine, rr)
-            # float32: the maps go to the network in float32 anyway, and half the bytes
-            # make the per-time-point sparse products and reductions faster
-            self._operators[key] = (self.grid.resampler(pos).astype(np.float32), rot.astype(np.float32))
-        return self._operators[key]
-
-    def predict_grid(self, x0: np.ndarray, windows: np.ndarray | None = None) -> np.ndarray:
-        """Run the network on eLORETA maps already on the grid.
-
-        Parameters
-        ----------
-        x0 : array, shape (n_maps, n_grid_sources, 3)
-            eLORETA moment vectors on the grid (template frame): the time
-            points of one recording, or independent samples.
-        windows : array of int, shape (n, window_points) | None
-            Each estimate's temporal context as rows of ``x0``
-            (:func:`mne_piunet.inference.context_windows`); None: each map
-            alone, with an instantaneous context.
-
-        Returns
-        -------
-        estimate : array, shape (n, n_grid_sources, 3)
-            PIUNet moment vectors in Am (:func:`mne_piunet.inference.predict_maps`).
-        """
-        return predict_maps(
-            self.network, self.grid, x0, windows, dtype=self.dtype, batch_size=self.batch_size
-        )
-
-    def windows(self, n_times: int, sfreq: float, rows: np.ndarray | None = None) -> np.ndarray:
-        """The temporal context of each time point of data at ``sfreq``.
-
-        Parameters
-        ----------
-        n_times : int
-            Time points of the data.
-        sfreq : float
-            Their sampling rate (Hz).
-        rows : array of int | None
-            The time points to give windows to (default: all).
-
-        Returns
-        -------
-        windows : array of int, shape (len(rows), window_points)
-            Sample indices (:func:`mne_piunet.inference.context_windows`).
-        """
-        return context_windows(n_times, sfreq, self.network.config, rows)
-
-    def _prepared_eloreta(self, inverse_operator, nave, lambda2, method_params):
-        """The inverse prepared for eLORETA, from a cache keyed by the operator, ``nave``, ``lambda2`` and options.
-
-        MNE's eLORETA weight fit takes up to a minute on a loose 20,484-source
-        inverse, and it depends only on these, so repeated calls with the same
-        inverse skip it. The caller's operator is never written to: MNE's
-        ``prepare_inverse_operator`` briefly sets its ``src`` to None while it
-        copies, so it is given a shallow copy, which makes calls from several
-        threads on one operator safe (a lock keeps one preparation at a time).
-        The key holds the operator's identity (a weak reference, so a new object
-        at a recycled address is not mistaken for it) and a digest of its
-        arrays, so an operator changed in place is prepared anew.
-        """
-        key = (id(inverse_operator), _operator_digest(inverse_operator), int(nave), float(lambda2),
-               repr(sorted((method_params or {}).items())))  # fmt: skip
-        with self._lock:
-            entry = self._prepared.get(key)
-            if entry is not None and entry[0]() is inverse_operator:
-                self._prepared.move_to_end(key)
-                return entry[1]
-            prepared = mne.minimum_norm.prepare_inverse_operator(
-                copy.copy(inverse_operator), nave, lambda2, "eLORETA", method_params, copy="non-src"
-            )
-            self._prepared[key] = (weakref.ref(inverse_operator), prepared)
-            while len(self._prepared) > _PREPARED_SIZE:
-                self._prepared.popitem(last=False)
-            return prepared
-
-    def _eloreta_inverse(self, inverse_operator, prepared, nave, lambda2, method_params):
-        """The operator to hand MNE with ``prepared=True``: the caller's if prepared, else a cached one."""
-        if prepared:
-            return inverse_operator
-        return self._prepared_eloreta(inverse_operator, nave, lambda2, method_params)
-
-    def _warn_short(self, n_times: int, sfreq: float, what: str) -> None:
-        """Warn when data are too short for the temporal context, naming the window and the fix."""
-        config = self.network.config
-        if config.context == "none" or (sfreq > 0 and n_times - 1 >= 2 * context_margin(sfreq, config)):
-            return
-        warn(
-            f"The {what} {'has' if n_times == 1 else 'have'} {n_times} time point(s), shorter than "
-            f"PIUNet's {config.window_s * 1e3:.0f} ms temporal context, so each map is refined alone "
-            "(an instantaneous context, as for a single map). To keep the context, apply PIUNet to a "
-            "longer span and crop the estimate afterwards (stc.crop(tmin, tmax))."
-        )
-
-    def _inverse_geometry(self, inv, mni_transform, subjects_dir) -> tuple:
-        """(operator, rotation, normals or None) of an inverse operator's source space."""
-        normals = None if has_free_orientation(inv) else inv["source_nn"]
-        op, rot = self._operator(inv["src"], inv["mri_head_t"], mni_transform, subjects_dir)
-        return op, rot, normals
-
-    def _check_tuned_on(self, inv) -> None:
-        """Warn when weights fine-tuned on one inverse are applied with another."""
-        tuned_on = self.bundle.meta.get("tuned_on")
-        if tuned_on is None:  # the bundled weights: no cost
-            return
-        digest = inverse_fingerprint(inv)
-        if digest != tuned_on["inverse_sha256"]:
-            warn(
-                f"The weights {self.weights_path.name} were fine-tuned on inverse "
-                f"{tuned_on['inverse_sha256'][:12]} ({tuned_on['name']}), but this inverse is "
-                f"{digest[:12]}: they may do worse than on their own inverse. Use them with the "
-                "inverse they were tuned on, or the bundled weights (PIUNetInverse())."
-            )
-
-    @verbose
-    def fine_tune(
-        self,
-        inverse_operator: mne.minimum_norm.InverseOperator,
-        forward: mne.Forward,
-        *,
-        out: str | Path,
-        minutes: float = 30.0,
-        verbose=None,
-        **kwargs,
-    ) -> PIUNetInverse:
-        """Adapt these weights to your own forward model (see :func:`mne_piunet.train.finetune.fine_tune`).
-
-        Parameters
-        ----------
-        inverse_operator : mne.minimum_norm.InverseOperator | path-like
-            Your inverse operator.
-        forward : mne.Forward | path-like
-            The forward it was made from.
-        out : path-like
-            The tuned weights' ``.pt`` file.
-        minutes : float
-            Wall-clock budget.
-        verbose : bool | str | int | None
-            Logging level, as for any MNE function (:func:`mne.verbose`).
-        **kwargs
-            Further keywords of :func:`mne_piunet.train.finetune.fine_tune`
-            (``lambda2``, ``mni_transform``, ``subjects_dir``, ``run_dir``,
-            ``overwrite``, ``seed``, ``threads``).
-
-        Returns
-        -------
-        tuned : PIUNetInverse
-            A model with the tuned weights, on this one's device and precision;
-            this model itself when the fine-tune's acceptance check refused the
-            tuned weights (a warning lists its groups).
-        """
-        from .train.finetune import fine_tune
-
-        written = fine_tune(
-            inverse_operator, forward, out=out, minutes=minutes, weights=self.weights_path,
-            device=str(self.device), **kwargs,
-        )  # fmt: skip
-        if written is None:
-            return self
-        return PIUNetInverse(
-            written,
-            device=str(self.device),
-            batch_size=self.batch_size,
-            precision=str(self.dtype).removeprefix("torch."),
-        )
-
-    # --------------------------------------------------------- refine
-    @verbose
-    @fill_doc
-    def refine(
-        self,
-        stc,
-        src,
-        *,
-        pick_ori: str | None = None,
-        mri_head_t=None,
-        normals: np.ndarray | None = None,
-        mni_transform=None,
-        subjects_dir=None,
-        verbose=None,
-    ):
-        """Refine an eLORETA estimate you already have.
-
-        Each time point is refined with its temporal context from the
-        estimate's own time course (at ``1 / stc.tstep`` Hz); a single time
-        point, or an estimate shorter than the window, gets an instantaneous
-        context.
-
-        Parameters
-        ----------
-        stc : SourceEstimate | VectorSourceEstimate | VolSourceEstimate | ...
-            eLORETA estimate: moment vectors (free or loose orientation,
-            ``pick_ori="vector"``) or signed amplitudes of a fixed-orientation
-            inverse (``pick_ori=None``).
-        src : mne.SourceSpaces | mne.minimum_norm.InverseOperator
-            The estimate's source space, or the inverse that made the estimate:
-            then its ``mri_head_t`` and, for a fixed-orientation inverse, its
-            source orientations (``source_nn``) are used.
-        %(pick_ori)s
-        mri_head_t : Transform | None
-            Head <-> MRI transform when ``src`` is in head coordinates (an
-            inverse operator's ``"mri_head_t"``).
-        normals : array, shape (n_sources, 3) | None
-            Orientations of a scalar estimate; default: the inverse's
-            ``source_nn``, or a surface source space's normals.
-        %(template_params)s
-        %(verbose)s
-
-        Returns
-        -------
-        stc : VolSourceEstimate | VolVectorSourceEstimate
-            On :attr:`src`, in Am.
-        """
-        _check_pick_ori(pick_ori)
-        if not isinstance(stc, _STC_TYPES):
-            raise TypeError(f"stc must be a source estimate, got {type(stc).__name__}")
-        _check_real(stc.data, "estimate's data")
-        if isinstance(src, InverseOperator):
-            self._check_tuned_on(src)
-            src, mri_head_t, normals = _unpack_inverse(src, stc, mri_head_t, normals)
-        _validate_src(src)
-        normals = _check_estimate(stc, src, normals)
-        op, rot = self._operator(src, mri_head_t, mni_transform, subjects_dir)
-        sfreq = 1.0 / stc.tstep if stc.tstep > 0 else 0.0
-        self._warn_short(stc.shape[-1], sfreq, "estimate")
-        windows = self.windows(stc.shape[-1], sfreq)
-        return _make_stc(
-            self, _refine_array(self, stc.data, op, rot, normals, windows), stc.tmin, stc.tstep, pick_ori
-        )
-
-    def _setup_call(self, inst, inverse_operator, lambda2, method, pick_ori, label, data):
-        _check_inverse(inverse_operator)
-        self._check_tuned_on(inverse_operator)
-        lambda2 = _check_args(lambda2, method, pick_ori, label)
-        _check_data(inst, inverse_operator, data)
-        _validate_src(inverse_operator["src"])
-        return lambda2
-
-    # --------------------------------------------------------- MNE-style API
     @verbose
     @fill_doc
     def apply(
@@ -658,7 +404,6 @@ class PIUNetInverse:
         n = len(epochs.selection) if epochs.preload else None
         return list(ProgressBar(gen, max_value=n, mesg="PIUNet epochs")) if n else list(gen)
 
-    # Over 60 lines only for its signature and docstring (apply_inverse_raw's); the body is 14.
     @verbose
     @fill_doc
     def apply_raw(
@@ -737,6 +482,259 @@ class PIUNetInverse:
             tstep = 1.0 / raw.info["sfreq"]
             return (_make_stc(self, data, raw.times[s0], tstep, pick_ori) for s0, data in chunks)
         return _raw_estimate(self, raw, chunks, span, pick_ori)
+
+    @verbose
+    @fill_doc
+    def refine(
+        self,
+        stc,
+        src,
+        *,
+        pick_ori: str | None = None,
+        mri_head_t=None,
+        normals: np.ndarray | None = None,
+        mni_transform=None,
+        subjects_dir=None,
+        verbose=None,
+    ):
+        """Refine an eLORETA estimate you already have.
+
+        Each time point is refined with its temporal context from the
+        estimate's own time course (at ``1 / stc.tstep`` Hz); a single time
+        point, or an estimate shorter than the window, gets an instantaneous
+        context.
+
+        Parameters
+        ----------
+        stc : SourceEstimate | VectorSourceEstimate | VolSourceEstimate | ...
+            eLORETA estimate: moment vectors (free or loose orientation,
+            ``pick_ori="vector"``) or signed amplitudes of a fixed-orientation
+            inverse (``pick_ori=None``).
+        src : mne.SourceSpaces | mne.minimum_norm.InverseOperator
+            The estimate's source space, or the inverse that made the estimate:
+            then its ``mri_head_t`` and, for a fixed-orientation inverse, its
+            source orientations (``source_nn``) are used.
+        %(pick_ori)s
+        mri_head_t : Transform | None
+            Head <-> MRI transform when ``src`` is in head coordinates (an
+            inverse operator's ``"mri_head_t"``).
+        normals : array, shape (n_sources, 3) | None
+            Orientations of a scalar estimate; default: the inverse's
+            ``source_nn``, or a surface source space's normals.
+        %(template_params)s
+        %(verbose)s
+
+        Returns
+        -------
+        stc : VolSourceEstimate | VolVectorSourceEstimate
+            On :attr:`src`, in Am.
+        """
+        _check_pick_ori(pick_ori)
+        if not isinstance(stc, _STC_TYPES):
+            raise TypeError(f"stc must be a source estimate, got {type(stc).__name__}")
+        _check_real(stc.data, "estimate's data")
+        if isinstance(src, InverseOperator):
+            self._check_tuned_on(src)
+            src, mri_head_t, normals = _unpack_inverse(src, stc, mri_head_t, normals)
+        _validate_src(src)
+        normals = _check_estimate(stc, src, normals)
+        op, rot = self._operator(src, mri_head_t, mni_transform, subjects_dir)
+        sfreq = 1.0 / stc.tstep if stc.tstep > 0 else 0.0
+        self._warn_short(stc.shape[-1], sfreq, "estimate")
+        windows = self.windows(stc.shape[-1], sfreq)
+        return _make_stc(
+            self, _refine_array(self, stc.data, op, rot, normals, windows), stc.tmin, stc.tstep, pick_ori
+        )
+
+    @verbose
+    def fine_tune(
+        self,
+        inverse_operator: mne.minimum_norm.InverseOperator,
+        forward: mne.Forward,
+        *,
+        out: str | Path,
+        minutes: float = 30.0,
+        verbose=None,
+        **kwargs,
+    ) -> PIUNetInverse:
+        """Adapt these weights to your own forward model (see :func:`mne_piunet.train.finetune.fine_tune`).
+
+        Parameters
+        ----------
+        inverse_operator : mne.minimum_norm.InverseOperator | path-like
+            Your inverse operator.
+        forward : mne.Forward | path-like
+            The forward it was made from.
+        out : path-like
+            The tuned weights' ``.pt`` file.
+        minutes : float
+            Wall-clock budget.
+        verbose : bool | str | int | None
+            Logging level, as for any MNE function (:func:`mne.verbose`).
+        **kwargs
+            Further keywords of :func:`mne_piunet.train.finetune.fine_tune`
+            (``lambda2``, ``mni_transform``, ``subjects_dir``, ``run_dir``,
+            ``overwrite``, ``seed``, ``threads``).
+
+        Returns
+        -------
+        tuned : PIUNetInverse
+            A model with the tuned weights, on this one's device and precision;
+            this model itself when the fine-tune's acceptance check refused the
+            tuned weights (a warning lists its groups).
+        """
+        from .train.finetune import fine_tune
+
+        written = fine_tune(
+            inverse_operator, forward, out=out, minutes=minutes, weights=self.weights_path,
+            device=str(self.device), **kwargs,
+        )  # fmt: skip
+        if written is None:
+            return self
+        return PIUNetInverse(
+            written,
+            device=str(self.device),
+            batch_size=self.batch_size,
+            precision=str(self.dtype).removeprefix("torch."),
+        )
+
+    # --------------------------------------------------------- for developers and the evaluation
+    def predict_grid(self, x0: np.ndarray, windows: np.ndarray | None = None) -> np.ndarray:
+        """Run the network on eLORETA maps already on the grid.
+
+        Parameters
+        ----------
+        x0 : array, shape (n_maps, n_grid_sources, 3)
+            eLORETA moment vectors on the grid (template frame): the time
+            points of one recording, or independent samples.
+        windows : array of int, shape (n, window_points) | None
+            Each estimate's temporal context as rows of ``x0``
+            (:func:`mne_piunet.inference.context_windows`); None: each map
+            alone, with an instantaneous context.
+
+        Returns
+        -------
+        estimate : array, shape (n, n_grid_sources, 3)
+            PIUNet moment vectors in Am (:func:`mne_piunet.inference.predict_maps`).
+        """
+        return predict_maps(
+            self.network, self.grid, x0, windows, dtype=self.dtype, batch_size=self.batch_size
+        )
+
+    def windows(self, n_times: int, sfreq: float, rows: np.ndarray | None = None) -> np.ndarray:
+        """The temporal context of each time point of data at ``sfreq``.
+
+        Parameters
+        ----------
+        n_times : int
+            Time points of the data.
+        sfreq : float
+            Their sampling rate (Hz).
+        rows : array of int | None
+            The time points to give windows to (default: all).
+
+        Returns
+        -------
+        windows : array of int, shape (len(rows), window_points)
+            Sample indices (:func:`mne_piunet.inference.context_windows`).
+        """
+        return context_windows(n_times, sfreq, self.network.config, rows)
+
+    # --------------------------------------------------------- internals
+    def _operator(self, src, mri_head_t, mni_transform, subjects_dir) -> tuple:
+        """Cached (grid operator, rotation) for a source space and its transforms."""
+        rr = np.concatenate([s["rr"][s["vertno"]] for s in src])
+        subject = src[0].get("subject_his_id")
+        # the talairach transform read from subjects_dir is part of the mapping too
+        ident = repr((src[0]["coord_frame"], subject, None if subjects_dir is None else str(subjects_dir)))
+        key = hashlib.sha256(np.round(rr, 6).tobytes() + ident.encode())
+        for trans in (mri_head_t, mni_transform):
+            if trans is not None:
+                key.update(np.round(as_affine(trans), 6).tobytes())
+        key = key.hexdigest()
+        if key not in self._operators:
+            affine, rot = to_template_space(
+                src, mri_head_t=mri_head_t, mni_transform=mni_transform, subjects_dir=subjects_dir
+            )
+            pos = mne.transforms.apply_trans(affine, rr)
+            # float32: the maps go to the network in float32 anyway, and half the bytes
+            # make the per-time-point sparse products and reductions faster
+            self._operators[key] = (self.grid.resampler(pos).astype(np.float32), rot.astype(np.float32))
+        return self._operators[key]
+
+    def _prepared_eloreta(self, inverse_operator, nave, lambda2, method_params):
+        """The inverse prepared for eLORETA, from a cache keyed by the operator, ``nave``, ``lambda2`` and options.
+
+        MNE's eLORETA weight fit takes up to a minute on a loose 20,484-source
+        inverse, and it depends only on these, so repeated calls with the same
+        inverse skip it. The caller's operator is never written to: MNE's
+        ``prepare_inverse_operator`` briefly sets its ``src`` to None while it
+        copies, so it is given a shallow copy, which makes calls from several
+        threads on one operator safe (a lock keeps one preparation at a time).
+        The key holds the operator's identity (a weak reference, so a new object
+        at a recycled address is not mistaken for it) and a digest of its
+        arrays, so an operator changed in place is prepared anew.
+        """
+        key = (id(inverse_operator), _operator_digest(inverse_operator), int(nave), float(lambda2),
+               repr(sorted((method_params or {}).items())))  # fmt: skip
+        with self._lock:
+            entry = self._prepared.get(key)
+            if entry is not None and entry[0]() is inverse_operator:
+                self._prepared.move_to_end(key)
+                return entry[1]
+            prepared = mne.minimum_norm.prepare_inverse_operator(
+                copy.copy(inverse_operator), nave, lambda2, "eLORETA", method_params, copy="non-src"
+            )
+            self._prepared[key] = (weakref.ref(inverse_operator), prepared)
+            while len(self._prepared) > _PREPARED_SIZE:
+                self._prepared.popitem(last=False)
+            return prepared
+
+    def _eloreta_inverse(self, inverse_operator, prepared, nave, lambda2, method_params):
+        """The operator to hand MNE with ``prepared=True``: the caller's if prepared, else a cached one."""
+        if prepared:
+            return inverse_operator
+        return self._prepared_eloreta(inverse_operator, nave, lambda2, method_params)
+
+    def _warn_short(self, n_times: int, sfreq: float, what: str) -> None:
+        """Warn when data are too short for the temporal context, naming the window and the fix."""
+        config = self.network.config
+        if config.context == "none" or (sfreq > 0 and n_times - 1 >= 2 * context_margin(sfreq, config)):
+            return
+        warn(
+            f"The {what} {'has' if n_times == 1 else 'have'} {n_times} time point(s), shorter than "
+            f"PIUNet's {config.window_s * 1e3:.0f} ms temporal context, so each map is refined alone "
+            "(an instantaneous context, as for a single map). To keep the context, apply PIUNet to a "
+            "longer span and crop the estimate afterwards (stc.crop(tmin, tmax))."
+        )
+
+    def _inverse_geometry(self, inv, mni_transform, subjects_dir) -> tuple:
+        """(operator, rotation, normals or None) of an inverse operator's source space."""
+        normals = None if has_free_orientation(inv) else inv["source_nn"]
+        op, rot = self._operator(inv["src"], inv["mri_head_t"], mni_transform, subjects_dir)
+        return op, rot, normals
+
+    def _check_tuned_on(self, inv) -> None:
+        """Warn when weights fine-tuned on one inverse are applied with another."""
+        tuned_on = self.bundle.meta.get("tuned_on")
+        if tuned_on is None:  # the bundled weights: no cost
+            return
+        digest = inverse_fingerprint(inv)
+        if digest != tuned_on["inverse_sha256"]:
+            warn(
+                f"The weights {self.weights_path.name} were fine-tuned on inverse "
+                f"{tuned_on['inverse_sha256'][:12]} ({tuned_on['name']}), but this inverse is "
+                f"{digest[:12]}: they may do worse than on their own inverse. Use them with the "
+                "inverse they were tuned on, or the bundled weights (PIUNetInverse())."
+            )
+
+    def _setup_call(self, inst, inverse_operator, lambda2, method, pick_ori, label, data):
+        _check_inverse(inverse_operator)
+        self._check_tuned_on(inverse_operator)
+        lambda2 = _check_args(lambda2, method, pick_ori, label)
+        _check_data(inst, inverse_operator, data)
+        _validate_src(inverse_operator["src"])
+        return lambda2
 
 
 # ------------------------------------------------------------------ the work

@@ -38,6 +38,7 @@ def test_imports_run_one_way():
     """
     above = {
         "mne_piunet.simulation": ("mne_piunet.train", "mne_piunet.bench", "mne_piunet.cli"),
+        "mne_piunet.demo": ("mne_piunet.train", "mne_piunet.bench", "mne_piunet.cli"),
         "mne_piunet.train.training": ("mne_piunet.bench", "mne_piunet.cli"),
         "mne_piunet.bench.evaluation": ("mne_piunet.cli",),
     }

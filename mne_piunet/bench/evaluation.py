@@ -55,7 +55,6 @@ from ..simulation import (
     setup_info,
     simulate,
 )
-from ..simulation import simulate_demo_evoked as _simulate_demo_evoked
 from ..utils._defaults import DEFAULT_LAMBDA2, N_SOURCES_SWEEP
 
 __all__ = (
@@ -64,7 +63,6 @@ __all__ = (
     "METHODS",
     "PEER_METHODS",
     "Cell",
-    "DemoResult",
     "MethodRunner",
     "benchmark_cells",
     "evaluate_methods",
@@ -76,7 +74,6 @@ __all__ = (
     "meg_mismatch_setup",
     "sensor_cells",
     "user_style_models",
-    "localise_demo",
     "run_benchmark",
     "score_map",
     "score_methods",
@@ -126,8 +123,6 @@ BENCH_SKULLS = (0.0113, 0.0033)
 EXTENTS_MM = (10.0, 20.0, 40.0, 80.0)
 #: Default condition that every sweep varies one factor of.
 BASE_SNR_DB, BASE_N_SOURCES, BASE_SIGMA_MM = 10.0, 1, (5.0, 40.0)
-
-DEMO_METHODS = ("dSPM", "sLORETA", "eLORETA", "PIUNet")
 
 #: Sensor arrays no training saw: a KIT array (a family held out), and the
 #: Kernel Flux OPM layout (triaxial, where training had radial and dual-axis caps).
@@ -997,71 +992,3 @@ def finetune_benefit(
 
 
 # --------------------------------------------------------------------------------------------------
-# ``mne-piunet demo``: one known source, four inverses
-
-
-@dataclass
-class DemoResult:
-    """The demo's simulation and each method's estimate and localisation error.
-
-    Parameters
-    ----------
-    montage : str
-        The montage.
-    snr_db : float
-        SNR at the peak (dB).
-    evoked : mne.Evoked
-        The simulated data.
-    centre : array, shape (3,)
-        The true source (m, template MRI coordinates).
-    t_peak : float
-        Time of the largest global field power (s).
-    stcs : dict of str to VolSourceEstimate
-        Each method's estimate.
-    errors : dict of str to float
-        Distance (mm) between each estimate's peak at ``t_peak`` and ``centre``.
-    """
-
-    montage: str
-    snr_db: float
-    evoked: mne.Evoked
-    centre: np.ndarray
-    t_peak: float
-    stcs: dict
-    errors: dict[str, float]
-
-
-def localise_demo(
-    piu, montage: str = "biosemi64", snr_db: float = 10.0, lambda2: float = DEFAULT_LAMBDA2
-) -> DemoResult:
-    """Simulate the demo's source and localise it with dSPM, sLORETA, eLORETA and PIUNet.
-
-    Parameters
-    ----------
-    piu : PIUNetInverse
-        The model.
-    montage : str
-        Built-in MNE montage, on the template BEM with the grid as a
-        free-orientation source space.
-    snr_db : float
-        SNR at the peak (dB).
-    lambda2 : float
-        Regularisation of every method.
-
-    Returns
-    -------
-    result : DemoResult
-        The data, estimates and errors.
-    """
-    setup = prepare_setup(HeadSetup(montage), piu.grid)
-    evoked, centre = _simulate_demo_evoked(setup, snr_db)
-    inv = setup.inverse_operator
-    stcs = {m: mne.minimum_norm.apply_inverse(evoked, inv, lambda2, m) for m in DEMO_METHODS[:-1]}
-    stcs["PIUNet"] = piu.apply(evoked, inv, lambda2)
-    t_peak = float(evoked.times[np.argmax(np.sum(evoked.data**2, axis=0))])
-    # the vertices of a grid inverse are the grid's own (template MRI frame)
-    errors = {}
-    for name, stc in stcs.items():
-        values = np.abs(stc.data[:, stc.time_as_index(t_peak)[0]])
-        errors[name] = float(np.linalg.norm(piu.grid.pos[np.argmax(values)] - centre) * 1e3)
-    return DemoResult(montage, snr_db, evoked, centre, t_peak, stcs, errors)

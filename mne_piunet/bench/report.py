@@ -32,7 +32,6 @@ from .evaluation import (
     IN_DISTRIBUTION_SETUP,
     METHODS,
     MXNE_ALPHA,
-    DemoResult,
     evaluate_model_card,
     preset_cells,
     score_methods,
@@ -42,11 +41,9 @@ from .evaluation import (
 __all__ = (
     "benchmark_header",
     "benchmark_summary",
-    "demo_summary",
     "markdown_table",
     "model_card_tables",
     "plot_benchmark",
-    "plot_demo",
     "profile_summary",
     "run_evaluation",
     "speed_summary",
@@ -405,27 +402,6 @@ def validation_table(results: dict[str, dict[int, float]]) -> str:
     return "\n".join(lines)
 
 
-def demo_summary(result: DemoResult) -> str:
-    """The demo's source and each method's localisation error, as text.
-
-    Parameters
-    ----------
-    result : DemoResult
-        The output of :func:`~mne_piunet.bench.evaluation.localise_demo`.
-
-    Returns
-    -------
-    text : str
-        One line on the simulation, one per method.
-    """
-    lines = [
-        f"True source at {np.round(result.centre * 1e3)} mm (MNI), SNR {result.snr_db} dB, {result.montage}; "
-        f"peak time {result.t_peak:.3f} s"
-    ]
-    lines += [f"  {name:8s} localisation error {error:5.1f} mm" for name, error in result.errors.items()]
-    return "\n".join(lines)
-
-
 def speed_summary(res: dict, montage: str, n_epochs: int, raw_minutes: float) -> str:
     """The text of ``mne-piunet bench-speed``.
 
@@ -676,38 +652,6 @@ def plot_benchmark(rows: list[dict], out: str | Path) -> list[Path]:
     for name, fig in figures.items():
         fig.savefig(out / name, dpi=100)
     return [out / name for name in figures]
-
-
-def plot_demo(result: DemoResult, piu) -> Figure:
-    """Glass-brain views of each method's map at the peak time, the true source in cyan.
-
-    Parameters
-    ----------
-    result : DemoResult
-        The output of :func:`~mne_piunet.bench.evaluation.localise_demo`.
-    piu : PIUNetInverse
-        The model whose source space the maps live on.
-
-    Returns
-    -------
-    fig : matplotlib.figure.Figure
-        One row per method.
-    """
-    from nilearn.plotting import plot_glass_brain
-
-    fig = Figure(figsize=(8, 2.6 * len(result.stcs)))
-    axes = fig.subplots(len(result.stcs), 1)
-    for ax, (name, stc) in zip(axes, result.stcs.items()):
-        values = np.abs(stc.data[:, stc.time_as_index(result.t_peak)[0]])
-        img = stc.copy().crop(result.t_peak, result.t_peak).as_volume(piu.src, mri_resolution=False)
-        display = plot_glass_brain(
-            img, axes=ax, display_mode="lyrz", title=f"{name}: {result.errors[name]:.0f} mm", cmap="hot",
-            vmin=0, vmax=values.max(), threshold=0.25 * values.max(), plot_abs=True, symmetric_cbar=False,
-            colorbar=False,
-        )  # fmt: skip
-        display.add_markers([result.centre * 1e3], marker_color="cyan", marker_size=40)
-    fig.suptitle("Simulated source (cyan) and each method's map at the peak time")
-    return fig
 
 
 def frontier_summary(costs: dict[str, dict]) -> str:

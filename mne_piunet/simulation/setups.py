@@ -634,7 +634,6 @@ def _measurement_info(fwd: mne.Forward, inverse_operator) -> tuple[mne.Info, np.
     return raw.info, reference
 
 
-# Over 60 lines only for its numpydoc docstring; the body is 33.
 @verbose
 def prepare_user_setup(
     forward: mne.Forward,

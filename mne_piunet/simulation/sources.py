@@ -91,7 +91,6 @@ def blob_profiles(prepared: PreparedSetup, centres: np.ndarray, sigma: np.ndarra
     return profile / np.linalg.norm(profile, axis=1, keepdims=True)
 
 
-# Over 60 lines only for its numpydoc docstring; the body is 27.
 def simulate_sources(
     prepared: PreparedSetup,
     n: int,

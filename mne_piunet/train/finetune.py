@@ -118,7 +118,6 @@ def _fine_tune_config(
     ))  # fmt: skip
 
 
-# Over 60 lines only for its numpydoc docstring; the body is 21.
 @verbose
 def fine_tune(
     inverse_operator: mne.minimum_norm.InverseOperator | str | Path,
