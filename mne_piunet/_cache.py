@@ -112,6 +112,27 @@ def _hash_params(params: dict[str, Any], libs: dict[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def digest(*parts) -> str:
+    """Hex sha256 of arrays' bytes and strings, in order: the package's one hash of data in memory.
+
+    Parameters
+    ----------
+    *parts : array-like | str
+        Arrays (hashed as their C-contiguous bytes, so their dtype counts) or text.
+
+    Returns
+    -------
+    digest : str
+        64 hex digits.
+    """
+    import numpy as np
+
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else np.ascontiguousarray(part).tobytes())
+    return h.hexdigest()
+
+
 def file_sha256(fname: str | Path) -> str:
     """Hex sha256 of a file's bytes, read in 1 MiB blocks.
 

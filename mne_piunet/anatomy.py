@@ -18,7 +18,6 @@ whose code and data build them.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -27,7 +26,7 @@ import mne
 import numpy as np
 from mne.utils import logger, verbose
 
-from ._cache import CACHE_VERSION, _library_versions, cache_dir, cached
+from ._cache import CACHE_VERSION, _library_versions, cache_dir, cached, digest
 
 TEMPLATE_SUBJECT = "fsaverage"
 #: Brain, skull, scalp conductivities (S/m) of MNE's default 3-layer BEM.
@@ -496,12 +495,8 @@ def src_fingerprint(src: mne.SourceSpaces) -> str:
     fingerprint : str
         16 hex digits of a sha256 over the rounded positions and normals.
     """
-    h = hashlib.sha256()
-    for s in src:
-        h.update(s["type"].encode())
-        h.update(np.ascontiguousarray(np.round(s["rr"][s["vertno"]], 7)).tobytes())
-        h.update(np.ascontiguousarray(np.round(s["nn"][s["vertno"]], 5)).tobytes())
-    return h.hexdigest()[:16]
+    parts = [(s["type"], np.round(s["rr"][s["vertno"]], 7), np.round(s["nn"][s["vertno"]], 5)) for s in src]
+    return digest(*[p for triple in parts for p in triple])[:16]
 
 
 def sensor_info_and_name(montage: str | mne.Info) -> tuple[mne.Info, str]:
@@ -529,12 +524,11 @@ def sensor_info_and_name(montage: str | mne.Info) -> tuple[mne.Info, str]:
     info = mne.pick_info(montage, mne.pick_types(montage, meg=True, eeg=True, ref_meg=True, exclude=()))
     meg = mne.pick_types(info, meg=True, eeg=False, ref_meg=True, exclude=())
     eeg = np.array([ch["loc"][:3] for ch in info["chs"] if ch["kind"] == mne.io.constants.FIFF.FIFFV_EEG_CH])
-    text = np.round(eeg, 6).tobytes() + repr(info["ch_names"]).encode()
+    parts = [np.round(eeg, 6), repr(info["ch_names"])]
     if len(meg):
         coils = np.array([np.r_[info["chs"][k]["coil_type"], info["chs"][k]["loc"][:12]] for k in meg])
-        text += np.round(coils, 7).tobytes() + np.round(info["dev_head_t"]["trans"], 7).tobytes()
-    digest = hashlib.sha256(text).hexdigest()
-    return info, f"info-{digest[:12]}"
+        parts += [np.round(coils, 7), np.round(info["dev_head_t"]["trans"], 7)]
+    return info, f"info-{digest(*parts)[:12]}"
 
 
 def _template_head_model(

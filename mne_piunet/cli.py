@@ -435,7 +435,13 @@ def _bench_speed(args: argparse.Namespace) -> None:
     from .bench.report import profile_summary, speed_summary
     from .bench.speed import bench_speed, profile_forward
 
-    res = bench_speed(args.weights, args.montage, n_epochs=args.epochs, raw_minutes=args.raw_minutes)
+    res = bench_speed(
+        args.weights,
+        args.montage,
+        n_epochs=args.epochs,
+        raw_minutes=args.raw_minutes,
+        first_call=args.first_call,
+    )
     print(speed_summary(res, args.montage, args.epochs, args.raw_minutes))
     if args.frontier:
         from .bench.report import frontier_summary
@@ -457,6 +463,10 @@ def _add_bench_speed(sub) -> None:
         "--raw-minutes", type=float, default=10.0, help="length of the Raw for apply_raw (0: skip)"
     )
     p.add_argument("--epochs", type=int, default=200, help="number of 1-s epochs")
+    p.add_argument(
+        "--first-call", action="store_true",
+        help="also time a fresh model's first and second apply on a loose cortex inverse (eLORETA's fit, cached)",
+    )  # fmt: skip
     p.add_argument("--profile", action="store_true", help="also time the network's forward pass by part")
     p.add_argument(
         "--frontier", action="store_true", help="also time the candidate architectures' forward pass"

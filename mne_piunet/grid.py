@@ -16,7 +16,6 @@ CPU hour, which matters more for the learned prior than the finer spacing.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import mne
@@ -24,7 +23,7 @@ import numpy as np
 from mne.utils import logger
 from scipy import sparse
 
-from ._cache import cached
+from ._cache import cached, digest
 from .anatomy import TEMPLATE_SUBJECT, template_subjects_dir
 from .utils._checks import as_affine
 from .utils._docs import fill_doc
@@ -307,6 +306,22 @@ def get_grid(spacing: float = DEFAULT_SPACING_MM, mindist: float = DEFAULT_MINDI
     return _GRIDS[key]
 
 
+def grid_from_meta(meta: dict) -> SourceGrid:
+    """The template grid a weights file's ``grid`` metadata (:func:`grid_meta`) describes.
+
+    Parameters
+    ----------
+    meta : dict
+        ``spacing_mm`` and, optionally, ``mindist_mm`` (older files: the default).
+
+    Returns
+    -------
+    grid : SourceGrid
+        As :func:`get_grid` builds it.
+    """
+    return get_grid(meta["spacing_mm"], meta.get("mindist_mm", DEFAULT_MINDIST_MM))
+
+
 def grid_meta(grid: SourceGrid) -> dict:
     """What identifies a grid: stored with weights, checked at load.
 
@@ -325,7 +340,7 @@ def grid_meta(grid: SourceGrid) -> dict:
     return dict(
         spacing_mm=round(grid.spacing * 1e3, 6), mindist_mm=grid.mindist, shape=list(grid.shape),
         n_sources=grid.n_sources, origin_m=[round(float(x), 6) for x in grid.origin],
-        vertno_sha256=hashlib.sha256(vertno.tobytes()).hexdigest(),
+        vertno_sha256=digest(vertno),
     )  # fmt: skip
 
 

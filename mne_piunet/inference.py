@@ -46,6 +46,21 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """A torch dtype as :data:`PRECISIONS` name it (``torch.bfloat16`` -> ``"bfloat16"``).
+
+    Parameters
+    ----------
+    dtype : torch.dtype
+        The dtype.
+
+    Returns
+    -------
+    name : str
+    """
+    return str(dtype).removeprefix("torch.")
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     """The autocast dtype for ``precision`` on ``device`` (float32: no autocast).
 

@@ -13,7 +13,6 @@ time points (and across epochs) ->
 from __future__ import annotations
 
 import copy
-import hashlib
 import inspect
 import logging
 import threading
@@ -28,10 +27,17 @@ from mne.minimum_norm import InverseOperator
 from mne.utils import ProgressBar, logger, verbose, warn
 from scipy import sparse
 
-from ._cache import file_sha256
+from ._cache import digest, file_sha256
 from .anatomy import template_subjects_dir
-from .grid import DEFAULT_MINDIST_MM, SourceGrid, get_grid, grid_meta, to_template_space
-from .inference import context_margin, context_windows, predict_maps, prepare_network, resolve_precision
+from .grid import SourceGrid, grid_from_meta, grid_meta, to_template_space
+from .inference import (
+    context_margin,
+    context_windows,
+    dtype_name,
+    predict_maps,
+    prepare_network,
+    resolve_precision,
+)  # fmt: skip
 from .network import bundled_weights_path, load_network, resolve_device
 from .physics import explained_variance, grid_to_source, predict_whitened, source_components, whiten
 from .utils._checks import as_affine, check_inverse_operator, has_free_orientation
@@ -236,7 +242,7 @@ class PIUNetInverse:
         self.bundle = load_network(self.weights_path, self.device)
         self.network = prepare_network(self.bundle.network, self.device)
         gm = self.bundle.grid
-        self.grid: SourceGrid = get_grid(gm["spacing_mm"], gm.get("mindist_mm", DEFAULT_MINDIST_MM))
+        self.grid: SourceGrid = grid_from_meta(gm)
         here = grid_meta(self.grid)
         if here["vertno_sha256"] != gm["vertno_sha256"] or here["shape"] != gm["shape"]:
             raise RuntimeError(
@@ -250,13 +256,13 @@ class PIUNetInverse:
         self._lock = threading.Lock()
         logger.info(
             f"PIUNet: {sum(p.numel() for p in self.network.parameters()):,} parameters on "
-            f"{self.device}, {str(self.dtype).removeprefix('torch.')}"
+            f"{self.device}, {dtype_name(self.dtype)}"
         )
 
     def __repr__(self) -> str:
         return (
             f"<PIUNetInverse | grid {self.grid.shape} ({self.grid.n_sources} sources), {self.device}, "
-            f"{str(self.dtype).removeprefix('torch.')}>"
+            f"{dtype_name(self.dtype)}>"
         )
 
     @property
@@ -595,7 +601,7 @@ class PIUNetInverse:
             written,
             device=str(self.device),
             batch_size=self.batch_size,
-            precision=str(self.dtype).removeprefix("torch."),
+            precision=dtype_name(self.dtype),
         )
 
     # --------------------------------------------------------- for developers and the evaluation
@@ -647,11 +653,8 @@ class PIUNetInverse:
         subject = src[0].get("subject_his_id")
         # the talairach transform read from subjects_dir is part of the mapping too
         ident = repr((src[0]["coord_frame"], subject, None if subjects_dir is None else str(subjects_dir)))
-        key = hashlib.sha256(np.round(rr, 6).tobytes() + ident.encode())
-        for trans in (mri_head_t, mni_transform):
-            if trans is not None:
-                key.update(np.round(as_affine(trans), 6).tobytes())
-        key = key.hexdigest()
+        transforms = [np.round(as_affine(t), 6) for t in (mri_head_t, mni_transform) if t is not None]
+        key = digest(np.round(rr, 6), ident, *transforms)
         if key not in self._operators:
             affine, rot = to_template_space(
                 src, mri_head_t=mri_head_t, mni_transform=mni_transform, subjects_dir=subjects_dir
@@ -908,12 +911,11 @@ def _operator_digest(inverse_operator) -> str:
     inv = inverse_operator
     leads = np.asarray(inv["eigen_leads"]["data"])
     step = max(1, len(leads) // 1024)
-    h = hashlib.sha256()
-    for a in (inv["sing"], inv["eigen_fields"]["data"], inv["source_cov"]["data"], inv["noise_cov"]["data"],
-              leads[::step], *[p["data"]["data"] for p in inv["projs"]]):  # fmt: skip
-        h.update(np.ascontiguousarray(a).tobytes())
-    h.update(repr((inv["nave"], inv["eigen_leads_weighted"], list(inv["noise_cov"]["names"]))).encode())
-    return h.hexdigest()
+    return digest(
+        inv["sing"], inv["eigen_fields"]["data"], inv["source_cov"]["data"], inv["noise_cov"]["data"],
+        leads[::step], *[p["data"]["data"] for p in inv["projs"]],
+        repr((inv["nave"], inv["eigen_leads_weighted"], list(inv["noise_cov"]["names"]))),
+    )  # fmt: skip
 
 
 def _eloreta_ori(inverse_operator) -> str | None:

@@ -436,6 +436,12 @@ def speed_summary(res: dict, montage: str, n_epochs: int, raw_minutes: float) ->
         f"  {n_epochs} epochs of 1 s: apply_inverse_epochs eLORETA {res['epochs_eloreta_s']:.1f} s | "
         f"PIUNet apply_epochs {res['epochs_piunet_s']:.1f} s | ratio {res['epochs_ratio']:.2f}",
     ]
+    if "first_call_s" in res:
+        lines.append(
+            f"  loose (0.2) cortex inverse, 1-s evoked: PIUNet's first apply {res['first_call_s']:.1f} s (MNE's "
+            f"eLORETA weight fit), second {res['second_call_s']:.1f} s (prepared operator cached) | "
+            f"apply_inverse eLORETA {res['loose_eloreta_s']:.1f} s"
+        )
     if "raw_s" in res:
         lines.append(
             f"  apply_raw on {raw_minutes:g} min: {res['raw_s']:.0f} s, peak memory beyond the output "

@@ -25,7 +25,7 @@ import torch
 
 from ..anatomy import montage_info
 from ..grid import SourceGrid, get_grid
-from ..inference import network_inputs, uses_channels_last
+from ..inference import dtype_name, network_inputs, uses_channels_last
 from ..network import UNet3d
 from ..simulation import HeadSetup, prepare_setup, simulate
 from ..utils._defaults import DEFAULT_LAMBDA2
@@ -264,7 +264,7 @@ def frontier_costs(grid: SourceGrid, dtypes: tuple = (torch.float32, torch.bfloa
         net = prepare_network(UNet3d(UNetConfig(**kwargs), torch.from_numpy(grid.mask)), torch.device("cpu"))
         out[name] = dict(parameters=sum(p.numel() for p in net.parameters()))
         for dtype in dtypes:
-            out[name][str(dtype).removeprefix("torch.")] = forward_ms_per_map(net, grid, dtype)
+            out[name][dtype_name(dtype)] = forward_ms_per_map(net, grid, dtype)
     return out
 
 
@@ -275,6 +275,7 @@ def bench_speed(
     n_epochs: int = 200,
     raw_minutes: float = 10.0,
     seed: int = 0,
+    first_call: bool = False,
 ) -> dict[str, float]:
     """Wall times of eLORETA and PIUNet on the fsaverage5 cortex inverse (fixed orientation).
 
@@ -292,6 +293,10 @@ def bench_speed(
         Length of the Raw for ``apply_raw`` (0 to skip).
     seed : int
         Seed of the simulated data.
+    first_call : bool
+        Also time a first and a second ``apply`` of a fresh model on a loose
+        (0.2) fsaverage5 inverse, MNE's default: the first fits eLORETA's
+        weights, the second takes the prepared operator from the cache.
 
     Returns
     -------
@@ -310,9 +315,7 @@ def bench_speed(
     evoked = mne.EvokedArray(simulate(prepared, n, rng).sensor.T, info, nave=1, verbose=False)
     for p in (piu, piu32):
         p.apply(evoked, inv, DEFAULT_LAMBDA2)  # warm-up: operator cache, torch kernels
-    out: dict[str, float] = dict(
-        precision=str(piu.dtype).removeprefix("torch."), threads=torch.get_num_threads()
-    )
+    out: dict[str, float] = dict(precision=dtype_name(piu.dtype), threads=torch.get_num_threads())
     if raw_minutes:
         out.update(_bench_raw(piu, inv, info, raw_minutes, rng))
     out.update(_bench_evoked(piu, evoked, inv))
@@ -320,6 +323,9 @@ def bench_speed(
     out.update(_bench_epochs(piu, piu32, mne.EpochsArray(data, info, verbose=False), inv))
     out["forward_ms_per_map"] = forward_ms_per_map(piu.network, piu.grid, piu.dtype)
     out["forward_ms_per_map_fp32"] = forward_ms_per_map(piu.network, piu.grid)
+    if first_call:
+        loose = prepare_setup(HeadSetup(montage, source_space="surface", loose=0.2), piu.grid)
+        out.update(_bench_first_call(weights, evoked, loose.inverse_operator))
     return out
 
 
@@ -345,6 +351,20 @@ def _bench_evoked(piu, evoked: mne.Evoked, inv) -> dict[str, float]:
     )
     out["evoked_ratio"] = out["evoked_piunet_s"] / out["evoked_eloreta_s"]
     return out
+
+
+def _bench_first_call(weights, evoked: mne.Evoked, inv) -> dict[str, float]:
+    """Seconds of a fresh model's first and second ``apply`` on ``inv``, and of MNE's eLORETA on it."""
+    from ..inverse import PIUNetInverse
+
+    piu = PIUNetInverse(weights)
+    return dict(
+        first_call_s=_seconds(lambda: piu.apply(evoked, inv, DEFAULT_LAMBDA2, verbose=False)),
+        second_call_s=_seconds(lambda: piu.apply(evoked, inv, DEFAULT_LAMBDA2, verbose=False)),
+        loose_eloreta_s=_seconds(
+            lambda: mne.minimum_norm.apply_inverse(evoked, inv, DEFAULT_LAMBDA2, "eLORETA", verbose=False)
+        ),
+    )
 
 
 def _bench_epochs(piu, piu32, epochs: mne.BaseEpochs, inv) -> dict[str, float]:

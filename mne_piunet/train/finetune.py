@@ -24,7 +24,7 @@ import torch
 from mne.utils import logger, verbose, warn
 
 from .._cache import file_sha256
-from ..grid import DEFAULT_MINDIST_MM, get_grid
+from ..grid import DEFAULT_MINDIST_MM, grid_from_meta
 from ..inference import predict_maps, prepare_network
 from ..metrics import coarse_nemd
 from ..network import ModelBundle, bundled_weights_path, load_network, save_network
@@ -184,7 +184,7 @@ def fine_tune(
     inverse_operator, forward, files = _read_inputs(inverse_operator, forward)
     weights = bundled_weights_path() if weights is None else Path(weights)
     start = load_network(weights)
-    grid = get_grid(start.grid["spacing_mm"], start.grid.get("mindist_mm", DEFAULT_MINDIST_MM))
+    grid = grid_from_meta(start.grid)
     logger.info("Preparing simulations from your forward and inverse")
     prepared = prepare_user_setup(
         forward, inverse_operator, grid, lambda2, mni_transform=mni_transform, subjects_dir=subjects_dir,

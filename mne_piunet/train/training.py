@@ -29,7 +29,7 @@ import torch
 from mne.utils import logger
 
 from .._cache import file_sha256
-from ..grid import DEFAULT_MINDIST_MM, DEFAULT_SPACING_MM, SourceGrid, get_grid, grid_meta
+from ..grid import DEFAULT_MINDIST_MM, DEFAULT_SPACING_MM, SourceGrid, get_grid, grid_from_meta, grid_meta
 from ..inference import cpu_has_native_bf16, predict_maps, prepare_network
 from ..metrics import coarse_nemd
 from ..network import (
@@ -993,7 +993,7 @@ def export_checkpoint(run: str | Path, fname: str | Path | None = None) -> Path:
     meta = json.loads((run / "best.json").read_text())
     saved = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
     state = saved["state"]
-    grid = get_grid(meta["grid"]["spacing_mm"], meta["grid"].get("mindist_mm", DEFAULT_MINDIST_MM))
+    grid = grid_from_meta(meta["grid"])
     network = UNet3d(UNetConfig(**meta["config"]), torch.from_numpy(grid.mask))
     network.load_state_dict(saved["network"])
     batch = meta["train_config"]["batch_size"]

@@ -7,10 +7,10 @@ is given, so both import them from here rather than one from the other.
 
 from __future__ import annotations
 
-import hashlib
-
 import mne
 import numpy as np
+
+from .._cache import digest
 
 __all__ = ["forward_fingerprint", "inverse_fingerprint"]
 
@@ -18,11 +18,7 @@ __all__ = ["forward_fingerprint", "inverse_fingerprint"]
 def _digest(arrays: list[np.ndarray], names: list[str]) -> str:
     # float32: FIF files store these in single precision, so an object and its
     # written-and-read copy get one digest
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a, np.float32).tobytes())
-    h.update(repr(list(names)).encode())
-    return h.hexdigest()
+    return digest(*[np.asarray(a, np.float32) for a in arrays], repr(list(names)))
 
 
 def forward_fingerprint(forward: mne.Forward) -> str:
