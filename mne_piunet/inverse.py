@@ -1011,6 +1011,7 @@ def _check_estimate(stc, src, normals) -> np.ndarray | None:
 _DEFAULT: OrderedDict[tuple, PIUNetInverse] = OrderedDict()
 #: How many it keeps: a few weight files and settings, not one per call.
 _DEFAULT_SIZE = 4
+_DEFAULT_LOCK = threading.Lock()
 
 
 def _default_inverse(weights, device, batch_size, precision) -> PIUNetInverse:
@@ -1023,13 +1024,14 @@ def _default_inverse(weights, device, batch_size, precision) -> PIUNetInverse:
     if not path.is_file():
         raise FileNotFoundError(f"No weights file at {path}: pass weights=None for the bundled model.")
     key = (file_sha256(path), str(device), batch_size, precision)
-    if key in _DEFAULT:
-        _DEFAULT.move_to_end(key)
-    else:
-        _DEFAULT[key] = PIUNetInverse(path, device=device, batch_size=batch_size, precision=precision)
-        while len(_DEFAULT) > _DEFAULT_SIZE:
-            _DEFAULT.popitem(last=False)
-    return _DEFAULT[key]
+    with _DEFAULT_LOCK:  # threads share the cache: a lookup never meets another's eviction
+        if key in _DEFAULT:
+            _DEFAULT.move_to_end(key)
+        else:
+            _DEFAULT[key] = PIUNetInverse(path, device=device, batch_size=batch_size, precision=precision)
+            while len(_DEFAULT) > _DEFAULT_SIZE:
+                _DEFAULT.popitem(last=False)
+        return _DEFAULT[key]
 
 
 #: The network settings each functional mirror takes besides its method's parameters.
