@@ -20,7 +20,7 @@ DESCRIPTION = "PIUNet, a learned EEG/MEG inverse for MNE-Python (3D-PIUNet)."
 #: The commands' groups, as the top-level help lists them.
 USER_COMMANDS = ("demo", "apply", "fine-tune", "cache")
 DEVELOPER_COMMANDS = (
-    "train", "validate", "blend", "evaluate", "benchmark", "bench-data", "bench-train", "bench-speed",
+    "train", "validate", "blend", "evaluate", "benchmark", "bench-data", "bench-train", "bench-speed", "peak-floor",
 )  # fmt: skip
 EPILOG = (
     f"Commands for users: {', '.join(USER_COMMANDS)}.\n"
@@ -456,6 +456,25 @@ def _bench_speed(args: argparse.Namespace) -> None:
         print(profile_summary(profile_forward(piu.network, piu.grid, piu.dtype), res["precision"]))
 
 
+def _peak_floor(args: argparse.Namespace) -> None:
+    from .bench.evaluation import PEAK_FLOOR_MAPS, peak_floor
+    from .bench.report import peak_floor_table
+    from .inverse import PIUNetInverse
+
+    rows = peak_floor(PIUNetInverse(args.weights), snrs=tuple(args.snrs), n_per_cell=args.n)
+    print(peak_floor_table(rows, PEAK_FLOOR_MAPS))
+
+
+def _add_peak_floor(sub) -> None:
+    p = sub.add_parser(
+        "peak-floor", help="peak error against the true source: the 8 mm grid's floor, eLORETA and PIUNet"
+    )
+    p.add_argument("--weights", default=None, help="weights file (default: the bundled model)")
+    p.add_argument("--snrs", type=float, nargs="+", default=[5.0, 20.0], help="SNRs (dB)")
+    p.add_argument("--n", type=int, default=20, help="single-source time courses per setup and SNR")
+    p.set_defaults(func=_peak_floor)
+
+
 def _add_bench_speed(sub) -> None:
     p = sub.add_parser("bench-speed", help="eLORETA vs PIUNet run time; apply_raw memory")
     p.add_argument("--montage", default="biosemi64", help="an MNE built-in EEG montage")
@@ -478,7 +497,7 @@ def _add_bench_speed(sub) -> None:
 _SUBCOMMANDS = (
     _add_demo, _add_apply, _add_fine_tune, _add_cache,  # users'
     _add_train, _add_validate, _add_blend, _add_evaluate, _add_benchmark, _add_bench_data, _add_bench_train,
-    _add_bench_speed,  # developers'
+    _add_bench_speed, _add_peak_floor,  # developers'
 )  # fmt: skip
 
 

@@ -169,3 +169,26 @@ def test_preset_cells_cover_loose_and_sparse_montages(grid):
     assert loose and all(c.setup.source_space == "surface" and c.snr_db == 10.0 for c in loose)
     sparse = [c for c in cells if "32 channels" in c.value]
     assert len(mne.channels.make_standard_montage(sparse[0].setup.montage).ch_names) <= 33
+
+
+def test_peak_floor_is_zero_where_the_sources_are_the_grid(piu, capsys, monkeypatch):
+    """On the grid as source space the move onto the grid costs nothing, and eLORETA's peaks agree."""
+    from mne_piunet.bench import evaluation
+    from mne_piunet.bench.evaluation import PEAK_FLOOR_MAPS, peak_floor
+    from mne_piunet.bench.report import peak_floor_table
+    from mne_piunet.simulation import HeadSetup
+
+    rows = peak_floor(piu, setups=(HeadSetup("easycap-M10"),), snrs=(20.0,), n_per_cell=3)
+    assert len(rows) == 3 * len(PEAK_FLOOR_MAPS)
+    by_map = {m: [r["error_mm"] for r in rows if r["map"] == m] for m in PEAK_FLOOR_MAPS}
+    assert max(by_map["truth on the grid"]) < 1e-6  # round-off of the frames alone
+    np.testing.assert_allclose(by_map["eLORETA on its sources"], by_map["eLORETA on the grid"], atol=1e-6)
+    assert all(e >= 0 for errors in by_map.values() for e in errors)
+    table = peak_floor_table(rows, PEAK_FLOOR_MAPS)
+    assert table.count("\n") == 2 and "| 0.0 [0.0, 0.0] |" in table
+    # the command prints the same table
+    from mne_piunet.cli import main
+
+    monkeypatch.setattr(evaluation, "HELD_OUT_SETUPS", (HeadSetup("easycap-M10"),))
+    assert main(["peak-floor", "--weights", str(piu.weights_path), "--n", "2", "--snrs", "20"]) == 0
+    assert "| easycap-M10" in capsys.readouterr().out

@@ -51,6 +51,7 @@ __all__ = (
     "validation_table",
     "write_benchmark",
     "write_csv",
+    "peak_floor_table",
 )
 
 SWEEP_LABELS = dict(
@@ -683,5 +684,32 @@ def frontier_summary(costs: dict[str, dict]) -> str:
     for name, row in costs.items():
         lines.append(
             f"| {name} | {row['parameters']:,} | " + " | ".join(f"{row[p]:.2f}" for p in precisions) + " |"
+        )
+    return "\n".join(lines)
+
+
+def peak_floor_table(rows: list[dict], maps: Sequence[str]) -> str:
+    """Markdown table of :func:`mne_piunet.bench.evaluation.peak_floor`: median [IQR] peak error per cell.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Its rows.
+    maps : sequence of str
+        The maps, in column order.
+
+    Returns
+    -------
+    table : str
+        One row per setup and SNR, one column per map (mm).
+    """
+    cells = defaultdict(list)
+    for r in rows:
+        cells[(r["setup"], r["snr_db"], r["map"])].append(r["error_mm"])
+    lines = ["| setup | SNR dB | " + " | ".join(maps) + " |", "|---|---|" + "---|" * len(maps)]
+    for setup, snr in dict.fromkeys((r["setup"], r["snr_db"]) for r in rows):
+        stats = [np.percentile(cells[(setup, snr, m)], [50, 25, 75]) for m in maps]
+        lines.append(
+            f"| {setup} | {snr:g} | " + " | ".join(f"{a:.1f} [{b:.1f}, {c:.1f}]" for a, b, c in stats) + " |"
         )
     return "\n".join(lines)
