@@ -24,7 +24,7 @@ from pathlib import Path
 import mne
 import numpy as np
 from mne.minimum_norm import InverseOperator
-from mne.utils import ProgressBar, logger, verbose, warn
+from mne.utils import ProgressBar, _ensure_int, _validate_type, logger, verbose, warn
 from scipy import sparse
 
 from ._cache import digest, file_sha256
@@ -235,8 +235,10 @@ class PIUNetInverse:
     ):
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
-        if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+        if batch_size is not None:
+            batch_size = _ensure_int(batch_size, "batch_size", "a positive integer or None")
+            if batch_size < 1:
+                raise ValueError(f"batch_size must be a positive integer or None, got {batch_size}")
         self.batch_size = batch_size
         self.weights_path = bundled_weights_path() if weights is None else Path(weights)
         self.bundle = load_network(self.weights_path, self.device)
@@ -924,8 +926,7 @@ def _eloreta_ori(inverse_operator) -> str | None:
 
 
 def _validate_inst(inst, kind, name):
-    if not isinstance(inst, kind):
-        raise TypeError(f"{name} must be an instance of {kind.__name__}, got {type(inst).__name__}")
+    _validate_type(inst, kind, name, kind.__name__)
 
 
 def _validate_src(src) -> None:
@@ -1060,9 +1061,15 @@ def _functional_mirror(method_name: str, name: str, mne_name: str) -> Callable:
     mirror.__module__ = __name__
     # the method's filled docstring, with the network settings before verbose
     doc = inspect.cleandoc(method.__doc__)
-    sections = doc.split("\nverbose :", 1)
+    # the network settings go before verbose, the last parameter of every MNE-style method;
+    # a docstring without exactly one such entry fails here, at import, not silently
+    if doc.count("\nverbose :") != 1 or "\n\n" not in doc:
+        raise RuntimeError(
+            f"PIUNetInverse.{method_name}'s docstring needs one summary line and one 'verbose :' entry"
+        )
+    before, after = doc.split("\nverbose :")
     network = docdict["network_params"].strip("\n")
-    body = f"{sections[0].rstrip()}\n{network}\nverbose :{sections[1]}"
+    body = f"{before.rstrip()}\n{network}\nverbose :{after}"
     body = body.split("\n\n", 1)[1]  # the method's summary line gives way to the mirror's
     mirror.__doc__ = (
         f"Functional mirror of :func:`mne.minimum_norm.{mne_name}` for PIUNet.\n\n"

@@ -314,6 +314,15 @@ def test_bad_inputs(piu, volume_case, volume_setup):
         piu.apply(evoked.data, inv, 1 / 9)
 
 
+def test_batch_size_is_a_positive_integer(tiny_weights):
+    from mne_piunet import PIUNetInverse
+
+    for bad, error in ((True, TypeError), (2.5, TypeError), ("4", TypeError), (0, ValueError)):
+        with pytest.raises(error, match="batch_size must be a positive integer or None"):
+            PIUNetInverse(tiny_weights, device="cpu", batch_size=bad)
+    assert PIUNetInverse(tiny_weights, device="cpu", batch_size=np.int64(3)).batch_size == 3
+
+
 def test_sources_in_millimetres_are_refused(piu, volume_case):
     evoked, inv, _ = volume_case
     stc_e = mne.minimum_norm.apply_inverse(evoked, inv, 1 / 9, "eLORETA", pick_ori="vector", verbose=False)
