@@ -21,6 +21,7 @@ DESCRIPTION = "PIUNet, a learned EEG/MEG inverse for MNE-Python (3D-PIUNet)."
 USER_COMMANDS = ("demo", "apply", "fine-tune", "cache")
 DEVELOPER_COMMANDS = (
     "train", "validate", "blend", "evaluate", "benchmark", "bench-data", "bench-train", "bench-speed", "peak-floor",
+    "data-fit-ab",
 )  # fmt: skip
 EPILOG = (
     f"Commands for users: {', '.join(USER_COMMANDS)}.\n"
@@ -475,6 +476,33 @@ def _add_peak_floor(sub) -> None:
     p.set_defaults(func=_peak_floor)
 
 
+def _data_fit_ab(args: argparse.Namespace) -> None:
+    from .bench.evaluation import DATA_FIT_VALIDATION_SETUPS, DATA_FIT_VARIANTS, data_fit_ab
+    from .bench.report import variant_table
+
+    setups = DATA_FIT_VALIDATION_SETUPS if args.validation else None
+    rows = data_fit_ab(
+        args.weights, setups, n_per_cell=args.n, snrs=tuple(args.snrs), n_sources=tuple(args.sources)
+    )
+    print(variant_table(rows, [v[0] for v in DATA_FIT_VARIANTS]))
+
+
+def _add_data_fit_ab(sub) -> None:
+    p = sub.add_parser(
+        "data-fit-ab", help="the network alone against the data-fit step on held-out time courses"
+    )
+    p.add_argument("--weights", default=None, help="weights file (default: the bundled model)")
+    p.add_argument("--snrs", type=float, nargs="+", default=[0.0, 5.0, 10.0, 20.0, 30.0], help="SNRs (dB)")
+    p.add_argument("--sources", type=int, nargs="+", default=[1, 3, 10], help="numbers of sources")
+    p.add_argument("--n", type=int, default=6, help="time courses per setup, SNR and number of sources")
+    p.add_argument(
+        "--validation",
+        action="store_true",
+        help="on the validation setups the step was tuned on (not held out)",
+    )
+    p.set_defaults(func=_data_fit_ab)
+
+
 def _add_bench_speed(sub) -> None:
     p = sub.add_parser("bench-speed", help="eLORETA vs PIUNet run time; apply_raw memory")
     p.add_argument("--montage", default="biosemi64", help="an MNE built-in EEG montage")
@@ -497,7 +525,7 @@ def _add_bench_speed(sub) -> None:
 _SUBCOMMANDS = (
     _add_demo, _add_apply, _add_fine_tune, _add_cache,  # users'
     _add_train, _add_validate, _add_blend, _add_evaluate, _add_benchmark, _add_bench_data, _add_bench_train,
-    _add_bench_speed, _add_peak_floor,  # developers'
+    _add_bench_speed, _add_peak_floor, _add_data_fit_ab,  # developers'
 )  # fmt: skip
 
 

@@ -39,7 +39,15 @@ from .inference import (
     resolve_precision,
 )  # fmt: skip
 from .network import bundled_weights_path, load_network, resolve_device
-from .physics import explained_variance, grid_to_source, predict_whitened, source_components, whiten
+from .physics import (
+    explained_variance,
+    grid_dipole_bases,
+    grid_to_source,
+    predict_whitened,
+    source_components,
+    whiten,
+    window_fit_weights,
+)  # fmt: skip
 from .utils._checks import as_affine, check_inverse_operator, has_free_orientation
 from .utils._defaults import DEFAULT_LAMBDA2
 from .utils._docs import docdict, fill_doc
@@ -208,6 +216,11 @@ class PIUNetInverse:
     precision : "auto" | "float32" | "bfloat16" | "float16"
         Arithmetic of the network. ``"auto"``: bf16 on a CPU that computes it
         natively (AVX512-BF16 or AMX), fp32 on other CPUs, bf16 or fp16 on CUDA.
+    data_fit : bool
+        Weight each map towards the grid dipoles that best explain its data
+        (the signal subspace of its window, through the inverse operator's
+        own gain; :func:`mne_piunet.physics.window_fit_weights`). False: the
+        network's map alone, as ``refine`` of an estimate without its inverse.
     verbose : bool | str | int | None
         Logging level, as for any MNE function (:func:`mne.verbose`).
 
@@ -231,8 +244,11 @@ class PIUNetInverse:
         device: str = "auto",
         batch_size: int | None = None,
         precision: str = "auto",
+        data_fit: bool = True,
         verbose=None,
     ):
+        _validate_type(data_fit, bool, "data_fit")
+        self.data_fit = data_fit
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         if batch_size is not None:
@@ -255,6 +271,7 @@ class PIUNetInverse:
         self._operators: dict[str, tuple] = {}
         # prepared eLORETA operators, most recently used last (see _prepared_eloreta)
         self._prepared: OrderedDict[tuple, tuple] = OrderedDict()
+        self._fit_bases: OrderedDict[tuple, tuple] = OrderedDict()  # see _data_fit
         self._lock = threading.Lock()
         logger.info(
             f"PIUNet: {sum(p.numel() for p in self.network.parameters()):,} parameters on "
@@ -336,9 +353,9 @@ class PIUNetInverse:
             evoked, inv, lambda2, "eLORETA", pick_ori=_eloreta_ori(inv), prepared=True,
             method_params=method_params, use_cps=use_cps, verbose=False,
         )  # fmt: skip
-        op, rot, normals = self._inverse_geometry(inverse_operator, mni_transform, subjects_dir)
+        op, rot, normals, fit = self._inverse_geometry(inverse_operator, mni_transform, subjects_dir)
         windows = self.windows(len(evoked.times), evoked.info["sfreq"])
-        refined = _refine_array(self, stc.data, op, rot, normals, windows)
+        refined = _refine_array(self, stc.data, op, rot, normals, fit, windows)
         out = _make_stc(self, refined, stc.tmin, stc.tstep, pick_ori)
         if return_residual:
             return out, _residual(evoked, inverse_operator, inv, refined, op, rot)
@@ -400,9 +417,9 @@ class PIUNetInverse:
         self._warn_short(len(epochs.times), epochs.info["sfreq"], "epochs")
         if epochs.preload:
             _check_real(epochs.get_data(copy=False), "Epochs data")
-        inverse_operator = self._eloreta_inverse(inverse_operator, prepared, nave, lambda2, method_params)
+        inv = self._eloreta_inverse(inverse_operator, prepared, nave, lambda2, method_params)
         eloreta = mne.minimum_norm.apply_inverse_epochs(
-            epochs, inverse_operator, lambda2, "eLORETA", nave=nave, pick_ori=_eloreta_ori(inverse_operator),
+            epochs, inv, lambda2, "eLORETA", nave=nave, pick_ori=_eloreta_ori(inv),
             return_generator=True, prepared=True, method_params=method_params, use_cps=use_cps,
         )  # fmt: skip
         geometry = self._inverse_geometry(inverse_operator, mni_transform, subjects_dir)
@@ -481,9 +498,9 @@ class PIUNetInverse:
         lambda2 = self._setup_call(raw, inverse_operator, lambda2, method, pick_ori, label, None)
         span = _raw_span(raw, start, stop, buffer_size)
         self._warn_short(span[1] - span[0], raw.info["sfreq"], "Raw span")
-        inverse_operator = self._eloreta_inverse(inverse_operator, prepared, nave, lambda2, method_params)
+        inv = self._eloreta_inverse(inverse_operator, prepared, nave, lambda2, method_params)
         chunks = _raw_chunks(
-            self, raw, inverse_operator, lambda2, span, nave, method_params, use_cps,
+            self, raw, inv, lambda2, span, nave, method_params, use_cps,
             self._inverse_geometry(inverse_operator, mni_transform, subjects_dir),
         )  # fmt: skip
         if return_generator:
@@ -541,17 +558,19 @@ class PIUNetInverse:
         if not isinstance(stc, _STC_TYPES):
             raise TypeError(f"stc must be a source estimate, got {type(stc).__name__}")
         _check_real(stc.data, "estimate's data")
-        if isinstance(src, InverseOperator):
-            self._check_tuned_on(src)
-            src, mri_head_t, normals = _unpack_inverse(src, stc, mri_head_t, normals)
+        inv = src if isinstance(src, InverseOperator) else None
+        if inv is not None:
+            self._check_tuned_on(inv)
+            src, mri_head_t, normals = _unpack_inverse(inv, stc, mri_head_t, normals)
         _validate_src(src)
         normals = _check_estimate(stc, src, normals)
         op, rot = self._operator(src, mri_head_t, mni_transform, subjects_dir)
         sfreq = 1.0 / stc.tstep if stc.tstep > 0 else 0.0
         self._warn_short(stc.shape[-1], sfreq, "estimate")
         windows = self.windows(stc.shape[-1], sfreq)
+        fit = None if inv is None else self._data_fit(inv, op, rot)
         return _make_stc(
-            self, _refine_array(self, stc.data, op, rot, normals, windows), stc.tmin, stc.tstep, pick_ori
+            self, _refine_array(self, stc.data, op, rot, normals, fit, windows), stc.tmin, stc.tstep, pick_ori
         )
 
     @verbose
@@ -714,10 +733,37 @@ class PIUNetInverse:
         )
 
     def _inverse_geometry(self, inv, mni_transform, subjects_dir) -> tuple:
-        """(operator, rotation, normals or None) of an inverse operator's source space."""
+        """(operator, rotation, normals or None, data fit or None) of an inverse operator's source space."""
         normals = None if has_free_orientation(inv) else inv["source_nn"]
         op, rot = self._operator(inv["src"], inv["mri_head_t"], mni_transform, subjects_dir)
-        return op, rot, normals
+        return op, rot, normals, self._data_fit(inv, op, rot)
+
+    def _data_fit(self, inv, op, rot) -> tuple | None:
+        """(inverse, grid dipole bases) for the data-fit step, cached per operator and source space; or None.
+
+        None when the step is off or the operator's gain cannot be rebuilt
+        (prepared for eLORETA: a note is logged).
+        """
+        if not self.data_fit:
+            return None
+        if inv["eigen_leads_weighted"]:
+            warn(
+                "The inverse operator is prepared for eLORETA, so its gain cannot be rebuilt and the data-fit "
+                "step is skipped: the map is the network's alone. Pass the operator as made or read "
+                "(prepared=False); PIUNet caches the prepared one itself."
+            )
+            return None
+        key = (id(inv), _operator_digest(inv), id(op))
+        with self._lock:
+            entry = self._fit_bases.get(key)
+            if entry is None or entry[0]() is not inv:
+                bases = grid_dipole_bases(inv, grid_to_source(op), rot.astype(np.float64))
+                entry = (weakref.ref(inv), bases)
+                self._fit_bases[key] = entry
+                while len(self._fit_bases) > _PREPARED_SIZE:
+                    self._fit_bases.popitem(last=False)
+            self._fit_bases.move_to_end(key)
+        return inv, entry[1]
 
     def _check_tuned_on(self, inv) -> None:
         """Warn when weights fine-tuned on one inverse are applied with another."""
@@ -743,14 +789,16 @@ class PIUNetInverse:
 
 
 # ------------------------------------------------------------------ the work
-def _refine_array(piu: PIUNetInverse, data, op, rot, normals, windows: np.ndarray) -> np.ndarray:
+def _refine_array(piu: PIUNetInverse, data, op, rot, normals, fit, windows: np.ndarray) -> np.ndarray:
     """(n_src, 3, n_times) vectors or (n_src, n_times) + normals -> (n_grid, 3, n_out).
 
     ``windows`` (n_out, window_points) are the time points of ``data`` each
     output refines (its centre column) and takes its context from. Rotation
     and resampling are sparse products per grid component, so no
     (n_src, 3, n_times) temporary is made; the network runs on all time
-    points in batches.
+    points in batches. With ``fit`` (:meth:`PIUNetInverse._data_fit`), each
+    map is then weighted towards the grid dipoles that best explain its
+    window's data (:func:`_fit_weights`).
     """
     data = data.astype(np.float32, copy=False)  # op and rot are float32 too
     if data.ndim == 2:
@@ -762,7 +810,32 @@ def _refine_array(piu: PIUNetInverse, data, op, rot, normals, windows: np.ndarra
         moved = [op @ data[:, j, :] for j in range(3)]
         grid = np.stack([sum(rot[k, j] * moved[j] for j in range(3)) for k in range(3)], axis=-1)
     # (n_grid, n_times, 3) -> (n_times, n_grid, 3), the maps predict_maps takes
-    return np.moveaxis(piu.predict_grid(np.moveaxis(grid, 1, 0), windows), 0, 2)
+    refined = piu.predict_grid(np.moveaxis(grid, 1, 0), windows)
+    if fit is not None:
+        refined *= _fit_weights(fit, data, windows, piu.grid)[..., None].astype(refined.dtype)
+    return np.moveaxis(refined, 0, 2)
+
+
+def _fit_weights(fit: tuple, data: np.ndarray, windows: np.ndarray, grid) -> np.ndarray:
+    """The data-fit weights (n_out, n_grid) of each output map, from what the eLORETA estimate predicts.
+
+    The eLORETA estimate goes through the operator's own gain back to
+    whitened data (:func:`mne_piunet.physics.predict_whitened`): that is all
+    the data the network's input holds, so ``refine`` of an estimate and
+    ``apply`` of its data weigh alike. Each map's weights come from the
+    signal subspace of its window (:func:`mne_piunet.physics.window_fit_weights`).
+    """
+    inv, bases = fit
+    nn = np.asarray(inv["source_nn"], float)
+    if data.ndim == 2:  # amplitudes along fixed orientations: the components themselves
+        components = data.astype(np.float64)
+    else:  # vectors in the source frame, onto each source's orientations
+        per_source = len(nn) // data.shape[0]
+        components = np.einsum(
+            "ipj,ijt->ipt", nn.reshape(data.shape[0], per_source, 3), data.astype(np.float64)
+        )
+        components = components.reshape(len(nn), -1)
+    return window_fit_weights(bases, predict_whitened(inv, components), windows, grid)
 
 
 def _residual(evoked, inverse_operator, prepared, refined, op, rot) -> mne.Evoked:

@@ -71,6 +71,14 @@ def tiny_weights(grid, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def piu_network_only(tiny_weights):
+    """The same model without the data-fit step: what ``refine`` of an estimate without its inverse gives."""
+    from mne_piunet import PIUNetInverse
+
+    return PIUNetInverse(tiny_weights, device="cpu", precision="float32", data_fit=False)
+
+
+@pytest.fixture(scope="session")
 def piu(tiny_weights):
     from mne_piunet import PIUNetInverse
 

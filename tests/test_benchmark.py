@@ -192,3 +192,24 @@ def test_peak_floor_is_zero_where_the_sources_are_the_grid(piu, capsys, monkeypa
     monkeypatch.setattr(evaluation, "HELD_OUT_SETUPS", (HeadSetup("easycap-M10"),))
     assert main(["peak-floor", "--weights", str(piu.weights_path), "--n", "2", "--snrs", "20"]) == 0
     assert "| easycap-M10" in capsys.readouterr().out
+
+
+def test_data_fit_ab_scores_each_variant_on_the_same_samples(tiny_weights, capsys, monkeypatch):
+    from mne_piunet.bench import evaluation
+    from mne_piunet.bench.evaluation import DATA_FIT_VARIANTS, data_fit_ab
+    from mne_piunet.cli import main
+    from mne_piunet.simulation import HeadSetup
+
+    setup = HeadSetup("easycap-M10")
+    rows = data_fit_ab(tiny_weights, (setup,), snrs=(20.0,), n_sources=(1,), n_per_cell=2)
+    assert len(rows) == 2 * len(DATA_FIT_VARIANTS)
+    by = {v[0]: [r["nemd"] for r in rows if r["variant"] == v[0]] for v in DATA_FIT_VARIANTS}
+    assert all(0 <= x < 2 for values in by.values() for x in values)
+    assert by["network alone"] != by["data fit"]  # the step changes the maps
+    monkeypatch.setattr(evaluation, "HELD_OUT_SETUPS", (setup,))
+    assert (
+        main(["data-fit-ab", "--weights", str(tiny_weights), "--n", "1", "--snrs", "20", "--sources", "1"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "| network alone | data fit | data fit / rank |" in out and "| pooled | all | 1 |" in out

@@ -43,18 +43,23 @@ def test_apply_returns_standard_volume_estimates(piu, volume_case, tmp_path):
     )
 
 
-def test_refine_matches_apply_and_functional_api(piu, volume_case, tiny_weights):
+def test_refine_matches_apply_and_functional_api(piu, piu_network_only, volume_case, tiny_weights):
     from mne_piunet import apply_piunet
 
     evoked, inv, _ = volume_case
     stc_e = mne.minimum_norm.apply_inverse(evoked, inv, 1 / 9, "eLORETA", pick_ori="vector", verbose=False)
-    refined = piu.refine(stc_e, inv["src"], mri_head_t=inv["mri_head_t"])
+    refined = piu.refine(stc_e, inv)  # with its inverse: the data-fit step too
     np.testing.assert_allclose(refined.data, piu.apply(evoked, inv, 1 / 9).data, rtol=1e-6)
     functional = apply_piunet(evoked, inv, 1 / 9, weights=tiny_weights, device="cpu", precision="float32")
     np.testing.assert_allclose(functional.data, refined.data, rtol=1e-6)
+    # a source space alone has no gain: the network's map, as without the step
+    alone = piu.refine(stc_e, inv["src"], mri_head_t=inv["mri_head_t"])
+    np.testing.assert_allclose(alone.data, piu_network_only.apply(evoked, inv, 1 / 9).data, rtol=1e-6)
+    assert not np.allclose(alone.data, refined.data, rtol=1e-3, atol=0)  # the step changes the map
 
 
-def test_fixed_surface_inverse(piu, surface_case):
+def test_fixed_surface_inverse(piu_network_only, surface_case):
+    piu = piu_network_only  # refine of a scalar estimate on a source space alone: no data fit
     evoked, inv, _ = surface_case
     stc = piu.apply(evoked, inv, 1 / 9, pick_ori="vector")
     assert stc.data.shape == (piu.grid.n_sources, 3, len(evoked.times))

@@ -127,7 +127,7 @@ def test_return_residual_is_the_data_minus_the_estimates_forward(piu, operators)
     np.testing.assert_array_equal(evoked.data, before)  # the caller's evoked is untouched
     assert isinstance(residual, mne.Evoked) and residual.data.shape == evoked.data.shape
     # the estimate back on the inverse's sources, then MNE's own forward
-    op, rot, _ = piu._inverse_geometry(inv, None, None)
+    op, rot, _, _ = piu._inverse_geometry(inv, None, None)
     comps = source_components(stc.data, grid_to_source(op), rot, inv["source_nn"])
     moments = mne.VectorSourceEstimate(
         np.einsum("ipj,ipt->ijt", inv["source_nn"].reshape(-1, 3, 3), comps.reshape(-1, 3, 3)),
@@ -146,3 +146,45 @@ def test_residual_needs_the_unprepared_operator(piu, operators):
     with pytest.raises(ValueError, match="prepared for eLORETA.*prepared=False"):
         piu.apply(evoked, prepared, 1 / 9, prepared=True, return_residual=True)
     piu.apply(evoked, prepared, 1 / 9, prepared=True)  # without the residual it works
+
+
+def test_a_single_grid_dipole_fits_its_own_data_best(grid, operators):
+    """A noise-free dipole at a grid point: its fit there is 1, and its neighbourhood's weight peaks there."""
+    from mne_piunet.grid import to_template_space
+    from mne_piunet.physics import (
+        dipole_fit,
+        grid_dipole_bases,
+        local_fit_weights,
+        signal_subspace,
+        subspace_fit,
+        window_fit_weights,
+    )  # fmt: skip
+
+    _, _, inv, _ = operators["free volume"]
+    affine, rot = to_template_space(inv["src"], mri_head_t=inv["mri_head_t"])
+    rr = mne.transforms.apply_trans(affine, np.concatenate([s["rr"][s["vertno"]] for s in inv["src"]]))
+    back = grid_to_source(grid.resampler(rr))
+    bases = grid_dipole_bases(inv, back, rot)
+    assert bases.shape[:2] == (grid.n_sources, whitened_gain(inv).shape[0])
+    gram = np.einsum("gwk,gwl->gkl", bases, bases)
+    np.testing.assert_allclose(gram, np.broadcast_to(np.eye(3), gram.shape), atol=1e-8)
+    g = 1234
+    moment = np.zeros((grid.n_sources, 3, 1))
+    moment[g] = [[2e-9], [-1e-9], [0.5e-9]]
+    data_w = predict_whitened(inv, source_components(moment, back, rot, inv["source_nn"]))
+    fit = dipole_fit(bases, data_w)
+    assert fit[0, g] == pytest.approx(1.0) and fit.max() == pytest.approx(1.0) and fit.min() >= 0
+    weights = local_fit_weights(fit, grid, 4.0)
+    assert weights[0, g] == pytest.approx(1.0) and weights.max() <= 1 + 1e-12
+    np.testing.assert_array_equal(local_fit_weights(fit, grid, 0.0)[fit > 0], 1.0)  # power 0: unchanged
+    # a window of one source's time course is a rank-1 subspace, with the same fits
+    window = data_w * np.array([[0.2, 1.0, -0.5, 0.7]])
+    basis = signal_subspace(window)
+    assert basis.shape[1] == 1
+    np.testing.assert_allclose(subspace_fit(bases, basis), fit[0], atol=1e-10)
+    # the weights ignore the data's sign and scale
+    windows = np.array([[0, 1, 2], [1, 2, 3]])
+    np.testing.assert_allclose(
+        window_fit_weights(bases, -1e-6 * window, windows, grid),
+        window_fit_weights(bases, window, windows, grid),
+    )

@@ -80,6 +80,9 @@ __all__ = (
     "score_methods",
     "PEAK_FLOOR_MAPS",
     "peak_floor",
+    "DATA_FIT_VARIANTS",
+    "data_fit_ab",
+    "DATA_FIT_VALIDATION_SETUPS",
 )
 
 #: Held out from training: montages, skull conductivity and head never seen.
@@ -1062,3 +1065,87 @@ def _peak_index(values: np.ndarray) -> np.ndarray:
     """Each sample's largest moment: (n, n_src[, 3]) -> (n,) source indices."""
     magnitude = np.linalg.norm(values, axis=-1) if values.ndim == 3 else np.abs(values)
     return np.argmax(magnitude, axis=1)
+
+
+# ------------------------------------------------------------ the data-fit step, A/B
+#: Validation setups the data-fit step's sharpness was picked on (of the ``temporal`` config's).
+DATA_FIT_VALIDATION_SETUPS = (
+    HeadSetup("mgh60", "bem", (0.332, 0.0113, 0.332), "volume"),
+    HeadSetup("GSN-HydroCel-64_1.0", "bem", (0.332, 0.0113, 0.332), "surface"),
+)
+#: Data-fit A/B variants: (label, data_fit, rank-scaled sharpness).
+DATA_FIT_VARIANTS = (
+    ("network alone", False, True),
+    ("data fit", True, False),
+    ("data fit / rank", True, True),
+)
+
+
+def data_fit_ab(
+    weights, setups=None, snrs=(0.0, 5.0, 10.0, 20.0, 30.0), n_sources=(1, 3, 10), n_per_cell: int = 6,
+    seed: int = 31415, lambda2: float = DEFAULT_LAMBDA2,
+) -> list[dict]:  # fmt: skip
+    """The network alone against the data-fit step, through ``PIUNetInverse.apply`` on the same time courses.
+
+    Each sample is an 80 ms time course of the network's window points (at
+    ``(points - 1) / window_s`` Hz), applied as an Evoked and scored at its
+    centre, for each of :data:`DATA_FIT_VARIANTS`.
+
+    Parameters
+    ----------
+    weights : path-like | None
+        The weights (None: the bundled ones).
+    setups : sequence of HeadSetup | None
+        The setups; None: :data:`HELD_OUT_SETUPS`.
+    snrs, n_sources : sequence
+        The cells.
+    n_per_cell : int
+        Time courses per cell.
+    seed : int
+        Seed of the samples.
+    lambda2 : float
+        eLORETA's regularisation.
+
+    Returns
+    -------
+    rows : list of dict
+        Per sample and variant: ``setup``, ``snr_db``, ``n_sources``,
+        ``variant``, ``nemd`` (16 mm cells) and ``ple`` (mm).
+    """
+    from .. import physics
+    from ..inverse import PIUNetInverse
+
+    models = {flag: PIUNetInverse(weights, data_fit=flag) for flag in (False, True)}
+    config = models[True].network.config
+    window = network_window(config) or (EVAL_WINDOW[0], 9)
+    grid = models[True].grid
+    rng = np.random.default_rng(seed)
+    rows = []
+    for setup in HELD_OUT_SETUPS if setups is None else setups:
+        prepared = prepare_setup(setup, grid, lambda2=lambda2)
+        info = prepared.info.copy()
+        with info._unlock():
+            info["sfreq"] = (window[1] - 1) / window[0]
+        for snr in snrs:
+            for k in n_sources:
+                batch = simulate(prepared, n_per_cell, rng, SourcePrior(instantaneous=0.0), snr_db=snr,
+                                 n_sources=k, window=window)  # fmt: skip
+                for i in range(n_per_cell):
+                    evoked = mne.EvokedArray(
+                        batch.sensor_window[i].T, info, tmin=-window[0] / 2, verbose=False
+                    )
+                    for label, flag, scaled in DATA_FIT_VARIANTS:
+                        rank_scaled, physics._RANK_SCALED = physics._RANK_SCALED, scaled
+                        try:
+                            stc = models[flag].apply(
+                                evoked, prepared.inverse_operator, lambda2, pick_ori="vector"
+                            )
+                        finally:
+                            physics._RANK_SCALED = rank_scaled
+                        est = stc.data[:, :, window[1] // 2]
+                        rows.append(dict(
+                            setup=setup.name, snr_db=snr, n_sources=k, variant=label,
+                            nemd=coarse_nemd(est, batch.true_grid[i], grid.pos),
+                            ple=peak_localisation_error(est, batch.true_grid[i], grid.pos),
+                        ))  # fmt: skip
+    return rows

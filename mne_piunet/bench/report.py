@@ -52,6 +52,7 @@ __all__ = (
     "write_benchmark",
     "write_csv",
     "peak_floor_table",
+    "variant_table",
 )
 
 SWEEP_LABELS = dict(
@@ -712,4 +713,38 @@ def peak_floor_table(rows: list[dict], maps: Sequence[str]) -> str:
         lines.append(
             f"| {setup} | {snr:g} | " + " | ".join(f"{a:.1f} [{b:.1f}, {c:.1f}]" for a, b, c in stats) + " |"
         )
+    return "\n".join(lines)
+
+
+def variant_table(rows: list[dict], variants: Sequence[str]) -> str:
+    """Markdown table of :func:`mne_piunet.bench.evaluation.data_fit_ab`: mean NEMD per cell and variant.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Its rows.
+    variants : sequence of str
+        The variants, in column order.
+
+    Returns
+    -------
+    table : str
+        One row per setup, SNR and number of sources, then the pooled rows per number of sources.
+    """
+    cells = defaultdict(list)
+    for r in rows:
+        cells[(r["setup"], r["snr_db"], r["n_sources"], r["variant"])].append(r["nemd"])
+    lines = [
+        "| setup | SNR dB | sources | " + " | ".join(variants) + " |",
+        "|---|---|---|" + "---|" * len(variants),
+    ]
+    for setup, snr, k in dict.fromkeys((r["setup"], r["snr_db"], r["n_sources"]) for r in rows):
+        means = [np.nanmean(cells[(setup, snr, k, v)]) for v in variants]
+        lines.append(f"| {setup} | {snr:g} | {k} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
+    for k in dict.fromkeys(r["n_sources"] for r in rows):
+        means = [
+            np.nanmean([r["nemd"] for r in rows if r["n_sources"] == k and r["variant"] == v])
+            for v in variants
+        ]
+        lines.append(f"| pooled | all | {k} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
     return "\n".join(lines)
