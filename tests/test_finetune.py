@@ -365,3 +365,19 @@ def test_acceptance_scores_single_maps_where_a_tune_can_lose_them(grid, volume_s
     assert by_mode["window"]["diff"] < 0 < by_mode["single map"]["diff"]
     accepted, report = _acceptance(groups)
     assert not accepted and "single map" in report.split("WORSE")[0].splitlines()[-1]
+
+
+def test_fine_tune_keeps_at_least_the_shipped_share_of_single_maps():
+    """Tuned on windows alone, weights learn to lean on the context and lose on single maps."""
+    from mne_piunet.network import bundled_weights_path, load_network
+    from mne_piunet.train.finetune import FINE_TUNE_INSTANTANEOUS, _fine_tune_config
+
+    meta = load_network(bundled_weights_path()).meta
+    config = _fine_tune_config(meta, 1.0, 0, "cpu", 1)
+    shipped = meta["train_config"]["prior"]["instantaneous"]
+    assert config.prior["instantaneous"] == max(shipped, FINE_TUNE_INSTANTANEOUS) >= 0.3
+    more = dict(
+        meta,
+        train_config=dict(meta["train_config"], prior=dict(meta["train_config"]["prior"], instantaneous=0.6)),
+    )
+    assert _fine_tune_config(more, 1.0, 0, "cpu", 1).prior["instantaneous"] == 0.6  # a larger share is kept
