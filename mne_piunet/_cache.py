@@ -22,6 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+#: The sub-folders :func:`cached` writes (its kinds); :func:`clear_cache` removes only these
+#: and the template subjects folders.
+CACHE_KINDS = ("bem", "fwd", "kernel", "src")
 #: Bumped whenever a change alters what is built, so old caches rebuild.
 CACHE_VERSION = 1
 
@@ -74,7 +77,9 @@ def cache_size() -> int:
 
 
 def clear_cache() -> int:
-    """Delete everything in the cache folder; entries are rebuilt when next needed.
+    """Delete what the cache wrote in its folder (:data:`CACHE_KINDS`, the template subjects); it is rebuilt when needed.
+
+    Anything else in the folder (``MNE_PIUNET_CACHE`` may name a shared one) is left alone.
 
     Returns
     -------
@@ -84,11 +89,19 @@ def clear_cache() -> int:
     import shutil
 
     root = cache_dir()
-    freed = cache_size()
-    for entry in root.iterdir():
+    freed = 0
+    for entry in root.iterdir():  # only what the cache writes: MNE_PIUNET_CACHE may name a shared folder
+        if not (
+            entry.name in CACHE_KINDS
+            or entry.name.startswith(("subjects-", "bem-ico"))
+            or ".tmp" in entry.name
+        ):
+            continue
         if entry.is_dir() and not entry.is_symlink():
+            freed += sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
             shutil.rmtree(entry)
         else:
+            freed += entry.stat().st_size
             entry.unlink()
     return freed
 

@@ -40,6 +40,7 @@ from .inference import (
 )  # fmt: skip
 from .network import bundled_weights_path, load_network, resolve_device
 from .physics import (
+    check_unweighted,
     explained_variance,
     grid_dipole_bases,
     grid_to_source,
@@ -62,6 +63,9 @@ _STC_TYPES = (
 #: enough to fill the batches, small enough that a loose fsaverage5 eLORETA
 #: chunk stays ~250 MB.
 _EPOCHS_CHUNK = 512
+#: Time points whose source components are formed at once (the data fit, the residual): a
+#: loose fsaverage5 block is then ~30 MB.
+_BLOCK = 64
 #: Prepared eLORETA operators a PIUNetInverse keeps: a loose fsaverage5 one is
 #: ~200 MB, and a session rarely alternates between more inverses than this.
 _PREPARED_SIZE = 2
@@ -348,6 +352,8 @@ class PIUNetInverse:
         _validate_inst(evoked, mne.Evoked, "evoked")
         lambda2 = self._setup_call(evoked, inverse_operator, lambda2, method, pick_ori, label, evoked.data)
         self._warn_short(len(evoked.times), evoked.info["sfreq"], "evoked")
+        if return_residual:
+            check_unweighted(inverse_operator)  # before any work, not after it
         inv = self._eloreta_inverse(inverse_operator, prepared, evoked.nave, lambda2, method_params)
         stc = mne.minimum_norm.apply_inverse(
             evoked, inv, lambda2, "eLORETA", pick_ori=_eloreta_ori(inv), prepared=True,
@@ -623,6 +629,7 @@ class PIUNetInverse:
             device=str(self.device),
             batch_size=self.batch_size,
             precision=dtype_name(self.dtype),
+            data_fit=self.data_fit,
         )
 
     # --------------------------------------------------------- for developers and the evaluation
@@ -699,9 +706,10 @@ class PIUNetInverse:
         at a recycled address is not mistaken for it) and a digest of its
         arrays, so an operator changed in place is prepared anew.
         """
-        key = (id(inverse_operator), _operator_digest(inverse_operator), int(nave), float(lambda2),
+        key = (id(inverse_operator), _operator_digest(inverse_operator), float(nave), float(lambda2),
                repr(sorted((method_params or {}).items())))  # fmt: skip
         with self._lock:
+            _drop_dead(self._prepared)
             entry = self._prepared.get(key)
             if entry is not None and entry[0]() is inverse_operator:
                 self._prepared.move_to_end(key)
@@ -755,15 +763,17 @@ class PIUNetInverse:
             return None
         key = (id(inv), _operator_digest(inv), id(op))
         with self._lock:
+            _drop_dead(self._fit_bases)
             entry = self._fit_bases.get(key)
-            if entry is None or entry[0]() is not inv:
+            # the entry holds the grid operator itself, so its id cannot be another's
+            if entry is None or entry[0]() is not inv or entry[2] is not op:
                 bases = grid_dipole_bases(inv, grid_to_source(op), rot.astype(np.float64))
-                entry = (weakref.ref(inv), bases)
+                entry = (weakref.ref(inv), bases, op)
                 self._fit_bases[key] = entry
                 while len(self._fit_bases) > _PREPARED_SIZE:
                     self._fit_bases.popitem(last=False)
             self._fit_bases.move_to_end(key)
-        return inv, entry[1]
+        return inv, entry[1], op
 
     def _check_tuned_on(self, inv) -> None:
         """Warn when weights fine-tuned on one inverse are applied with another."""
@@ -825,17 +835,25 @@ def _fit_weights(fit: tuple, data: np.ndarray, windows: np.ndarray, grid) -> np.
     ``apply`` of its data weigh alike. Each map's weights come from the
     signal subspace of its window (:func:`mne_piunet.physics.window_fit_weights`).
     """
-    inv, bases = fit
+    inv, bases, _ = fit
     nn = np.asarray(inv["source_nn"], float)
-    if data.ndim == 2:  # amplitudes along fixed orientations: the components themselves
-        components = data.astype(np.float64)
-    else:  # vectors in the source frame, onto each source's orientations
-        per_source = len(nn) // data.shape[0]
-        components = np.einsum(
-            "ipj,ijt->ipt", nn.reshape(data.shape[0], per_source, 3), data.astype(np.float64)
-        )
-        components = components.reshape(len(nn), -1)
-    return window_fit_weights(bases, predict_whitened(inv, components), windows, grid)
+    per_source = len(nn) // data.shape[0]
+
+    def components(block):
+        if block.ndim == 2:  # amplitudes along fixed orientations: the components themselves
+            return block.astype(np.float64)
+        # vectors in the source frame, onto each source's orientations
+        return np.einsum("ipj,ijt->ipt", nn.reshape(data.shape[0], per_source, 3), block).reshape(len(nn), -1)
+
+    # in blocks of time: the components of 20k sources are large
+    data_w = np.concatenate(
+        [
+            predict_whitened(inv, components(data[..., t : t + _BLOCK]))
+            for t in range(0, data.shape[-1], _BLOCK)
+        ],
+        axis=1,
+    )
+    return window_fit_weights(bases, data_w, windows, grid)
 
 
 def _residual(evoked, inverse_operator, prepared, refined, op, rot) -> mne.Evoked:
@@ -846,8 +864,14 @@ def _residual(evoked, inverse_operator, prepared, refined, op, rot) -> mne.Evoke
     rebuilt from the operator's SVD, and back to sensor units with the
     prepared operator's colourer, as MNE computes its own residual.
     """
-    components = source_components(refined, grid_to_source(op), rot, inverse_operator["source_nn"])
-    predicted_w = predict_whitened(inverse_operator, components, nave=evoked.nave)
+    back = grid_to_source(op)
+    predicted_w = np.concatenate([  # in blocks of time: the components of 20k sources are large
+        predict_whitened(
+            inverse_operator, source_components(refined[..., t : t + _BLOCK], back, rot, inverse_operator["source_nn"]),
+            nave=prepared["nave"],
+        )
+        for t in range(0, refined.shape[-1], _BLOCK)
+    ], axis=1)  # fmt: skip
     sel = [evoked.ch_names.index(name) for name in _used_channels(prepared)]
     data_w = whiten(prepared, evoked.data[sel])
     logger.info(
@@ -977,6 +1001,12 @@ def _amplitudes(vectors: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("ijk,ijk->ik", vectors, vectors, dtype=np.float64)).astype(np.float32)
 
 
+def _drop_dead(cache: OrderedDict) -> None:
+    """Remove the entries of a cache keyed by operators that no longer exist (their weak reference is dead)."""
+    for key in [k for k, entry in cache.items() if entry[0]() is None]:
+        del cache[key]
+
+
 def _operator_digest(inverse_operator) -> str:
     """sha256 of the arrays eLORETA's preparation reads from an operator (eigen leads subsampled).
 
@@ -1088,7 +1118,7 @@ _DEFAULT_SIZE = 4
 _DEFAULT_LOCK = threading.Lock()
 
 
-def _default_inverse(weights, device, batch_size, precision) -> PIUNetInverse:
+def _default_inverse(weights, device, batch_size, precision, data_fit=True) -> PIUNetInverse:
     """One :class:`PIUNetInverse` per weights file *content* and network setting (an LRU cache).
 
     Keyed by the file's sha256, not its path, so weights rewritten in place
@@ -1097,19 +1127,21 @@ def _default_inverse(weights, device, batch_size, precision) -> PIUNetInverse:
     path = bundled_weights_path() if weights is None else Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"No weights file at {path}: pass weights=None for the bundled model.")
-    key = (file_sha256(path), str(device), batch_size, precision)
+    key = (file_sha256(path), str(device), batch_size, precision, data_fit)
     with _DEFAULT_LOCK:  # threads share the cache: a lookup never meets another's eviction
         if key in _DEFAULT:
             _DEFAULT.move_to_end(key)
         else:
-            _DEFAULT[key] = PIUNetInverse(path, device=device, batch_size=batch_size, precision=precision)
+            _DEFAULT[key] = PIUNetInverse(
+                path, device=device, batch_size=batch_size, precision=precision, data_fit=data_fit
+            )
             while len(_DEFAULT) > _DEFAULT_SIZE:
                 _DEFAULT.popitem(last=False)
         return _DEFAULT[key]
 
 
 #: The network settings each functional mirror takes besides its method's parameters.
-_NETWORK_DEFAULTS = dict(weights=None, device="auto", batch_size=None, precision="auto")
+_NETWORK_DEFAULTS = dict(weights=None, device="auto", batch_size=None, precision="auto", data_fit=True)
 
 
 def _functional_mirror(method_name: str, name: str, mne_name: str) -> Callable:
@@ -1120,8 +1152,17 @@ def _functional_mirror(method_name: str, name: str, mne_name: str) -> Callable:
     """
     method = getattr(PIUNetInverse, method_name)
 
-    def mirror(*args, weights=None, device="auto", batch_size=None, precision="auto", verbose=None, **kwargs):
-        piu = _default_inverse(weights, device, batch_size, precision)
+    def mirror(
+        *args,
+        weights=None,
+        device="auto",
+        batch_size=None,
+        precision="auto",
+        data_fit=True,
+        verbose=None,
+        **kwargs,
+    ):
+        piu = _default_inverse(weights, device, batch_size, precision, data_fit)
         return getattr(piu, method_name)(*args, verbose=verbose, **kwargs)
 
     signature = inspect.signature(method)

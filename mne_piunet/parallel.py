@@ -57,6 +57,7 @@ def apply_piunet_many(
     device: str = "auto",
     batch_size: int | None = None,
     precision: str = "auto",
+    data_fit: bool = True,
     verbose=None,
     **kwargs,
 ) -> list:
@@ -113,7 +114,7 @@ def apply_piunet_many(
         threads = None  # this process's own torch threads are left as they are
     elif threads is None:
         threads = max(1, (os.cpu_count() or 1) // n_jobs)
-    network = (weights, device, batch_size, precision)
+    network = (weights, device, batch_size, precision, data_fit)
     return parallel(
         run(inst, inv, lambda2, pick_ori, kwargs, network, threads)
         for inst, inv in zip(recordings, inverse_operators)

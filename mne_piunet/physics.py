@@ -17,7 +17,7 @@ import numpy as np
 from scipy import sparse
 
 __all__ = [
-    "dipole_fit", "explained_variance", "grid_dipole_bases", "grid_to_source", "local_fit_weights",
+    "check_unweighted", "dipole_fit", "explained_variance", "grid_dipole_bases", "grid_to_source", "local_fit_weights",
     "predict_whitened", "signal_subspace", "source_components", "subspace_fit", "whitened_gain", "whiten",
     "window_fit_weights", "DATA_FIT_POWER",
 ]  # fmt: skip
@@ -34,7 +34,14 @@ _RANK_SCALED = True
 _FIT_CHUNK = 32
 
 
-def _check_unweighted(inverse_operator) -> None:
+def check_unweighted(inverse_operator) -> None:
+    """Raise, naming the fix, when an operator's gain cannot be rebuilt (prepared for eLORETA).
+
+    Parameters
+    ----------
+    inverse_operator : mne.minimum_norm.InverseOperator
+        The operator.
+    """
     if inverse_operator["eigen_leads_weighted"]:
         # eLORETA's preparation folds its fitted source weights (3 x 3 blocks for free
         # orientations) into the eigen leads and keeps them nowhere else
@@ -70,7 +77,7 @@ def whitened_gain(inverse_operator, nave: float | None = None) -> np.ndarray:
         noise covariance. Dense: for large source spaces prefer
         :func:`predict_whitened`, which never forms it.
     """
-    _check_unweighted(inverse_operator)
+    check_unweighted(inverse_operator)
     u_s = inverse_operator["eigen_fields"]["data"].T * inverse_operator["sing"]
     leads = inverse_operator["eigen_leads"]["data"] / np.sqrt(inverse_operator["source_cov"]["data"])[:, None]
     return _nave_scale(inverse_operator, nave) * (u_s @ leads.T)
@@ -96,7 +103,7 @@ def predict_whitened(inverse_operator, components: np.ndarray, nave: float | Non
     data : array, shape (n_white, n_times)
         The whitened data they predict.
     """
-    _check_unweighted(inverse_operator)
+    check_unweighted(inverse_operator)
     inv_std = 1.0 / np.sqrt(inverse_operator["source_cov"]["data"])
     if sparse.issparse(components):  # (leads^T @ (D @ C)) as (C^T @ D @ leads)^T: never densify C
         inner = np.asarray((sparse.diags(inv_std) @ components).T @ inverse_operator["eigen_leads"]["data"]).T

@@ -98,10 +98,12 @@ def test_version_and_cache_commands(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MNE_PIUNET_CACHE", str(tmp_path / "cache"))
     (tmp_path / "cache" / "fwd").mkdir(parents=True)
     (tmp_path / "cache" / "fwd" / "a-fwd.fif").write_bytes(b"x" * 3_000_000)
+    (tmp_path / "cache" / "notes.txt").write_text("the user's, not the cache's")
     assert main(["cache"]) == 0
     assert capsys.readouterr().out.startswith(f"{tmp_path / 'cache'}: 3 MB")
     assert main(["cache", "--clear"]) == 0
-    assert "Removed 3 MB" in capsys.readouterr().out and not any((tmp_path / "cache").iterdir())
+    assert "Removed 3 MB" in capsys.readouterr().out
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["notes.txt"]  # only the cache's own entries
     # a cache folder that cannot be made names the variable and the fix
     (tmp_path / "file").write_text("")
     monkeypatch.setenv("MNE_PIUNET_CACHE", str(tmp_path / "file" / "cache"))

@@ -405,7 +405,10 @@ def test_repeated_calls_reuse_the_prepared_operator_and_match_a_fresh_call(
     averaged = evoked.copy()
     averaged.nave = 7
     fresh.apply(averaged, inv, 1 / 9)
-    assert [f[0] for f in fits] == [1, 1, 7] and [f[1] for f in fits] == [1 / 9, 1 / 4, 1 / 9]
+    grand = evoked.copy()
+    grand.nave = 7.4  # combine_evoked and grand averages give fractional naves: their own preparation
+    fresh.apply(grand, inv, 1 / 9)
+    assert [f[0] for f in fits] == [1, 1, 7, 7.4] and [f[1] for f in fits] == [1 / 9, 1 / 4, 1 / 9, 1 / 9]
     # an operator changed in place is prepared anew, never taken from the cache
     changed = inv.copy()
     fresh.apply(evoked, changed, 1 / 9)

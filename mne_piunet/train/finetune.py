@@ -298,7 +298,9 @@ def acceptance_groups(
 
 def _is_worse(group: dict) -> bool:
     """Whether a group's loss exceeds its noise (:data:`ACCEPTANCE_SE`) or :data:`ACCEPTANCE_MAX_LOSS`."""
-    return group["diff"] > min(ACCEPTANCE_SE * group["se"], ACCEPTANCE_MAX_LOSS) and group["diff"] > 0
+    noise = ACCEPTANCE_SE * group["se"]
+    limit = min(noise, ACCEPTANCE_MAX_LOSS) if np.isfinite(noise) else ACCEPTANCE_MAX_LOSS
+    return group["diff"] > limit and group["diff"] > 0
 
 
 def _acceptance(groups: list[dict]) -> tuple[bool, str]:

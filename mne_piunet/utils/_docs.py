@@ -81,8 +81,13 @@ precision : "auto" | "float32" | "bfloat16" | "float16"
     Arithmetic of the network. ``"auto"``: bf16 on a CPU that computes it
     natively (AVX512-BF16 or AMX), fp32 on other CPUs, bf16 or fp16 on CUDA.
     Reduced precision moves the estimate by about a hundredth of its peak."""
+docdict["data_fit"] = """
+data_fit : bool
+    Weight each map towards the grid dipoles that best explain its data (the
+    signal subspace of its window, through the inverse operator's own gain;
+    :func:`mne_piunet.physics.window_fit_weights`). False: the network's map alone."""
 docdict["network_params"] = "\n".join(
-    docdict[k].strip("\n") for k in ("weights", "device", "batch_size", "precision")
+    docdict[k].strip("\n") for k in ("weights", "device", "batch_size", "precision", "data_fit")
 )
 docdict["template_params"] = "\n".join(docdict[k].strip("\n") for k in ("mni_transform", "subjects_dir"))
 
