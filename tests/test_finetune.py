@@ -283,8 +283,9 @@ def test_fine_tune_bad_inputs(tmp_path, user_models, surface_setup):
 
 
 @pytest.mark.parametrize("loose", [0.2, 0.0])
-def test_user_setup_input_is_what_the_inverse_feeds_the_network(piu, surface_setup, loose):
+def test_user_setup_input_is_what_the_inverse_feeds_the_network(piu_network_only, surface_setup, loose):
     """Training on a user setup sees exactly the maps PIUNetInverse.apply refines (loose and fixed)."""
+    piu = piu_network_only  # the network's input and output, before the data-fit step
     from mne_piunet.anatomy import make_cortex_src
     from mne_piunet.simulation import SourcePrior, prepare_user_setup, simulate
 
