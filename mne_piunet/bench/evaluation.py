@@ -57,6 +57,7 @@ from ..simulation import (
     simulate,
 )
 from ..utils._defaults import DEFAULT_LAMBDA2, N_SOURCES_SWEEP
+from ..utils._docs import fill_doc
 
 __all__ = (
     "BENCHMARK_METHODS",
@@ -1005,6 +1006,7 @@ def finetune_benefit(
 PEAK_FLOOR_MAPS = ("truth on the grid", "eLORETA on its sources", "eLORETA on the grid", "PIUNet")
 
 
+@fill_doc
 def peak_floor(
     piu, setups=None, snrs=(5.0, 20.0), n_per_cell: int = 20, seed: int = 2718,
     lambda2: float = DEFAULT_LAMBDA2,
@@ -1030,8 +1032,7 @@ def peak_floor(
         Single-source time courses per setup and SNR.
     seed : int
         Seed of the samples.
-    lambda2 : float
-        eLORETA's regularisation.
+    %(lambda2)s
 
     Returns
     -------
@@ -1081,6 +1082,7 @@ DATA_FIT_VARIANTS = (
 )
 
 
+@fill_doc
 def data_fit_ab(
     weights, setups=None, snrs=(0.0, 5.0, 10.0, 20.0, 30.0), n_sources=(1, 3, 10), n_per_cell: int = 6,
     seed: int = 31415, lambda2: float = DEFAULT_LAMBDA2,
@@ -1103,8 +1105,7 @@ def data_fit_ab(
         Time courses per cell.
     seed : int
         Seed of the samples.
-    lambda2 : float
-        eLORETA's regularisation.
+    %(lambda2)s
 
     Returns
     -------
