@@ -40,6 +40,7 @@ from .inference import (
 )  # fmt: skip
 from .network import bundled_weights_path, load_network, resolve_device
 from .physics import (
+    along_orientations,
     check_unweighted,
     explained_variance,
     grid_dipole_bases,
@@ -274,9 +275,9 @@ class PIUNetInverse:
             )
         self._operators: dict[str, tuple] = {}
         # prepared eLORETA operators, most recently used last (see _prepared_eloreta)
-        self._prepared: OrderedDict[tuple, tuple] = OrderedDict()
-        self._fit_bases: OrderedDict[tuple, tuple] = OrderedDict()  # see _data_fit
-        self._lock = threading.Lock()
+        # per inverse operator: prepared for eLORETA, and the data fit's grid dipole bases
+        self._prepared = _OperatorCache(_PREPARED_SIZE)
+        self._fit_bases = _OperatorCache(_PREPARED_SIZE)
         logger.info(
             f"PIUNet: {sum(p.numel() for p in self.network.parameters()):,} parameters on "
             f"{self.device}, {dtype_name(self.dtype)}"
@@ -706,21 +707,13 @@ class PIUNetInverse:
         at a recycled address is not mistaken for it) and a digest of its
         arrays, so an operator changed in place is prepared anew.
         """
-        key = (id(inverse_operator), _operator_digest(inverse_operator), float(nave), float(lambda2),
-               repr(sorted((method_params or {}).items())))  # fmt: skip
-        with self._lock:
-            _drop_dead(self._prepared)
-            entry = self._prepared.get(key)
-            if entry is not None and entry[0]() is inverse_operator:
-                self._prepared.move_to_end(key)
-                return entry[1]
-            prepared = mne.minimum_norm.prepare_inverse_operator(
+        return self._prepared.get(
+            inverse_operator,
+            (float(nave), float(lambda2), repr(sorted((method_params or {}).items()))),
+            lambda: mne.minimum_norm.prepare_inverse_operator(
                 copy.copy(inverse_operator), nave, lambda2, "eLORETA", method_params, copy="non-src"
-            )
-            self._prepared[key] = (weakref.ref(inverse_operator), prepared)
-            while len(self._prepared) > _PREPARED_SIZE:
-                self._prepared.popitem(last=False)
-            return prepared
+            ),
+        )
 
     def _eloreta_inverse(self, inverse_operator, prepared, nave, lambda2, method_params):
         """The operator to hand MNE with ``prepared=True``: the caller's if prepared, else a cached one."""
@@ -750,7 +743,7 @@ class PIUNetInverse:
         """(inverse, grid dipole bases) for the data-fit step, cached per operator and source space; or None.
 
         None when the step is off or the operator's gain cannot be rebuilt
-        (prepared for eLORETA: a note is logged).
+        (prepared for eLORETA: a warning says so).
         """
         if not self.data_fit:
             return None
@@ -761,19 +754,11 @@ class PIUNetInverse:
                 "(prepared=False); PIUNet caches the prepared one itself."
             )
             return None
-        key = (id(inv), _operator_digest(inv), id(op))
-        with self._lock:
-            _drop_dead(self._fit_bases)
-            entry = self._fit_bases.get(key)
-            # the entry holds the grid operator itself, so its id cannot be another's
-            if entry is None or entry[0]() is not inv or entry[2] is not op:
-                bases = grid_dipole_bases(inv, grid_to_source(op), rot.astype(np.float64))
-                entry = (weakref.ref(inv), bases, op)
-                self._fit_bases[key] = entry
-                while len(self._fit_bases) > _PREPARED_SIZE:
-                    self._fit_bases.popitem(last=False)
-            self._fit_bases.move_to_end(key)
-        return inv, entry[1], op
+        # the value holds the grid operator itself, so its id in the key cannot be another's
+        bases, _ = self._fit_bases.get(
+            inv, (id(op),), lambda: (grid_dipole_bases(inv, grid_to_source(op), rot.astype(np.float64)), op)
+        )
+        return inv, bases
 
     def _check_tuned_on(self, inv) -> None:
         """Warn when weights fine-tuned on one inverse are applied with another."""
@@ -835,25 +820,24 @@ def _fit_weights(fit: tuple, data: np.ndarray, windows: np.ndarray, grid) -> np.
     ``apply`` of its data weigh alike. Each map's weights come from the
     signal subspace of its window (:func:`mne_piunet.physics.window_fit_weights`).
     """
-    inv, bases, _ = fit
-    nn = np.asarray(inv["source_nn"], float)
-    per_source = len(nn) // data.shape[0]
-
-    def components(block):
-        if block.ndim == 2:  # amplitudes along fixed orientations: the components themselves
-            return block.astype(np.float64)
-        # vectors in the source frame, onto each source's orientations
-        return np.einsum("ipj,ijt->ipt", nn.reshape(data.shape[0], per_source, 3), block).reshape(len(nn), -1)
-
-    # in blocks of time: the components of 20k sources are large
-    data_w = np.concatenate(
-        [
-            predict_whitened(inv, components(data[..., t : t + _BLOCK]))
-            for t in range(0, data.shape[-1], _BLOCK)
-        ],
-        axis=1,
+    inv, bases = fit
+    # vectors in the source frame, or amplitudes along fixed orientations
+    data_w = _predict_in_blocks(
+        inv, data.shape[-1], lambda t: along_orientations(data[..., t], inv["source_nn"])
     )
     return window_fit_weights(bases, data_w, windows, grid)
+
+
+def _predict_in_blocks(inverse_operator, n_times: int, components: Callable, nave=None) -> np.ndarray:
+    """Whitened data predicted over ``n_times``, :data:`_BLOCK` time points at a time.
+
+    ``components(slice)`` gives the source components of those time points
+    only: those of a 20,484-source inverse over a whole recording are large.
+    """
+    blocks = [slice(t, min(t + _BLOCK, n_times)) for t in range(0, n_times, _BLOCK)]
+    return np.concatenate(
+        [predict_whitened(inverse_operator, components(b), nave=nave) for b in blocks], axis=1
+    )
 
 
 def _residual(evoked, inverse_operator, prepared, refined, op, rot) -> mne.Evoked:
@@ -864,14 +848,11 @@ def _residual(evoked, inverse_operator, prepared, refined, op, rot) -> mne.Evoke
     rebuilt from the operator's SVD, and back to sensor units with the
     prepared operator's colourer, as MNE computes its own residual.
     """
-    back = grid_to_source(op)
-    predicted_w = np.concatenate([  # in blocks of time: the components of 20k sources are large
-        predict_whitened(
-            inverse_operator, source_components(refined[..., t : t + _BLOCK], back, rot, inverse_operator["source_nn"]),
-            nave=prepared["nave"],
-        )
-        for t in range(0, refined.shape[-1], _BLOCK)
-    ], axis=1)  # fmt: skip
+    back, nn = grid_to_source(op), inverse_operator["source_nn"]
+    predicted_w = _predict_in_blocks(
+        inverse_operator, refined.shape[-1], lambda t: source_components(refined[..., t], back, rot, nn),
+        nave=prepared["nave"],
+    )  # fmt: skip
     sel = [evoked.ch_names.index(name) for name in _used_channels(prepared)]
     data_w = whiten(prepared, evoked.data[sel])
     logger.info(
@@ -1001,10 +982,37 @@ def _amplitudes(vectors: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("ijk,ijk->ik", vectors, vectors, dtype=np.float64)).astype(np.float32)
 
 
-def _drop_dead(cache: OrderedDict) -> None:
-    """Remove the entries of a cache keyed by operators that no longer exist (their weak reference is dead)."""
-    for key in [k for k, entry in cache.items() if entry[0]() is None]:
-        del cache[key]
+class _OperatorCache:
+    """Values computed from inverse operators, a few kept, least recently used first, safe across threads.
+
+    A value is keyed by the operator's identity, a digest of its arrays (an
+    operator changed in place is computed anew) and what else it depends on.
+    Each entry holds a weak reference to its operator: a new object at a
+    recycled address is never mistaken for it, and entries of operators that
+    no longer exist are dropped. One value is built at a time (a lock).
+    """
+
+    def __init__(self, size: int):
+        self._entries: OrderedDict[tuple, tuple] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, inverse_operator, depends_on: tuple, build: Callable):
+        """The value for ``inverse_operator`` and ``depends_on``, ``build()`` when it is not cached."""
+        key = (id(inverse_operator), _operator_digest(inverse_operator), *depends_on)
+        with self._lock:
+            for dead in [k for k, entry in self._entries.items() if entry[0]() is None]:
+                del self._entries[dead]
+            entry = self._entries.get(key)
+            if entry is None or entry[0]() is not inverse_operator:
+                entry = self._entries[key] = (weakref.ref(inverse_operator), build())
+                while len(self._entries) > self._size:
+                    self._entries.popitem(last=False)
+            self._entries.move_to_end(key)
+            return entry[1]
 
 
 def _operator_digest(inverse_operator) -> str:

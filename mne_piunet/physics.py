@@ -17,7 +17,7 @@ import numpy as np
 from scipy import sparse
 
 __all__ = [
-    "check_unweighted", "dipole_fit", "explained_variance", "grid_dipole_bases", "grid_to_source", "local_fit_weights",
+    "along_orientations", "check_unweighted", "explained_variance", "grid_dipole_bases", "grid_to_source", "local_fit_weights",
     "predict_whitened", "signal_subspace", "source_components", "subspace_fit", "whitened_gain", "whiten",
     "window_fit_weights", "DATA_FIT_POWER",
 ]  # fmt: skip
@@ -178,6 +178,30 @@ def grid_to_source(resampler: sparse.spmatrix) -> sparse.csr_matrix:
     return sparse.csr_matrix(resampler.T @ sparse.diags(inv_reach))
 
 
+def along_orientations(values: np.ndarray, source_nn: np.ndarray) -> np.ndarray:
+    """Source values as amplitudes along an inverse's orientations, its source basis.
+
+    Parameters
+    ----------
+    values : array, shape (n_src, 3, n_times) or (n_src, n_times)
+        Moment vectors in the source space's frame (an estimate of a free or
+        loose inverse, ``pick_ori="vector"``), or amplitudes along fixed
+        orientations, which are the components already.
+    source_nn : array, shape (n_components, 3)
+        The inverse's orientations: one per source (fixed) or three.
+
+    Returns
+    -------
+    components : array, shape (n_components, n_times)
+        What :func:`predict_whitened` takes (float64).
+    """
+    if values.ndim == 2:
+        return values.astype(np.float64)
+    n_src = values.shape[0]
+    nn = np.asarray(source_nn, float).reshape(n_src, len(source_nn) // n_src, 3)
+    return np.einsum("ipj,ijt->ipt", nn, values).reshape(len(source_nn), -1)
+
+
 def source_components(
     grid_vectors: np.ndarray, back: sparse.spmatrix, rotation: np.ndarray, source_nn: np.ndarray
 ) -> np.ndarray:
@@ -199,13 +223,9 @@ def source_components(
     components : array, shape (n_components, n_times)
         What :func:`predict_whitened` takes.
     """
-    n_src = back.shape[0]
-    per_source = len(source_nn) // n_src
     # template frame -> the source space's frame (rotation is orthogonal), then onto each orientation
     moved = np.stack([back @ grid_vectors[:, k, :] for k in range(3)], axis=1)  # (n_src, 3, n_times)
-    local = np.einsum("kj,ikt->ijt", rotation, moved)
-    nn = np.asarray(source_nn, float).reshape(n_src, per_source, 3)
-    return np.einsum("ipj,ijt->ipt", nn, local).reshape(n_src * per_source, -1)
+    return along_orientations(np.einsum("kj,ikt->ijt", rotation, moved), source_nn)
 
 
 def grid_dipole_bases(
@@ -248,26 +268,6 @@ def grid_dipole_bases(
     u, sv, _ = np.linalg.svd(np.moveaxis(fields, 1, 0), full_matrices=False)  # per grid point
     keep = sv > rcond * np.maximum(sv[:, :1], np.finfo(float).tiny)
     return u * keep[:, None, :]
-
-
-def dipole_fit(bases: np.ndarray, data_w: np.ndarray) -> np.ndarray:
-    """Goodness of fit of a free dipole at every grid point: the share of the data's power it explains.
-
-    Parameters
-    ----------
-    bases : array, shape (n_grid, n_white, 3)
-        :func:`grid_dipole_bases`.
-    data_w : array, shape (n_white, n_times)
-        Whitened data (:func:`whiten`).
-
-    Returns
-    -------
-    fit : array, shape (n_times, n_grid)
-        In [0, 1]: ``|Q_g^T y|^2 / |y|^2`` (0 where the data are zero).
-    """
-    projected = np.einsum("gwk,wt->tgk", bases, data_w)
-    power = np.sum(data_w**2, axis=0)
-    return np.sum(projected**2, axis=-1) / np.where(power > 0, power, np.inf)[:, None]
 
 
 def signal_subspace(window_w: np.ndarray, threshold: float = 4.0) -> np.ndarray:
@@ -329,11 +329,11 @@ def local_fit_weights(fit: np.ndarray, grid, power: float, reach: int = 1) -> np
     Parameters
     ----------
     fit : array, shape (n_times, n_grid)
-        :func:`dipole_fit`.
+        Each map's :func:`subspace_fit`.
     grid : SourceGrid
         The grid (its dense layout gives the neighbourhoods).
-    power : float
-        Sharpness; 0 leaves maps unchanged.
+    power : float | array, shape (n_times,)
+        Sharpness, one for all maps or one each; 0 leaves maps unchanged.
     reach : int
         Neighbourhood half-width, in grid steps.
 
@@ -348,7 +348,8 @@ def local_fit_weights(fit: np.ndarray, grid, power: float, reach: int = 1) -> np
     dense.reshape(len(fit), -1)[:, grid.flat_index] = fit
     local = maximum_filter(dense, size=(1,) + (2 * reach + 1,) * 3, mode="constant").reshape(len(fit), -1)
     best = local[:, grid.flat_index]
-    return np.divide(fit, best, out=np.zeros_like(fit), where=best > 0) ** power
+    ratio = np.divide(fit, best, out=np.zeros_like(fit), where=best > 0)
+    return ratio ** np.reshape(power, (-1, 1))
 
 
 def window_fit_weights(
@@ -382,12 +383,9 @@ def window_fit_weights(
     """
     weights = np.empty((len(windows), bases.shape[0]))
     for start in range(0, len(windows), _FIT_CHUNK):
-        rows = windows[start : start + _FIT_CHUNK]
-        subspaces = [signal_subspace(data_w[:, row]) for row in rows]
+        subspaces = [signal_subspace(data_w[:, row]) for row in windows[start : start + _FIT_CHUNK]]
         fit = np.stack([subspace_fit(bases, basis) for basis in subspaces])
-        if _RANK_SCALED:  # a subspace of rank r spreads its sharpness over r sources
-            for i, basis in enumerate(subspaces):
-                weights[start + i] = local_fit_weights(fit[i : i + 1], grid, power / basis.shape[1])[0]
-        else:
-            weights[start : start + len(rows)] = local_fit_weights(fit, grid, power)
+        # a subspace of rank r spreads its sharpness over r sources
+        ranks = np.array([basis.shape[1] for basis in subspaces]) if _RANK_SCALED else 1
+        weights[start : start + len(fit)] = local_fit_weights(fit, grid, power / ranks)
     return weights

@@ -152,7 +152,6 @@ def test_a_single_grid_dipole_fits_its_own_data_best(grid, operators):
     """A noise-free dipole at a grid point: its fit there is 1, and its neighbourhood's weight peaks there."""
     from mne_piunet.grid import to_template_space
     from mne_piunet.physics import (
-        dipole_fit,
         grid_dipole_bases,
         local_fit_weights,
         signal_subspace,
@@ -172,12 +171,12 @@ def test_a_single_grid_dipole_fits_its_own_data_best(grid, operators):
     moment = np.zeros((grid.n_sources, 3, 1))
     moment[g] = [[2e-9], [-1e-9], [0.5e-9]]
     data_w = predict_whitened(inv, source_components(moment, back, rot, inv["source_nn"]))
-    fit = dipole_fit(bases, data_w)
+    fit = subspace_fit(bases, signal_subspace(data_w))[None]  # the map's own data: a rank-1 subspace
     assert fit[0, g] == pytest.approx(1.0) and fit.max() == pytest.approx(1.0) and fit.min() >= 0
     weights = local_fit_weights(fit, grid, 4.0)
     assert weights[0, g] == pytest.approx(1.0) and weights.max() <= 1 + 1e-12
     np.testing.assert_array_equal(local_fit_weights(fit, grid, 0.0)[fit > 0], 1.0)  # power 0: unchanged
-    # a window of one source's time course is a rank-1 subspace, with the same fits
+    # a window of one source's time course is a rank-1 subspace too, with the single map's fits
     window = data_w * np.array([[0.2, 1.0, -0.5, 0.7]])
     basis = signal_subspace(window)
     assert basis.shape[1] == 1
