@@ -3,8 +3,9 @@
 :mod:`~mne_piunet.simulation.setups` names and prepares forward models (sensors x head x source space, or a
 user's own forward and inverse) with MNE; :mod:`~mne_piunet.simulation.sources` draws sources, their time
 courses and noise; :mod:`~mne_piunet.simulation.engine` runs sources -> sensors (+ noise) -> eLORETA -> grid in
-seeded batches. Used by :mod:`mne_piunet.train`, :mod:`mne_piunet.bench`, the fine-tune and the demo; nothing
-here is imported when a model is applied.
+seeded batches; :mod:`~mne_piunet.simulation.seeds` holds the seeds of the simulated data sets. Used by
+:mod:`mne_piunet.train`, :mod:`mne_piunet.bench`, the fine-tune and the demo; nothing here is imported when a
+model is applied.
 """
 
 from .engine import (
@@ -19,6 +20,7 @@ from .engine import (
 )
 from .setups import (
     N_BACKGROUND_DIPOLES,
+    SETUP_LISTS,
     HeadSetup,
     PreparedSetup,
     background_noise_cov,
@@ -29,6 +31,7 @@ from .setups import (
     prepare_user_setup,
     setup_forward,
     setup_info,
+    setup_list,
 )
 from .sources import (
     TIME_COURSES,
@@ -46,6 +49,7 @@ __all__ = [
     "HeadSetup",
     "N_BACKGROUND_DIPOLES",
     "PreparedSetup",
+    "SETUP_LISTS",
     "SimulatedBatch",
     "SimulationEngine",
     "SourcePrior",
@@ -64,6 +68,7 @@ __all__ = [
     "prepare_user_setup",
     "setup_forward",
     "setup_info",
+    "setup_list",
     "simulate",
     "simulate_demo_evoked",
     "simulate_sources",

@@ -5,6 +5,7 @@ space); :func:`prepare_setup` precomputes its leadfield and its eLORETA kernel
 with MNE's own inverse machinery, so the engine's input equals
 ``apply_inverse(..., method="eLORETA", pick_ori="vector")`` on the same data;
 :func:`prepare_user_setup` does the same from a user's own forward and inverse.
+:data:`SETUP_LISTS` holds the named setup lists of the bundled training configs.
 
 All vectors are in the template MRI frame (fsaverage surface RAS), the grid's.
 """
@@ -138,6 +139,107 @@ class HeadSetup:
             if not key[name]:
                 del key[name]
         return key
+
+
+# ------------------------------------------------------------ named setup lists
+# The setup lists of the bundled training configs (``weights/*_config.json``),
+# written once: each is HeadSetup keyword dicts in the configs' JSON form.
+# fmt: off
+# Stages 1-3: nine EEG setups, four montages on the 3-layer BEM (skull 0.004-0.01 S/m) or a sphere.
+_EEG_BASIC_TRAIN = (
+    dict(montage="easycap-M10", head="bem", conductivity=[0.3, 0.006, 0.3], source_space="volume"),
+    dict(montage="easycap-M10", head="bem", conductivity=[0.3, 0.006, 0.3], source_space="surface"),
+    dict(montage="biosemi32", head="bem", conductivity=[0.3, 0.004, 0.3], source_space="volume"),
+    dict(montage="biosemi32", head="bem", conductivity=[0.3, 0.01, 0.3], source_space="surface"),
+    dict(montage="GSN-HydroCel-128", head="bem", conductivity=[0.3, 0.01, 0.3], source_space="volume"),
+    dict(montage="GSN-HydroCel-128", head="bem", conductivity=[0.3, 0.004, 0.3], source_space="surface"),
+    dict(montage="biosemi64", head="sphere", source_space="volume"),
+    dict(montage="biosemi64", head="bem", conductivity=[0.3, 0.006, 0.3], source_space="surface"),
+    dict(montage="easycap-M10", head="sphere", source_space="surface"),
+)
+# Stages 4-6: fourteen EEG setups, seven montages of 16-128 channels, with loose and jittered-cap ones.
+_EEG_TRAIN = (
+    dict(montage="easycap-M10", head="bem", conductivity=[0.3, 0.006, 0.3], source_space="volume"),
+    dict(montage="easycap-M10", head="bem", conductivity=[0.3, 0.015, 0.3], source_space="surface", loose=0.2, jitter_mm=4.0, jitter_seed=1),
+    dict(montage="biosemi32", head="bem", conductivity=[0.3, 0.004, 0.3], source_space="volume", jitter_mm=4.0, jitter_seed=2),
+    dict(montage="biosemi32", head="bem", conductivity=[0.3, 0.01, 0.3], source_space="surface"),
+    dict(montage="biosemi32", head="bem", conductivity=[0.3, 0.015, 0.3], source_space="surface", loose=0.2),
+    dict(montage="biosemi32", head="sphere", source_space="volume", jitter_mm=4.0, jitter_seed=3),
+    dict(montage="GSN-HydroCel-128", head="bem", conductivity=[0.3, 0.01, 0.3], source_space="volume"),
+    dict(montage="GSN-HydroCel-128", head="bem", conductivity=[0.3, 0.004, 0.3], source_space="surface", loose=0.2),
+    dict(montage="biosemi64", head="sphere", source_space="volume"),
+    dict(montage="biosemi64", head="bem", conductivity=[0.3, 0.006, 0.3], source_space="surface", jitter_mm=4.0, jitter_seed=4),
+    dict(montage="easycap-M10", head="sphere", source_space="surface"),
+    dict(montage="mgh70", head="bem", conductivity=[0.3, 0.01, 0.3], source_space="surface", loose=0.2, jitter_mm=4.0, jitter_seed=5),
+    dict(montage="brainproducts-RNP-BA-128", head="bem", conductivity=[0.3, 0.006, 0.3], source_space="volume"),
+    dict(montage="biosemi16", head="bem", conductivity=[0.3, 0.01, 0.3], source_space="surface"),
+)
+# Stage 7's additions: MEG, MEG+EEG and OPM setups at several head poses, some with SSP projectors.
+_MEG_TRAIN = (
+    dict(montage=None, meg="neuromag306", conductivity=[0.3, 0.006, 0.3], source_space="volume", pose_mm=3.0, jitter_seed=1, n_projectors=3),
+    dict(montage=None, meg="neuromag306", conductivity=[0.3], source_space="surface", pose_mm=3.0, jitter_seed=2),
+    dict(montage=None, meg="neuromag306", conductivity=[0.3], source_space="surface", loose=0.2, pose_mm=3.0, jitter_seed=3, n_projectors=5),
+    dict(montage=None, meg="ctf275", conductivity=[0.3], source_space="surface"),
+    dict(montage=None, meg="ctf275", conductivity=[0.3, 0.006, 0.3], source_space="volume", pose_mm=3.0, jitter_seed=4),
+    dict(montage=None, meg="opm64", conductivity=[0.3], source_space="surface", jitter_seed=5),
+    dict(montage=None, meg="opm96-dual", conductivity=[0.3, 0.006, 0.3], source_space="volume", jitter_seed=6),
+    dict(montage=None, meg="opm48", conductivity=[0.3], source_space="surface", loose=0.2, jitter_seed=7),
+    dict(montage="easycap-M10", meg="neuromag306", conductivity=[0.3, 0.006, 0.3], source_space="surface", loose=0.2),
+    dict(montage="biosemi64", meg="ctf275", conductivity=[0.3, 0.01, 0.3], source_space="volume", pose_mm=3.0, jitter_seed=8),
+)
+# Held out: montages and a skull conductivity (0.0113 S/m) that no training setup uses.
+_EEG_BASIC_VAL = (
+    dict(montage="GSN-HydroCel-64_1.0", head="bem", conductivity=[0.332, 0.0113, 0.332], source_space="surface"),
+    dict(montage="mgh60", head="bem", conductivity=[0.332, 0.0113, 0.332], source_space="volume"),
+)
+# Stages 4-6 also validate on a loose-orientation inverse.
+_EEG_VAL_LOOSE = (
+    dict(montage="mgh60", head="bem", conductivity=[0.332, 0.0113, 0.332], source_space="surface", loose=0.2),
+)
+# Stage 7 also validates on MEG (another head pose and seed) and an OPM layout no training setup uses.
+_MEG_VAL = (
+    dict(montage=None, meg="neuromag306", conductivity=[0.3, 0.006, 0.3], source_space="surface", loose=0.2, pose_mm=3.0, jitter_seed=11, n_projectors=3),
+    dict(montage=None, meg="opm72-dual", conductivity=[0.3], source_space="surface", jitter_seed=13),
+)
+# fmt: on
+
+#: The named setup lists a training config's ``train_setups`` and ``val_setups``
+#: may give instead of a list (``"train_setups": "eeg-meg-train"``): HeadSetup
+#: keyword dicts in the configs' JSON form. ``eeg-basic`` are the setups of
+#: stages 1-3 of the bundled weights, ``eeg`` of stages 4-6, ``eeg-meg`` of
+#: stages 7-8 (the shipped weights' own). The ``-val`` lists are validation
+#: setups apart from every training one (held-out montages, skull conductivity,
+#: head pose and OPM layout).
+SETUP_LISTS: dict[str, tuple[dict, ...]] = {
+    "eeg-basic-train": _EEG_BASIC_TRAIN,
+    "eeg-basic-val": _EEG_BASIC_VAL,
+    "eeg-train": _EEG_TRAIN,
+    "eeg-val": _EEG_BASIC_VAL + _EEG_VAL_LOOSE,
+    "eeg-meg-train": _EEG_TRAIN + _MEG_TRAIN,
+    "eeg-meg-val": _EEG_BASIC_VAL + _EEG_VAL_LOOSE + _MEG_VAL,
+}
+
+
+def setup_list(name: str) -> list[dict]:
+    """A named setup list of :data:`SETUP_LISTS`, as a training config holds it.
+
+    Parameters
+    ----------
+    name : str
+        The list's name, such as ``"eeg-meg-train"``.
+
+    Returns
+    -------
+    setups : list of dict
+        A fresh copy of its HeadSetup keyword dicts (JSON form: conductivities
+        are lists), so changing it leaves the named list as it is.
+    """
+    if name not in SETUP_LISTS:
+        raise ValueError(
+            f"Unknown setup list {name!r}: choose one of {', '.join(SETUP_LISTS)}, "
+            "or give the setups as a list of HeadSetup keyword dicts"
+        )
+    return deepcopy(list(SETUP_LISTS[name]))
 
 
 @dataclass

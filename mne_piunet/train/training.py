@@ -49,8 +49,10 @@ from ..simulation import (
     batch_maps,
     network_window,
     prepare_setup,
+    setup_list,
     simulate,
 )
+from ..simulation.seeds import BY_SOURCES_SEED, VAL_SEED_OFFSET
 from ..utils._defaults import DEFAULT_LAMBDA2, N_SOURCES_SWEEP
 from .losses import PeakLoss, TransportLoss, distill_loss, shape_amplitude_loss
 
@@ -70,13 +72,6 @@ __all__ = [
     "validation_nemd",
 ]
 
-#: Seed offset of the fixed validation set. Validation samples are drawn from a
-#: stream seeded apart from training's (``config.seed``), so they never overlap.
-_VAL_SEED_OFFSET = 10_000
-#: Default seed of :func:`validate_by_sources`, apart from both training's and the
-#: validation set's streams, so candidates are compared on samples none saw.
-_BY_SOURCES_SEED = 20_000
-
 
 @dataclass
 class TrainConfig:
@@ -84,10 +79,12 @@ class TrainConfig:
 
     Parameters
     ----------
-    train_setups : list of dict
+    train_setups : list of dict | str
         :class:`~mne_piunet.simulation.HeadSetup` keyword arguments, one dict
-        per setup training draws from (domain randomisation).
-    val_setups : list of dict
+        per setup training draws from (domain randomisation), or the name of
+        one of :data:`~mne_piunet.simulation.SETUP_LISTS` (such as
+        ``"eeg-meg-train"``), which the config holds as that list.
+    val_setups : list of dict | str
         The same for the held-out setups of the validation set.
     lambda2 : list of float
         eLORETA's regularisation: training setup ``i`` uses
@@ -199,6 +196,13 @@ class TrainConfig:
     data_workers: int = 0
     precision: str = "auto"
 
+    def __post_init__(self):
+        # a setup list's name stands for the list itself, so the config (and the
+        # weights that store it) always holds the setups
+        for name in ("train_setups", "val_setups"):
+            if isinstance(getattr(self, name), str):
+                setattr(self, name, setup_list(getattr(self, name)))
+
     @classmethod
     def from_json(cls, fname: str | Path) -> TrainConfig:
         """Read a config from a JSON file of its fields.
@@ -206,25 +210,31 @@ class TrainConfig:
         Parameters
         ----------
         fname : path-like
-            The JSON file; keys it omits keep their defaults, unknown keys
-            raise a ValueError.
+            The JSON file: an object of :class:`TrainConfig` fields, and
+            optionally ``"parent"``, the name of a bundled config
+            (:data:`BUNDLED_CONFIGS`) whose fields it starts from. A key the
+            file sets replaces the parent's value whole (a ``prior`` or
+            ``network`` dict too); keys that neither sets keep their defaults;
+            unknown keys raise a ValueError. ``train_setups`` and
+            ``val_setups`` may name one of
+            :data:`~mne_piunet.simulation.SETUP_LISTS` instead of listing
+            the setups.
 
         Returns
         -------
         config : TrainConfig
-            The config.
+            The config, its parents and setup-list names resolved.
         """
-        data = json.loads(Path(fname).read_text())
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"Unknown training config keys {sorted(unknown)} in {fname}")
-        return cls(**data)
+        return cls(**_config_fields(Path(fname)))
 
 
 #: The training configs shipped in ``weights/``, by name: the stages behind the
 #: bundled weights (model card), ``continue`` (more training from the bundled
 #: weights on the same data, on the CPU) and ``gpu`` (the same on a CUDA device,
-#: simulating in worker processes).
+#: simulating in worker processes). Each but ``train`` names the config it
+#: starts from (``"parent"``: the stage before, ``temporal`` for ``gpu``) and
+#: holds only what it changes; their setups are named
+#: :data:`~mne_piunet.simulation.SETUP_LISTS`.
 BUNDLED_CONFIGS = ("train", "finetune", "distill", "robust", "balanced", "continue", "gpu", "meg", "temporal")
 
 
@@ -247,8 +257,35 @@ def bundled_config(name: str = "train") -> Path:
     return Path(str(files("mne_piunet") / "weights" / f"{name}_config.json"))
 
 
+def _config_fields(fname: Path, children: tuple[str, ...] = ()) -> dict:
+    """The fields of a JSON config file, its ``"parent"`` chain resolved (not its setup-list names)."""
+    data = json.loads(fname.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"A training config is a JSON object of TrainConfig fields; {fname} holds {type(data).__name__}"
+        )
+    unknown = set(data) - set(TrainConfig.__dataclass_fields__) - {"parent"}
+    if unknown:
+        raise ValueError(f"Unknown training config keys {sorted(unknown)} in {fname}")
+    parent = data.pop("parent", None)
+    if parent is None:
+        return data
+    if parent not in BUNDLED_CONFIGS:
+        raise ValueError(
+            f"Unknown parent config {parent!r} in {fname}: a parent is a bundled config, "
+            f"one of {', '.join(BUNDLED_CONFIGS)}"
+        )
+    if parent in children:
+        raise ValueError(f"The parent configs of {fname} form a loop: {' -> '.join((*children, parent))}")
+    return {**_config_fields(bundled_config(parent), (*children, parent)), **data}
+
+
 def read_config(config: str | Path) -> TrainConfig:
     """A training config from a bundled name (:data:`BUNDLED_CONFIGS`) or a JSON file.
+
+    A config file may start from a bundled config (``"parent": "continue"``)
+    and hold only what it changes, and may name a setup list
+    (``"train_setups": "eeg-meg-train"``); see :meth:`TrainConfig.from_json`.
 
     Parameters
     ----------
@@ -298,7 +335,7 @@ def make_validation_set(
     prior = SourcePrior(**config.prior)
     setups = _val_setups(config, grid) if setups is None else setups
     network = UNetConfig(**config.network)
-    engine = SimulationEngine(setups, grid, prior, seed=config.seed + _VAL_SEED_OFFSET, network=network)
+    engine = SimulationEngine(setups, grid, prior, seed=config.seed + VAL_SEED_OFFSET, network=network)
     chunks = engine.sample(config.val_size)
     maps, windows = batch_maps(chunks, network)
     x0 = np.concatenate([c.eloreta_grid for c in chunks])
@@ -1055,7 +1092,7 @@ def validate_by_sources(
     config: TrainConfig,
     n_sources: tuple[int, ...] = N_SOURCES_SWEEP,
     n_per_setup: int = 12,
-    seed: int = _BY_SOURCES_SEED,
+    seed: int = BY_SOURCES_SEED,
 ) -> dict[str, dict[int, float]]:
     """Mean coarse NEMD per number of sources on the config's *validation* setups.
 
@@ -1077,7 +1114,8 @@ def validate_by_sources(
     n_per_setup : int
         Samples per validation setup and number of sources.
     seed : int
-        Seed of the samples, apart from training's and the validation set's.
+        Seed of the samples, apart from training's and the validation set's
+        (:data:`~mne_piunet.simulation.seeds.BY_SOURCES_SEED`).
 
     Returns
     -------
