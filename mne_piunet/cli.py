@@ -20,9 +20,18 @@ DESCRIPTION = "PIUNet, a learned EEG/MEG inverse for MNE-Python (3D-PIUNet)."
 #: The commands' groups, as the top-level help lists them.
 USER_COMMANDS = ("demo", "apply", "fine-tune", "cache")
 DEVELOPER_COMMANDS = (
-    "train", "validate", "blend", "evaluate", "benchmark", "bench-data", "bench-train", "bench-speed", "peak-floor",
-    "data-fit-ab",
-)  # fmt: skip
+    "train",
+    "validate",
+    "blend",
+    "report",
+    "experiment",
+    "evaluate",
+    "benchmark",
+    "bench-data",
+    "bench-train",
+    "bench-speed",
+    "peak-floor",
+)
 EPILOG = (
     f"Commands for users: {', '.join(USER_COMMANDS)}.\n"
     f"Commands for the model's developers: {', '.join(DEVELOPER_COMMANDS)}.\n"
@@ -137,17 +146,25 @@ def _add_apply(sub) -> None:
     p.add_argument("evoked", help="-ave.fif file")
     p.add_argument("inverse", help="-inv.fif file")
     p.add_argument(
-        "-o", "--out", required=True,
+        "-o",
+        "--out",
+        required=True,
         help="output stem: writes OUT-vl.stc (amplitudes) or OUT-vl.h5 (--pick-ori vector)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--condition", default=None, type=lambda c: int(c) if c.isdigit() else c,
+        "--condition",
+        default=None,
+        type=lambda c: int(c) if c.isdigit() else c,
         help="the evoked to localise, by index or name (needed when the file holds several)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--baseline", nargs=2, type=_time_or_none, default=None, metavar=("TMIN", "TMAX"),
+        "--baseline",
+        nargs=2,
+        type=_time_or_none,
+        default=None,
+        metavar=("TMIN", "TMAX"),
         help="baseline interval (s); None for the start or the end of the data, e.g. --baseline None 0",
-    )  # fmt: skip
+    )
     p.add_argument(
         "--lambda2", type=float, default=DEFAULT_LAMBDA2, help="eLORETA's regularisation (default 1/9)"
     )
@@ -205,9 +222,12 @@ def _train_in_background(args: argparse.Namespace) -> None:
     argv = [a for a in args.argv if not (a.startswith("--b") and "--background".startswith(a))]
     with open(out / "train.out", "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mne_piunet.cli", *argv], stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+            [sys.executable, "-m", "mne_piunet.cli", *argv],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     (out / "train.pid").write_text(f"{proc.pid}\n")
     print(
         f"Training in the background, process {proc.pid}: log {out / 'train.log'} (output {out / 'train.out'}).\n"
@@ -220,25 +240,29 @@ def _train_in_background(args: argparse.Namespace) -> None:
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train (or resume) a model from a JSON config")
     p.add_argument(
-        "--config", default=None,
+        "--config",
+        default=None,
         help="JSON config, or a bundled one's name: train (default, from scratch), continue, gpu, ...",
-    )  # fmt: skip
+    )
     p.add_argument("--out", required=True, help="output folder (log, checkpoints, latest.pt, best.pt)")
     p.add_argument("--init", default=None, help='weights to fine-tune from ("bundled": the shipped ones)')
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget (overrides the config)")
     p.add_argument("--device", default=None, help='"auto", "cpu" or "cuda" (overrides the config)')
     p.add_argument(
-        "--precision", choices=["auto", "float32", "bfloat16"], default=None,
+        "--precision",
+        choices=["auto", "float32", "bfloat16"],
+        default=None,
         help="arithmetic of the network's steps (overrides the config; auto: bf16 where native)",
-    )  # fmt: skip
+    )
     p.add_argument(
         "--data-workers", type=int, default=None, help="simulation processes (overrides the config)"
     )
     p.add_argument("--threads", type=int, default=None, help="torch threads (overrides the config)")
     p.add_argument(
-        "--background", action="store_true",
+        "--background",
+        action="store_true",
         help="detach: train in a background process that a plain kill stops cleanly",
-    )  # fmt: skip
+    )
     p.set_defaults(func=_train)
 
 
@@ -246,10 +270,19 @@ def _fine_tune(args: argparse.Namespace) -> int | None:
     from .train.finetune import fine_tune
 
     out = fine_tune(
-        args.inv, args.fwd, out=args.out, minutes=args.minutes, weights=args.weights, lambda2=args.lambda2,
-        subjects_dir=args.subjects_dir, run_dir=args.run_dir, overwrite=args.overwrite, seed=args.seed,
-        device=args.device, threads=args.threads,
-    )  # fmt: skip
+        args.inv,
+        args.fwd,
+        out=args.out,
+        minutes=args.minutes,
+        weights=args.weights,
+        lambda2=args.lambda2,
+        subjects_dir=args.subjects_dir,
+        run_dir=args.run_dir,
+        overwrite=args.overwrite,
+        seed=args.seed,
+        device=args.device,
+        threads=args.threads,
+    )
     if out is None:
         print(
             "The fine-tuned weights failed the acceptance check (the warning lists its groups); nothing was written."
@@ -328,36 +361,74 @@ def _add_validate(sub) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from . import PIUNetInverse
     from .bench.report import run_evaluation
 
-    piu = PIUNetInverse(args.weights, precision=args.precision)
-    print(run_evaluation(piu, out=args.out, quick=args.quick, seed=args.seed))
+    print(run_evaluation(args.weights, out=args.out, quick=args.quick))
 
 
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="eLORETA vs PIUNet on held-out heads and montages")
+    p = sub.add_parser("evaluate", help="eLORETA vs PIUNet as the model card reports them")
     p.add_argument("--weights", default=None, help="weights file (default: the bundled model)")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="the network's arithmetic")
     p.add_argument("--quick", action="store_true", help="a small sweep (minutes)")
     p.add_argument("--out", default=None, help="folder for evaluation.csv")
-    p.add_argument("--seed", type=int, default=1234, help="seed of the simulations")
     p.set_defaults(func=_evaluate)
+
+
+def _report(args: argparse.Namespace) -> None:
+    from .bench.report import headline_report
+
+    text, _ = headline_report(args.weights, args.n, args.quick, args.out, args.real_data)
+    print(text)
+    print(f"\nWrote {Path(args.out) / 'headline.md'}, headline.json and scores.csv")
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser(
+        "report", help="the headline evaluation the README quotes: held-out heads, sensor types, benchmark"
+    )
+    p.add_argument("--weights", default=None, help="weights file (default: the bundled model)")
+    p.add_argument("--n", type=int, default=None, help="samples per cell (default: each experiment's own)")
+    p.add_argument("--quick", action="store_true", help="a smoke run: one setup and two values per factor")
+    p.add_argument(
+        "--out", default="piunet-report", help="folder for headline.md, headline.json and scores.csv"
+    )
+    p.set_defaults(func=_report)
+
+
+def _experiment(args: argparse.Namespace) -> None:
+    from .bench.experiments import EXPERIMENTS, run_experiment
+    from .bench.report import methods_table, write_csv
+
+    rows = run_experiment(args.name, args.weights, args.n, args.quick)
+    print(methods_table(rows, by=EXPERIMENTS[args.name].table))
+    if args.out is not None:
+        print(f"\nWrote {write_csv(rows, args.out)}")
+
+
+def _add_experiment(sub) -> None:
+    from .bench.experiments import EXPERIMENTS
+
+    p = sub.add_parser(
+        "experiment", help="one named experiment of the docs: mean NEMD and peak error per cell"
+    )
+    p.add_argument("name", choices=list(EXPERIMENTS), help="the experiment")
+    p.add_argument("--weights", default=None, help="weights file (default: the bundled model)")
+    p.add_argument("--n", type=int, default=None, help="samples per cell (default: the experiment's own)")
+    p.add_argument("--quick", action="store_true", help="a smoke run: one setup and two values per factor")
+    p.add_argument("--out", default=None, help="CSV file for every sample's scores")
+    p.set_defaults(func=_experiment)
 
 
 def _benchmark(args: argparse.Namespace) -> None:
     import time
 
-    from . import PIUNetInverse
-    from .bench.evaluation import benchmark_cells, run_benchmark
+    from .bench.experiments import run_experiment
     from .bench.report import benchmark_header, write_benchmark
 
     n = args.n if args.n is not None else (2 if args.quick else 10)
     t0 = time.perf_counter()
-    piu = PIUNetInverse(args.weights)
-    cells = benchmark_cells(args.quick)
-    rows = run_benchmark(piu, cells, n_per_cell=n, seed=args.seed, methods=tuple(args.methods))
-    header = benchmark_header(n, args.seed, args.quick, time.perf_counter() - t0, tuple(args.methods))
+    rows = run_experiment("benchmark", args.weights, n, args.quick, methods=tuple(args.methods))
+    header = benchmark_header(n, args.quick, time.perf_counter() - t0, tuple(args.methods))
     summary, written = write_benchmark(rows, args.out, header)
     print(summary)
     print(f"\nWrote {written[0]}, {written[1]} and " + ", ".join(str(p) for p in written[2:]))
@@ -374,11 +445,14 @@ def _add_benchmark(sub) -> None:
     )
     p.add_argument("--out", default="piunet-benchmark", help="folder for scores.csv, summary.md and plots")
     p.add_argument("--n", type=int, default=None, help="samples per condition (default 10; 2 with --quick)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the simulations")
     p.add_argument(
-        "--methods", nargs="+", default=list(BENCHMARK_METHODS), choices=METHODS, metavar="METHOD",
+        "--methods",
+        nargs="+",
+        default=list(BENCHMARK_METHODS),
+        choices=METHODS,
+        metavar="METHOD",
         help=f"of {', '.join(METHODS)} (default: all but the peers, which need the [peers] extra)",
-    )  # fmt: skip
+    )
     p.add_argument("--weights", default=None, help="weights file (default: the bundled model)")
     p.set_defaults(func=_benchmark)
 
@@ -395,9 +469,12 @@ def _add_bench_data(sub) -> None:
     p.add_argument("--montage", default="biosemi64", help="an MNE built-in EEG montage")
     p.add_argument("--samples", type=int, default=4096, help="samples timed per source space")
     p.add_argument(
-        "--spaces", nargs="+", choices=["volume", "surface"], default=["volume", "surface"],
+        "--spaces",
+        nargs="+",
+        choices=["volume", "surface"],
+        default=["volume", "surface"],
         help="source spaces of the inverses timed",
-    )  # fmt: skip
+    )
     p.set_defaults(func=_bench_data)
 
 
@@ -459,10 +536,11 @@ def _bench_speed(args: argparse.Namespace) -> None:
 
 def _peak_floor(args: argparse.Namespace) -> None:
     from .bench.evaluation import PEAK_FLOOR_MAPS, peak_floor
+    from .bench.experiments import HELD_OUT_SETUPS
     from .bench.report import peak_floor_table
     from .inverse import PIUNetInverse
 
-    rows = peak_floor(PIUNetInverse(args.weights), snrs=tuple(args.snrs), n_per_cell=args.n)
+    rows = peak_floor(PIUNetInverse(args.weights), HELD_OUT_SETUPS, tuple(args.snrs), args.n)
     print(peak_floor_table(rows, PEAK_FLOOR_MAPS))
 
 
@@ -476,33 +554,6 @@ def _add_peak_floor(sub) -> None:
     p.set_defaults(func=_peak_floor)
 
 
-def _data_fit_ab(args: argparse.Namespace) -> None:
-    from .bench.evaluation import DATA_FIT_VALIDATION_SETUPS, DATA_FIT_VARIANTS, data_fit_ab
-    from .bench.report import variant_table
-
-    setups = DATA_FIT_VALIDATION_SETUPS if args.validation else None
-    rows = data_fit_ab(
-        args.weights, setups, n_per_cell=args.n, snrs=tuple(args.snrs), n_sources=tuple(args.sources)
-    )
-    print(variant_table(rows, [v[0] for v in DATA_FIT_VARIANTS]))
-
-
-def _add_data_fit_ab(sub) -> None:
-    p = sub.add_parser(
-        "data-fit-ab", help="the network alone against the data-fit step on held-out time courses"
-    )
-    p.add_argument("--weights", default=None, help="weights file (default: the bundled model)")
-    p.add_argument("--snrs", type=float, nargs="+", default=[0.0, 5.0, 10.0, 20.0, 30.0], help="SNRs (dB)")
-    p.add_argument("--sources", type=int, nargs="+", default=[1, 3, 10], help="numbers of sources")
-    p.add_argument("--n", type=int, default=6, help="time courses per setup, SNR and number of sources")
-    p.add_argument(
-        "--validation",
-        action="store_true",
-        help="on the validation setups the step was tuned on (not held out)",
-    )
-    p.set_defaults(func=_data_fit_ab)
-
-
 def _add_bench_speed(sub) -> None:
     p = sub.add_parser("bench-speed", help="eLORETA vs PIUNet run time; apply_raw memory")
     p.add_argument("--montage", default="biosemi64", help="an MNE built-in EEG montage")
@@ -511,9 +562,10 @@ def _add_bench_speed(sub) -> None:
     )
     p.add_argument("--epochs", type=int, default=200, help="number of 1-s epochs")
     p.add_argument(
-        "--first-call", action="store_true",
+        "--first-call",
+        action="store_true",
         help="also time a fresh model's first and second apply on a loose cortex inverse (eLORETA's fit, cached)",
-    )  # fmt: skip
+    )
     p.add_argument("--profile", action="store_true", help="also time the network's forward pass by part")
     p.add_argument(
         "--frontier", action="store_true", help="also time the candidate architectures' forward pass"
@@ -523,10 +575,22 @@ def _add_bench_speed(sub) -> None:
 
 
 _SUBCOMMANDS = (
-    _add_demo, _add_apply, _add_fine_tune, _add_cache,  # users'
-    _add_train, _add_validate, _add_blend, _add_evaluate, _add_benchmark, _add_bench_data, _add_bench_train,
-    _add_bench_speed, _add_peak_floor, _add_data_fit_ab,  # developers'
-)  # fmt: skip
+    _add_demo,
+    _add_apply,
+    _add_fine_tune,
+    _add_cache,  # users'
+    _add_train,
+    _add_validate,
+    _add_blend,
+    _add_report,
+    _add_experiment,
+    _add_evaluate,
+    _add_benchmark,
+    _add_bench_data,
+    _add_bench_train,
+    _add_bench_speed,
+    _add_peak_floor,  # developers'
+)
 
 
 #: Commands whose progress is logged: they run at MNE's "info" level unless told otherwise.
@@ -544,15 +608,19 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser = argparse.ArgumentParser(
-        prog="mne-piunet", description=DESCRIPTION, epilog=EPILOG,
+        prog="mne-piunet",
+        description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    )
     parser.add_argument("--version", action="version", version=f"mne-piunet {__version__}")
     parser.add_argument(
-        "--log-level", choices=["debug", "info", "warning", "error"], default=None,
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=None,
         help="MNE's logging level, which the library's messages share (default: info for train and "
         "fine-tune, which report their progress, warning for the others)",
-    )  # fmt: skip
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for add in _SUBCOMMANDS:
         add(sub)

@@ -1,6 +1,8 @@
 """The method comparison: kernels, sparse solvers, the ``benchmark`` command and its old module."""
 
 import csv
+import json
+from dataclasses import replace
 
 import mne
 import numpy as np
@@ -26,7 +28,7 @@ def test_sparse_solvers_explain_a_focal_source(volume_setup, piu):
 
     batch = simulate(volume_setup, 1, np.random.default_rng(3), snr_db=30.0, n_sources=1, sigma_mm=(4.0, 4.0))
     runner = MethodRunner(volume_setup, methods=("eLORETA", "MxNE", "Gamma-MAP"))
-    estimates, seconds = runner.estimate(batch, piu)
+    estimates, seconds = runner.estimate(batch, {"PIUNet": piu})
     assert set(estimates) == set(seconds) == {"eLORETA", "MxNE", "Gamma-MAP"}
     clean = batch.true.reshape(1, -1) @ volume_setup.leadfield.T
     noise_var = np.var(batch.sensor - clean, axis=1)
@@ -50,9 +52,15 @@ def test_sparse_solvers_and_peers_fit_the_window_and_score_its_centre(volume_set
     from mne_piunet.simulation import SourcePrior, simulate
 
     batch = simulate(
-        volume_setup, 1, np.random.default_rng(4), SourcePrior(instantaneous=0.0), snr_db=5.0, n_sources=1,
-        sigma_mm=(4.0, 4.0), window=EVAL_WINDOW,
-    )  # fmt: skip
+        volume_setup,
+        1,
+        np.random.default_rng(4),
+        SourcePrior(instantaneous=0.0),
+        snr_db=5.0,
+        n_sources=1,
+        sigma_mm=(4.0, 4.0),
+        window=EVAL_WINDOW,
+    )
     methods = ("eLORETA", "MxNE")
     try:
         import invert  # noqa: F401
@@ -61,7 +69,7 @@ def test_sparse_solvers_and_peers_fit_the_window_and_score_its_centre(volume_set
     except ImportError:
         pass
     runner = MethodRunner(volume_setup, methods=methods)
-    estimates, _ = runner.estimate(batch, piu)
+    estimates, _ = runner.estimate(batch, {"PIUNet": piu})
     for method in methods[1:]:
         scores = score_map(estimates[method][0], batch.true_grid[0], piu.grid.pos)
         assert not scores["empty"] and scores["ple"] < 20, method
@@ -91,18 +99,29 @@ def test_unknown_method_is_refused(volume_setup):
         MethodRunner(volume_setup, methods=("eLORETA", "LCMV"))
 
 
-def test_benchmark_quick_writes_scores_plots_and_summary(tiny_weights, tmp_path, capsys):
-    from mne_piunet.bench.evaluation import AM_METHODS, BENCHMARK_METHODS, benchmark_cells
+def test_benchmark_writes_scores_plots_and_summary(tiny_weights, tmp_path, capsys, monkeypatch):
+    from mne_piunet.bench import experiments
+    from mne_piunet.bench.evaluation import AM_METHODS, BENCHMARK_METHODS
+    from mne_piunet.bench.experiments import CellGroup
     from mne_piunet.cli import main
+    from mne_piunet.simulation import HeadSetup
 
-    # Gamma-MAP, by far the slowest solver, has its own test above
+    # the benchmark's sweeps on sphere heads (no BEM to build); Gamma-MAP, by far the slowest solver,
+    # has its own test above
+    spaces = tuple((s, HeadSetup("easycap-M43", "sphere", source_space=s)) for s in ("surface", "volume"))
+    groups = (
+        CellGroup("snr_db", spaces, (0.0, 20.0)),
+        CellGroup("n_sources", spaces, n_sources=(1, 3)),
+        CellGroup("extent_mm", spaces, extents_mm=(10.0, 40.0)),
+    )
+    benchmark = replace(experiments.EXPERIMENTS["benchmark"], groups=groups)
+    monkeypatch.setitem(experiments.EXPERIMENTS, "benchmark", benchmark)
     methods = [m for m in BENCHMARK_METHODS if m != "Gamma-MAP"]
-    argv = ["benchmark", "--quick", "--n", "1", "--weights", str(tiny_weights), "--out", str(tmp_path)]
+    argv = ["benchmark", "--n", "1", "--weights", str(tiny_weights), "--out", str(tmp_path)]
     assert main(argv + ["--methods", *methods]) == 0
     with open(tmp_path / "scores.csv") as fid:
         rows = list(csv.DictReader(fid))
-    cells = benchmark_cells(quick=True)
-    assert len(rows) == len(cells) * len(methods)
+    assert len(rows) == len(benchmark.cells()) * len(methods) == 12 * len(methods)
     assert {r["method"] for r in rows} == set(methods)
     assert {r["sweep"] for r in rows} == {"snr_db", "n_sources", "extent_mm"}
     for r in rows:
@@ -113,6 +132,7 @@ def test_benchmark_quick_writes_scores_plots_and_summary(tiny_weights, tmp_path,
             assert 0 <= float(r["nemd"]) < 3 and float(r["ple"]) >= 0
     extents = {(r["setup"], r["sweep"], r["value"]): r["extent_mm"] for r in rows if r["method"] == "MNE"}
     assert all(extents[(r["setup"], r["sweep"], r["value"])] == r["extent_mm"] for r in rows)
+    assert {float(r["extent_mm"]) for r in rows if r["sweep"] == "extent_mm"} == {10.0, 40.0}
     import matplotlib.pyplot as plt
 
     for name in ("benchmark_nemd.png", "benchmark_surface.png", "benchmark_volume.png"):
@@ -120,7 +140,7 @@ def test_benchmark_quick_writes_scores_plots_and_summary(tiny_weights, tmp_path,
         assert min(image.shape[:2]) > 200 and image[..., :3].std() > 0.05
     summary = (tmp_path / "summary.md").read_text()
     assert summary.strip() in capsys.readouterr().out
-    assert "mne-piunet benchmark --quick --n 1 --seed 0" in summary
+    assert "mne-piunet benchmark --n 1 --methods" in summary
     for method in methods:
         assert f"| {method} |" in summary
 
@@ -160,20 +180,48 @@ def test_data_and_inverse_from_different_heads(volume_setup, grid):
     assert np.linalg.norm(a.eloreta - b.eloreta) > 0.05 * np.linalg.norm(b.eloreta)
 
 
-def test_preset_cells_cover_loose_and_sparse_montages(grid):
-    from mne_piunet.bench.evaluation import preset_cells
+def test_experiments_expand_to_their_cells():
+    from mne_piunet.bench.experiments import EXPERIMENTS, HEADLINE, MismatchSetup
 
-    cells = preset_cells(grid, quick=True)
-    assert {c.sweep for c in cells} == {"preset"}
-    loose = [c for c in cells if c.setup.loose]
+    assert set(HEADLINE) <= set(EXPERIMENTS)
+    held = EXPERIMENTS["held-out"].cells()
+    assert len(held) == 2 * 5 * 5 and {c.sweep for c in held} == {"evaluation"}
+    assert held[0].value == "SNR 0 dB, 1 sources" and held[-1].value == "SNR 30 dB, 10 sources"
+    assert EXPERIMENTS["single-maps"].single and not EXPERIMENTS["held-out"].single
+    presets = EXPERIMENTS["presets"].cells()
+    loose = [c for c in presets if getattr(c.setup, "loose", 0)]
     assert loose and all(c.setup.source_space == "surface" and c.snr_db == 10.0 for c in loose)
-    sparse = [c for c in cells if "32 channels" in c.value]
+    sparse = [c for c in presets if c.value == "32 channels"]
     assert len(mne.channels.make_standard_montage(sparse[0].setup.montage).ch_names) <= 33
+    paper = [c for c in presets if isinstance(c.setup, MismatchSetup)]
+    assert {c.setup.spacing_mm for c in paper} == {7.0} and {c.n_sources for c in paper} == {1, 3}
+    # one factor per benchmark sweep, around one source at 10 dB
+    bench = EXPERIMENTS["benchmark"].cells()
+    snr = [c for c in bench if c.sweep == "snr_db"]
+    assert [c.value for c in snr[:5]] == [0.0, 5.0, 10.0, 20.0, 30.0] and {c.n_sources for c in snr} == {1}
+    assert {c.snr_db for c in bench if c.sweep != "snr_db"} == {10.0}
+    # a quick run keeps each group's first setup and extreme values
+    quick = EXPERIMENTS["held-out"].cells(quick=True)
+    assert [(c.snr_db, c.n_sources) for c in quick] == [(0.0, 1), (0.0, 10), (30.0, 1), (30.0, 10)]
+
+
+def test_mismatch_setup_takes_data_and_inverse_from_two_heads(grid):
+    from mne_piunet.bench.evaluation import MismatchSetup, prepare_mismatch
+    from mne_piunet.simulation import HeadSetup, prepare_setup
+
+    data = HeadSetup("easycap-M10")
+    inverse = HeadSetup("easycap-M10", conductivity=(0.3, 0.015, 0.3))
+    prepared, forward = prepare_mismatch(MismatchSetup(data, inverse), grid)
+    same_data = prepare_setup(data, grid)
+    scale = np.abs(same_data.leadfield).max()
+    np.testing.assert_allclose(prepared.leadfield, same_data.leadfield, rtol=1e-4, atol=1e-5 * scale)
+    assert not np.allclose(forward["sol"]["data"], same_data.leadfield)  # MxNE fits the inverse's head
+    assert "inverse bem 0.3/0.015/0.3" in prepared.name
 
 
 def test_peak_floor_is_zero_where_the_sources_are_the_grid(piu, capsys, monkeypatch):
     """On the grid as source space the move onto the grid costs nothing, and eLORETA's peaks agree."""
-    from mne_piunet.bench import evaluation
+    from mne_piunet.bench import experiments
     from mne_piunet.bench.evaluation import PEAK_FLOOR_MAPS, peak_floor
     from mne_piunet.bench.report import peak_floor_table
     from mne_piunet.simulation import HeadSetup
@@ -189,27 +237,104 @@ def test_peak_floor_is_zero_where_the_sources_are_the_grid(piu, capsys, monkeypa
     # the command prints the same table
     from mne_piunet.cli import main
 
-    monkeypatch.setattr(evaluation, "HELD_OUT_SETUPS", (HeadSetup("easycap-M10"),))
+    monkeypatch.setattr(experiments, "HELD_OUT_SETUPS", (HeadSetup("easycap-M10"),))
     assert main(["peak-floor", "--weights", str(piu.weights_path), "--n", "2", "--snrs", "20"]) == 0
     assert "| easycap-M10" in capsys.readouterr().out
 
 
-def test_data_fit_ab_scores_each_variant_on_the_same_samples(tiny_weights, capsys, monkeypatch):
-    from mne_piunet.bench import evaluation
-    from mne_piunet.bench.evaluation import DATA_FIT_VARIANTS, data_fit_ab
+def test_variants_score_the_same_samples_as_a_user_applies_them(tiny_weights, capsys, monkeypatch):
+    """Each PIUNet variant on the same samples, through apply; the network alone is what predict_grid gives."""
+    from mne_piunet.bench import experiments
+    from mne_piunet.bench.experiments import CellGroup, Experiment, run_experiment
     from mne_piunet.cli import main
     from mne_piunet.simulation import HeadSetup
 
     setup = HeadSetup("easycap-M10")
-    rows = data_fit_ab(tiny_weights, (setup,), snrs=(20.0,), n_sources=(1,), n_per_cell=2)
-    assert len(rows) == 2 * len(DATA_FIT_VARIANTS)
-    by = {v[0]: [r["nemd"] for r in rows if r["variant"] == v[0]] for v in DATA_FIT_VARIANTS}
-    assert all(0 <= x < 2 for values in by.values() for x in values)
-    assert by["network alone"] != by["data fit"]  # the step changes the maps
-    monkeypatch.setattr(evaluation, "HELD_OUT_SETUPS", (setup,))
-    assert (
-        main(["data-fit-ab", "--weights", str(tiny_weights), "--n", "1", "--snrs", "20", "--sources", "1"])
-        == 0
+    experiment = Experiment(
+        "data fit",
+        (CellGroup("evaluation", (("v", setup),), (20.0,), (1, 3)),),
+        seed=5,
+        methods=("PIUNet",),
+        n_per_cell=2,
+        variants=(("network alone", dict(data_fit=False)), ("data fit", {})),
     )
+    rows = run_experiment(experiment, tiny_weights)
+    assert len(rows) == 2 * 2 * 2
+    by = {v: [r for r in rows if r["method"] == v] for v in ("network alone", "data fit")}
+    assert [r["extent_mm"] for r in by["network alone"]] == [r["extent_mm"] for r in by["data fit"]]
+    assert all(0 <= r["nemd"] < 2 for r in rows)
+    assert [r["nemd"] for r in by["network alone"]] != [r["nemd"] for r in by["data fit"]]
+    monkeypatch.setitem(experiments.EXPERIMENTS, "data-fit", experiment)
+    assert main(["experiment", "data-fit", "--weights", str(tiny_weights), "--n", "1"]) == 0
     out = capsys.readouterr().out
-    assert "| network alone | data fit | data fit / rank |" in out and "| pooled | all | 1 |" in out
+    assert "NEMD network alone | NEMD data fit" in out and f"| {setup.name} | 20 | 3 |" in out
+
+
+def test_runner_applies_piunet_as_predict_grid_sees_the_window(volume_setup, piu):
+    """The benchmark's path (an Evoked of the window, apply) gives the maps the simulation's inputs give."""
+    from mne_piunet import PIUNetInverse
+    from mne_piunet.bench.evaluation import EVAL_WINDOW, MethodRunner
+    from mne_piunet.simulation import SourcePrior, simulate
+
+    batch = simulate(
+        volume_setup, 3, np.random.default_rng(3), SourcePrior(instantaneous=0.0), window=EVAL_WINDOW
+    )
+    runner = MethodRunner(volume_setup, ("PIUNet",))
+    alone = PIUNetInverse(piu.weights_path, device="cpu", precision="float32", data_fit=False)
+    via_apply = runner.piunet(alone, batch.sensor_window, batch.window_s)
+    direct = alone.predict_grid(*batch.network_maps(alone.network.config))
+    np.testing.assert_allclose(via_apply, direct, rtol=1e-3, atol=1e-3 * np.abs(direct).max())
+    single = runner.piunet(
+        alone, batch.sensor[:, None], batch.window_s
+    )  # one time point: an instantaneous context
+    np.testing.assert_allclose(
+        single, alone.predict_grid(batch.eloreta_grid), rtol=1e-3, atol=1e-3 * np.abs(direct).max()
+    )
+
+
+def test_headline_report_is_dated_and_names_its_weights(tiny_weights, tmp_path, monkeypatch):
+    from mne_piunet._cache import file_sha256
+    from mne_piunet.bench import experiments, report
+    from mne_piunet.bench.experiments import CellGroup, Experiment
+
+    group = CellGroup("evaluation", (("v", experiments.HeadSetup("easycap-M10")),), (10.0,), (1,))
+    tiny = {name: Experiment(name, (group,), seed=1, n_per_cell=1) for name in ("a", "b")}
+    monkeypatch.setattr(report, "EXPERIMENTS", tiny)
+    monkeypatch.setattr(report, "HEADLINE", ("a", "b"))
+    monkeypatch.setattr(experiments, "EXPERIMENTS", tiny)
+    text, data = report.headline_report(tiny_weights, out=tmp_path)
+    meta = json.loads((tmp_path / "headline.json").read_text())["meta"]
+    assert meta["weights_sha256"] == file_sha256(tiny_weights) and meta["command"].startswith(
+        "mne-piunet report"
+    )
+    assert meta["date"] in text and meta["machine"] in text
+    assert (tmp_path / "headline.md").read_text() == text and text.count("## ") == 2
+    assert set(data["a"]["pooled"]) == {"eLORETA", "PIUNet"}
+    assert "One source at 5-20 dB" in data["a"]["tables"][-1]
+
+
+def test_peak_steadiness_measures_mne_peaks_and_piunet_alike(simulated_evoked, volume_setup, piu):
+    """Peaks per sample of MNE's own dSPM; a linear method's peaks do not depend on cropping first."""
+    from mne_piunet.bench.real_data import peak_steadiness
+    from mne_piunet.bench.report import steadiness_table
+
+    evoked, _ = simulated_evoked(volume_setup, n_times=6, seed=4)
+    evoked.comment = "sim"
+    window = (evoked.times[1], evoked.times[4])
+    inv = volume_setup.inverse_operator
+    rows = peak_steadiness(evoked, inv, piu, window, methods=("dSPM", "PIUNet"))
+    assert [(r["data"], r["method"]) for r in rows] == [
+        ("whole evoked", "dSPM"),
+        ("whole evoked", "PIUNet"),
+        ("crop", "dSPM"),
+        ("crop", "PIUNet"),
+    ]
+    stc = mne.minimum_norm.apply_inverse(evoked, inv, 1 / 9, "dSPM", verbose=False).crop(*window)
+    pos = np.concatenate([s["rr"][v] for s, v in zip(inv["src"], stc.vertices)])
+    peaks = pos[np.argmax(np.abs(stc.data), axis=0)]
+    jump = 1e3 * np.median(np.linalg.norm(np.diff(peaks, axis=0), axis=1))
+    assert rows[0]["median_jump_mm"] == pytest.approx(jump) == rows[2]["median_jump_mm"]
+    assert rows[0]["mean_peak_mm"] == rows[2]["mean_peak_mm"]
+    assert all(r["median_jump_mm"] >= 0 for r in rows)
+    table = steadiness_table([dict(r, contralateral=True) for r in rows])
+    assert table.count("\n") == 5 and "| PIUNet | crop |" in table

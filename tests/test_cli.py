@@ -27,8 +27,19 @@ def test_apply_writes_volume_stc(simulated_evoked, tiny_weights, volume_setup, t
     mne.minimum_norm.write_inverse_operator(
         tmp_path / "x-inv.fif", volume_setup.inverse_operator, verbose=False
     )
-    main(["apply", str(tmp_path / "x-ave.fif"), str(tmp_path / "x-inv.fif"), "-o", str(tmp_path / "out"),
-          "--weights", str(tiny_weights), "--device", "cpu"])  # fmt: skip
+    main(
+        [
+            "apply",
+            str(tmp_path / "x-ave.fif"),
+            str(tmp_path / "x-inv.fif"),
+            "-o",
+            str(tmp_path / "out"),
+            "--weights",
+            str(tiny_weights),
+            "--device",
+            "cpu",
+        ]
+    )
     stc = mne.read_source_estimate(tmp_path / "out-vl.stc")
     assert isinstance(stc, mne.VolSourceEstimate) and stc.data.shape[1] == 3
     assert np.all(np.isfinite(stc.data)) and stc.data.max() > 0
@@ -44,8 +55,15 @@ def test_apply_names_its_output_refuses_to_overwrite_and_writes_vectors(
     mne.minimum_norm.write_inverse_operator(
         tmp_path / "x-inv.fif", volume_setup.inverse_operator, verbose=False
     )
-    args = ["apply", str(tmp_path / "x-ave.fif"), str(tmp_path / "x-inv.fif"), "--weights", str(tiny_weights),
-            "--device", "cpu"]  # fmt: skip
+    args = [
+        "apply",
+        str(tmp_path / "x-ave.fif"),
+        str(tmp_path / "x-inv.fif"),
+        "--weights",
+        str(tiny_weights),
+        "--device",
+        "cpu",
+    ]
     assert main([*args, "-o", str(tmp_path / "res.stc")]) == 0
     assert f"Wrote {tmp_path / 'res-vl.stc'} " in capsys.readouterr().out  # the file MNE really wrote
     assert (tmp_path / "res-vl.stc").is_file()
@@ -134,21 +152,6 @@ def test_apply_bad_input_names_the_fix(simulated_evoked, tiny_weights, volume_se
         build_parser().parse_args(["apply", "a-ave.fif", "a-inv.fif", "-o", "x", "--baseline", "soon", "0"])
 
 
-def test_evaluate_rows_and_tables(piu, volume_setup):
-    from mne_piunet.bench.evaluation import evaluate_methods
-    from mne_piunet.bench.report import markdown_table, summarise
-    from mne_piunet.simulation import HeadSetup
-
-    rows = evaluate_methods(piu, (HeadSetup("easycap-M10"),), snrs=(20.0,), n_sources=(1,), n_per_cell=2)
-    assert len(rows) == 4 and {r["method"] for r in rows} == {"eLORETA", "PIUNet"}
-    for r in rows:
-        assert 0 <= r["nemd"] < 2 and r["ple"] >= 0 and 0 <= r["wcos"] <= 2
-    summary = summarise(rows)
-    assert summary[0]["nemd_ratio"] == pytest.approx(summary[0]["PIUNet:nemd"] / summary[0]["eLORETA:nemd"])
-    table = markdown_table(summary)
-    assert table.count("\n") == 2 and "NEMD PIUNet" in table
-
-
 def test_every_command_has_a_handler():
     from mne_piunet.cli import build_parser
 
@@ -188,8 +191,19 @@ def test_fine_tune_command(tiny_weights, volume_setup, tmp_path, monkeypatch, ca
     fwd = make_template_forward("easycap-M10", volume_setup.src)
     mne.write_forward_solution(tmp_path / "s-fwd.fif", fwd)
     mne.minimum_norm.write_inverse_operator(tmp_path / "s-inv.fif", volume_setup.inverse_operator)
-    args = ["fine-tune", "--fwd", str(tmp_path / "s-fwd.fif"), "--inv", str(tmp_path / "s-inv.fif"),
-            "--weights", str(tiny_weights), "--device", "cpu", "--threads", "1"]  # fmt: skip
+    args = [
+        "fine-tune",
+        "--fwd",
+        str(tmp_path / "s-fwd.fif"),
+        "--inv",
+        str(tmp_path / "s-inv.fif"),
+        "--weights",
+        str(tiny_weights),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+    ]
     # bad input: a clean message and status 2, no traceback
     (tmp_path / "exists.pt").write_bytes(b"")
     with pytest.raises(SystemExit) as exc:
@@ -218,29 +232,41 @@ def test_bench_data_and_bench_speed_commands(volume_setup, surface_setup, capsys
         assert row in out
 
 
-def test_evaluate_command_end_to_end(tiny_weights, volume_setup, tmp_path, monkeypatch, capsys):
+def test_evaluate_command_end_to_end(tiny_weights, tmp_path, monkeypatch, capsys):
     """The code behind the model card's tables, on one cached held-out setup instead of the real ones."""
-    from mne_piunet.bench import evaluation, report
+    from mne_piunet.bench import experiments, report
+    from mne_piunet.bench.experiments import CellGroup, Experiment
+    from mne_piunet.bench.report import markdown_table, summarise
     from mne_piunet.cli import main
     from mne_piunet.simulation import HeadSetup
 
     setup = HeadSetup("easycap-M10")
-    for module in (evaluation, report):
-        monkeypatch.setattr(module, "HELD_OUT_SETUPS", (setup,))
-        monkeypatch.setattr(module, "IN_DISTRIBUTION_SETUP", setup)
-    monkeypatch.setattr(
-        report, "preset_cells", lambda grid, quick: [evaluation.Cell("preset", "volume", setup)]
-    )
-    monkeypatch.setattr(
-        report,
-        "sensor_cells",
-        lambda grid, quick: [evaluation.Cell("sensors", "EEG", setup, 10.0, k) for k in (1, 3)],
-    )
+    tiny = {
+        name: Experiment(name, (CellGroup(sweep, (("volume", setup),), (10.0,), (1, 3)),), seed=1)
+        for name, sweep in (
+            ("in-distribution", "evaluation"),
+            ("held-out", "evaluation"),
+            ("presets", "preset"),
+            ("sensors", "sensors"),
+        )
+    }
+    for module in (experiments, report):
+        monkeypatch.setattr(module, "EXPERIMENTS", tiny)
     assert main(["evaluate", "--quick", "--weights", str(tiny_weights), "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "In distribution" in out and "Held out" in out and "Presets" in out and "Sensor types" in out
+    assert (
+        "In distribution" in out
+        and "Held out" in out
+        and "presets (seed 1" in out
+        and "sensors (seed 1" in out
+    )
     import csv
 
     rows = list(csv.DictReader(open(tmp_path / "evaluation.csv")))
     assert {r["method"] for r in rows} == {"eLORETA", "PIUNet"}
     assert all(0 <= float(r["nemd"]) < 2 for r in rows)
+    summary = summarise(
+        [dict(r, nemd=float(r["nemd"]), ple=float(r["ple"]), wcos=float(r["wcos"])) for r in rows]
+    )
+    assert summary[0]["nemd_ratio"] == pytest.approx(summary[0]["PIUNet:nemd"] / summary[0]["eLORETA:nemd"])
+    assert "NEMD PIUNet" in markdown_table(summary)

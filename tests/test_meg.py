@@ -229,11 +229,13 @@ def test_fine_tune_setup_from_a_meg_forward(coarse_grid, meg_setup):
 
 def test_evaluation_arrays_are_held_out_of_training():
     """The benchmark's sensor sweep and the evaluation's sensor cells use arrays no training config saw."""
-    from mne_piunet.bench.evaluation import HELD_OUT_MEG, HELD_OUT_OPM, benchmark_cells
+    from mne_piunet.bench.experiments import EXPERIMENTS, HELD_OUT_MEG, HELD_OUT_OPM, MismatchSetup
     from mne_piunet.train.training import BUNDLED_CONFIGS, read_config
 
     seen = {s.get("meg") for name in BUNDLED_CONFIGS for s in read_config(name).train_setups}
     assert "neuromag306" in seen and HELD_OUT_MEG not in seen and HELD_OUT_OPM not in seen
-    sweep = [c for c in benchmark_cells() if c.sweep == "sensors"]
-    assert [c.value.split()[0] for c in sweep] == ["EEG", "MEG", "MEG+EEG", "OPM"]
-    assert {c.setup.meg for c in sweep} == {None, HELD_OUT_MEG, HELD_OUT_OPM}
+    for name in ("benchmark", "sensors"):
+        sweep = [c for c in EXPERIMENTS[name].cells() if c.sweep == "sensors"]
+        assert list(dict.fromkeys(c.value.split()[0] for c in sweep)) == ["EEG", "MEG", "MEG+EEG", "OPM"]
+        data = [c.setup.data if isinstance(c.setup, MismatchSetup) else c.setup for c in sweep]
+        assert {s.meg for s in data} == {None, HELD_OUT_MEG, HELD_OUT_OPM}

@@ -14,6 +14,7 @@ Figures are :class:`matplotlib.figure.Figure` objects, written with
 from __future__ import annotations
 
 import csv
+import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -24,19 +25,8 @@ from matplotlib.figure import Figure
 
 from ..simulation import SourcePrior
 from ..utils._defaults import DEFAULT_LAMBDA2
-from .evaluation import (
-    BENCHMARK_METHODS,
-    EVALUATION_METHODS,
-    GAMMA_MAP_ALPHA,
-    HELD_OUT_SETUPS,
-    IN_DISTRIBUTION_SETUP,
-    METHODS,
-    MXNE_ALPHA,
-    evaluate_model_card,
-    preset_cells,
-    score_methods,
-    sensor_cells,
-)
+from .evaluation import BENCHMARK_METHODS, GAMMA_MAP_ALPHA, METHODS, MXNE_ALPHA
+from .experiments import EXPERIMENTS, HEADLINE, HELD_OUT_SETUPS, IN_DISTRIBUTION_SETUP, run_experiment
 
 __all__ = (
     "benchmark_header",
@@ -45,30 +35,43 @@ __all__ = (
     "model_card_tables",
     "plot_benchmark",
     "profile_summary",
+    "headline_report",
+    "machine",
     "run_evaluation",
     "speed_summary",
+    "steadiness_table",
     "summarise",
     "validation_table",
     "write_benchmark",
     "write_csv",
     "peak_floor_table",
-    "variant_table",
 )
 
 SWEEP_LABELS = dict(
-    snr_db="SNR (dB)", n_sources="number of sources", extent_mm="source extent (2 sigma, mm)",
-    montage="montage", head="head model", sensors="sensors",
-)  # fmt: skip
+    snr_db="SNR (dB)",
+    n_sources="number of sources",
+    extent_mm="source extent (2 sigma, mm)",
+    montage="montage",
+    head="head model",
+    sensors="sensors",
+)
 METRIC_LABELS = dict(
-    nemd="NEMD", ple="peak localisation error (mm)", sd="spatial dispersion (mm)",
-    wcos="weighted cosine distance", nmse="NMSE",
-)  # fmt: skip
+    nemd="NEMD",
+    ple="peak localisation error (mm)",
+    sd="spatial dispersion (mm)",
+    wcos="weighted cosine distance",
+    nmse="NMSE",
+)
 #: Columns and headings of :func:`markdown_table` after the grouping columns.
 _TABLE_COLUMNS = {
-    "eLORETA:nemd": "NEMD eLORETA", "PIUNet:nemd": "NEMD PIUNet", "nemd_ratio": "ratio",
-    "eLORETA:ple": "PLE eLORETA (mm)", "PIUNet:ple": "PLE PIUNet (mm)",
-    "eLORETA:wcos": "wcos eLORETA", "PIUNet:wcos": "wcos PIUNet",
-}  # fmt: skip
+    "eLORETA:nemd": "NEMD eLORETA",
+    "PIUNet:nemd": "NEMD PIUNet",
+    "nemd_ratio": "ratio",
+    "eLORETA:ple": "PLE eLORETA (mm)",
+    "PIUNet:ple": "PLE PIUNet (mm)",
+    "eLORETA:wcos": "wcos eLORETA",
+    "PIUNet:wcos": "wcos PIUNet",
+}
 _BY_HEADINGS = dict(source_space="source space", snr_db="SNR dB", n_sources="sources", value="condition")
 
 
@@ -101,8 +104,8 @@ _STATS: dict[str, Callable] = dict(
 
 def _methods(rows: list[dict]) -> list[str]:
     """The methods of the rows, in :data:`~mne_piunet.bench.evaluation.METHODS` order."""
-    present = {r["method"] for r in rows}
-    return [m for m in METHODS if m in present] + sorted(present - set(METHODS))
+    present = dict.fromkeys(r["method"] for r in rows)  # in order of appearance
+    return [m for m in METHODS if m in present] + [m for m in present if m not in METHODS]
 
 
 def summarise(
@@ -163,7 +166,7 @@ def markdown_table(summary: list[dict], by: Sequence[str] = ("source_space", "sn
         NEMD, their ratio, PLE and weighted cosine distance per group.
     """
     head = [_BY_HEADINGS.get(b, b) for b in by] + list(_TABLE_COLUMNS.values())
-    body = [[str(r[b]) for b in by] + [f"{r[c]:.3g}" for c in _TABLE_COLUMNS] for r in summary]
+    body = [[_text(r[b]) for b in by] + [f"{r[c]:.3g}" for c in _TABLE_COLUMNS] for r in summary]
     return _markdown(head, body)
 
 
@@ -190,8 +193,15 @@ def methods_table(
     summary = summarise(rows, by=by, metrics=metrics)
     columns = [(m, method) for m in metrics for method in methods]
     head = [_BY_HEADINGS.get(b, b) for b in by] + [f"{m.upper()} {method}" for m, method in columns]
-    body = [[str(r[b]) for b in by] + [f"{r[f'{method}:{m}']:.3g}" for m, method in columns] for r in summary]
+    body = [
+        [_text(r[b]) for b in by] + [f"{r[f'{method}:{m}']:.3g}" for m, method in columns] for r in summary
+    ]
     return _markdown(head, body)
+
+
+def _text(value) -> str:
+    """A grouping column's value as a table shows it: ``20`` for 20.0 dB."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _markdown(head: list[str], body: list[list[str]]) -> str:
@@ -329,7 +339,7 @@ def benchmark_summary(rows: list[dict], header: str = "") -> str:
 
 
 def benchmark_header(
-    n_per_cell: int, seed: int, quick: bool, elapsed_s: float, methods: tuple[str, ...] = BENCHMARK_METHODS
+    n_per_cell: int, quick: bool, elapsed_s: float, methods: tuple[str, ...] = BENCHMARK_METHODS
 ) -> str:
     """Date, machine and the command that reproduces a benchmark run.
 
@@ -337,8 +347,6 @@ def benchmark_header(
     ----------
     n_per_cell : int
         Samples per cell.
-    seed : int
-        The run's seed.
     quick : bool
         Whether it was a ``--quick`` run.
     elapsed_s : float
@@ -351,19 +359,11 @@ def benchmark_header(
     header : str
         One paragraph.
     """
-    import datetime
-    import os
-    import platform
-
-    import mne
-    import torch
-
-    command = "mne-piunet benchmark" + (" --quick" if quick else "") + f" --n {n_per_cell} --seed {seed}"
+    command = "mne-piunet benchmark" + (" --quick" if quick else "") + f" --n {n_per_cell}"
     if tuple(methods) != BENCHMARK_METHODS:
         command += " --methods " + " ".join(methods)
     return (
-        f"`{command}` on {datetime.date.today().isoformat()}: {platform.machine()}, {os.cpu_count()} CPU cores, "
-        f"torch {torch.__version__}, mne {mne.__version__}; {elapsed_s / 60:.1f} min. {n_per_cell} samples per "
+        f"`{command}` on {machine()['date']}: {machine()['machine']}; {elapsed_s / 60:.1f} min. {n_per_cell} samples per "
         f"cell; MxNE alpha {MXNE_ALPHA:g} %, Gamma-MAP alpha {GAMMA_MAP_ALPHA:g}, lambda2 1/{1 / DEFAULT_LAMBDA2:.0f} for the linear "
         "methods. Every sample is a time course of 80 ms at 250 Hz scored at its centre (PIUNet's context and MxNE's "
         "and the peers' fit come from it). All maps are scored on PIUNet's 8 mm grid; NEMD on 16 mm cells."
@@ -475,6 +475,24 @@ def profile_summary(times_ms: dict[str, float], precision: str) -> str:
 # Files
 
 
+def machine() -> dict[str, str]:
+    """Today's date (UTC) and a description of this machine and its libraries, for a report's header."""
+    import datetime
+    import os
+    import platform
+
+    import mne
+    import torch
+
+    from .. import __version__
+
+    return dict(
+        date=datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
+        machine=f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, "
+        f"mne-piunet {__version__}, torch {torch.__version__}, mne {mne.__version__}",
+    )
+
+
 def write_csv(rows: list[dict], fname: str | Path) -> Path:
     """Write rows to CSV.
 
@@ -525,49 +543,192 @@ def write_benchmark(rows: list[dict], out: str | Path, header: str = "") -> tupl
     return summary, written + plot_benchmark(rows, out)
 
 
-def run_evaluation(piu, out: str | Path | None = None, quick: bool = False, seed: int = 1234) -> str:
+def run_evaluation(weights=None, out: str | Path | None = None, quick: bool = False) -> str:
     """Run the model card's evaluation and report it.
 
     Parameters
     ----------
-    piu : PIUNetInverse
-        The model.
+    weights : path-like | None
+        The weights (None: the bundled ones).
     out : path-like | None
         Folder for ``evaluation.csv`` (every sample's scores); ``None`` writes nothing.
     quick : bool
-        A small sweep (see :func:`~mne_piunet.bench.evaluation.evaluate_model_card`).
-    seed : int
-        The seed.
+        A smoke run (:meth:`~mne_piunet.bench.experiments.CellGroup.quick`, 3 samples per cell).
 
     Returns
     -------
     text : str
-        The Markdown tables of :func:`model_card_tables`.
+        The Markdown tables of :func:`model_card_tables`, then the presets and sensor types.
     """
-    ind, held = evaluate_model_card(piu, quick=quick, seed=seed)
-    cells = preset_cells(piu.grid, quick=quick)
-    n = 3 if quick else 20
-    presets = score_methods(piu, cells, n, seed + 2, methods=EVALUATION_METHODS)
-    sensors = score_methods(piu, sensor_cells(piu.grid, quick=quick), n, seed + 3, methods=EVALUATION_METHODS)
+    n = 3 if quick else None
+    rows = {
+        name: run_experiment(name, weights, n, quick)
+        for name in ("in-distribution", "held-out", "presets", "sensors")
+    }
     if out is not None:
-        write_csv(ind + held + presets + sensors, Path(out) / "evaluation.csv")
-    by = ("value",)
-    by_sensors = ("value", "snr_db", "n_sources")
-    return "\n".join(
-        [
-            model_card_tables(ind, held, seed),
+        write_csv([r for part in rows.values() for r in part], Path(out) / "evaluation.csv")
+    lines = [model_card_tables(rows["in-distribution"], rows["held-out"], EXPERIMENTS["held-out"].seed)]
+    for name in ("presets", "sensors"):
+        by = EXPERIMENTS[name].table
+        lines += [
             "",
-            f"Presets (seed {seed + 2}, {len({r['sample'] for r in presets})} samples per cell):",
+            _experiment_heading(name, rows[name]),
             "",
-            markdown_table(summarise(presets, by=by), by=by),
-            "",
-            f"Sensor types on held-out arrays and heads (seed {seed + 3}, "
-            f"{len({r['sample'] for r in sensors})} samples per cell; MEG data from the 3-layer BEM, "
-            "inverses on the single shell, or on MNE's default BEM with EEG):",
-            "",
-            markdown_table(summarise(sensors, by=by_sensors), by=by_sensors),
+            markdown_table(summarise(rows[name], by=by), by=by),
         ]
+    return "\n".join(lines)
+
+
+def _experiment_heading(name: str, rows: list[dict]) -> str:
+    """``<title> (seed <s>, <n> samples per cell):``."""
+    experiment = EXPERIMENTS[name]
+    return (
+        f"{experiment.title} (seed {experiment.seed}, {len({r['sample'] for r in rows})} samples per cell):"
     )
+
+
+#: The pooled rows of each headline experiment's table: the numbers of sources over all SNRs,
+#: and single sources at 5-20 dB, the most common case.
+_HEADLINE_POOLS = (("n_sources",), ("source_space", "n_sources"))
+
+
+def headline_report(
+    weights=None,
+    n_per_cell: int | None = None,
+    quick: bool = False,
+    out: str | Path | None = None,
+    real_data: str | Path | None = None,
+) -> tuple[str, dict]:
+    """The headline evaluation of a model: every experiment of :data:`~mne_piunet.bench.experiments.HEADLINE`.
+
+    Held-out time courses and single maps, the sensor types and the
+    benchmark beside every method of MNE, each scored as a user meets it
+    (:meth:`~mne_piunet.PIUNetInverse.apply`), dated and with the machine and
+    the weights' sha256.
+
+    Parameters
+    ----------
+    weights : path-like | None
+        The weights (None: the bundled ones).
+    n_per_cell : int | None
+        Samples per cell; None: each experiment's own.
+    quick : bool
+        A smoke run (:meth:`~mne_piunet.bench.experiments.CellGroup.quick`).
+    out : path-like | None
+        Folder for ``headline.md``, ``headline.json`` and ``scores.csv``; None writes nothing.
+    real_data : path-like | None
+        A folder with MNE's test evoked (``test-ave.fif.gz``, ``test-cov.fif``):
+        adds the peak's steadiness on its real MEG
+        (:func:`~mne_piunet.bench.real_data.visual_steadiness`).
+
+    Returns
+    -------
+    text : str
+        The report (Markdown).
+    data : dict
+        ``meta`` (date, machine, command, weights and their sha256, wall
+        time) and, per experiment, its ``tables`` (Markdown) and ``pooled``
+        means per method.
+    """
+    import time
+
+    from .._cache import file_sha256
+    from ..network import bundled_weights_path
+
+    t0 = time.perf_counter()
+    path = Path(bundled_weights_path() if weights is None else weights)
+    command = "mne-piunet report" + ("" if weights is None else f" --weights {weights}")
+    command += ("" if n_per_cell is None else f" --n {n_per_cell}") + (" --quick" if quick else "")
+    command += "" if real_data is None else f" --real-data {real_data}"
+    data: dict = dict(
+        meta=dict(machine(), command=command, weights=path.name, weights_sha256=file_sha256(path))
+    )
+    lines, all_rows = [], []
+    for name in HEADLINE:
+        experiment = EXPERIMENTS[name]
+        rows = run_experiment(name, weights, n_per_cell, quick, verbose="error")
+        all_rows += [dict(r, experiment=name) for r in rows]
+        tables = [methods_table(rows, by=experiment.table)]
+        if "n_sources" in experiment.table:  # pooled over SNRs, and the common case alone
+            tables += [methods_table(rows, by=pool) for pool in _HEADLINE_POOLS]
+        single = [r for r in rows if r["n_sources"] == 1 and 5.0 <= r["snr_db"] <= 20.0]
+        if single and "n_sources" in experiment.table:
+            tables.append("One source at 5-20 dB:\n\n" + methods_table(single, by=("source_space",)))
+        data[name] = dict(title=experiment.title, tables=tables, pooled=_pooled_means(rows))
+        lines += [
+            f"## {experiment.title}",
+            "",
+            _experiment_heading(name, rows),
+            "",
+            *(t + "\n" for t in tables),
+        ]
+    if real_data is not None:
+        from ..inverse import PIUNetInverse
+        from .real_data import visual_steadiness
+
+        rows = visual_steadiness(real_data, PIUNetInverse(weights))
+        data["real-meg"] = dict(title=_REAL_MEG_TITLE, rows=rows)
+        lines += [f"## {_REAL_MEG_TITLE}", "", steadiness_table(rows), ""]
+    meta = data["meta"]
+    meta["minutes"] = round((time.perf_counter() - t0) / 60, 1)
+    head = [
+        f"# Headline evaluation of {meta['weights']}",
+        "",
+        f"`{meta['command']}` on {meta['date']} ({meta['minutes']} min): {meta['machine']}. Weights sha256 "
+        f"`{meta['weights_sha256']}`. Mean NEMD (16 mm cells; lower is better) and mean peak localisation error "
+        "(PLE, mm) on the 8 mm grid; PIUNet as `PIUNetInverse.apply` gives it, data-fit step included.",
+        "",
+    ]
+    text = "\n".join(head + lines)
+    if out is not None:
+        out = Path(out)
+        write_csv(all_rows, out / "scores.csv")
+        (out / "headline.md").write_text(text)
+        (out / "headline.json").write_text(json.dumps(data, indent=1) + "\n")
+    return text, data
+
+
+_REAL_MEG_TITLE = "Real MEG: the P100 of MNE's test evoked (visual conditions), 85-115 ms"
+
+
+def steadiness_table(rows: list[dict]) -> str:
+    """Markdown table of :func:`~mne_piunet.bench.real_data.visual_steadiness`'s rows.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Its rows.
+
+    Returns
+    -------
+    table : str
+        Per method and data (whole evoked, or cropped to the window first):
+        each condition's median peak jump between consecutive samples (mm),
+        their mean, and each window-mean peak (template MRI mm; * where it is
+        not in the contralateral occipital lobe).
+    """
+    conditions = list(dict.fromkeys(r["condition"] for r in rows))
+    head = ["method", "data", *(f"jump {c} (mm)" for c in conditions), "mean jump (mm)"]
+    head += [f"mean peak {c}" for c in conditions]
+    body = []
+    for (method, data), group in _groups(rows, "method", "data").items():
+        jumps = [r["median_jump_mm"] for r in group]
+        peaks = [
+            f"{tuple(int(v) for v in r['mean_peak_mm'])}{'' if r['contralateral'] else ' *'}" for r in group
+        ]
+        body.append([method, data, *(f"{j:.1f}" for j in jumps), f"{np.mean(jumps):.1f}", *peaks])
+    return _markdown(head, body)
+
+
+def _pooled_means(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Mean NEMD and PLE per method over all the rows."""
+    return {
+        method: {
+            m: round(float(np.nanmean([r[m] for r in rows if r["method"] == method])), 4)
+            for m in ("nemd", "ple")
+        }
+        for method in _methods(rows)
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -713,38 +874,4 @@ def peak_floor_table(rows: list[dict], maps: Sequence[str]) -> str:
         lines.append(
             f"| {setup} | {snr:g} | " + " | ".join(f"{a:.1f} [{b:.1f}, {c:.1f}]" for a, b, c in stats) + " |"
         )
-    return "\n".join(lines)
-
-
-def variant_table(rows: list[dict], variants: Sequence[str]) -> str:
-    """Markdown table of :func:`mne_piunet.bench.evaluation.data_fit_ab`: mean NEMD per cell and variant.
-
-    Parameters
-    ----------
-    rows : list of dict
-        Its rows.
-    variants : sequence of str
-        The variants, in column order.
-
-    Returns
-    -------
-    table : str
-        One row per setup, SNR and number of sources, then the pooled rows per number of sources.
-    """
-    cells = defaultdict(list)
-    for r in rows:
-        cells[(r["setup"], r["snr_db"], r["n_sources"], r["variant"])].append(r["nemd"])
-    lines = [
-        "| setup | SNR dB | sources | " + " | ".join(variants) + " |",
-        "|---|---|---|" + "---|" * len(variants),
-    ]
-    for setup, snr, k in dict.fromkeys((r["setup"], r["snr_db"], r["n_sources"]) for r in rows):
-        means = [np.nanmean(cells[(setup, snr, k, v)]) for v in variants]
-        lines.append(f"| {setup} | {snr:g} | {k} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
-    for k in dict.fromkeys(r["n_sources"] for r in rows):
-        means = [
-            np.nanmean([r["nemd"] for r in rows if r["n_sources"] == k and r["variant"] == v])
-            for v in variants
-        ]
-        lines.append(f"| pooled | all | {k} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
     return "\n".join(lines)

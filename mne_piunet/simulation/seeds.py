@@ -27,3 +27,18 @@ ACCEPTANCE_SEED_OFFSET = 20_000
 #: validation streams of every run seeded below 10,000 (the bundled configs'
 #: seeds are below 100).
 BY_SOURCES_SEED = 20_000
+#: The samples of each experiment of the docs (:data:`mne_piunet.bench.experiments.EXPERIMENTS`),
+#: by name: every method and model variant of an experiment is scored on the same samples.
+EXPERIMENT_SEEDS = {
+    "held-out": 1235,
+    "in-distribution": 1234,
+    "presets": 1236,
+    "sensors": 1237,
+    "benchmark": 0,
+    "data-fit": 31415,
+}
+#: The single-source time courses of :func:`~mne_piunet.bench.evaluation.peak_floor`.
+PEAK_FLOOR_SEED = 2718
+#: The samples of :func:`~mne_piunet.bench.evaluation.finetune_benefit` on a user's setup,
+#: apart from the fine-tune's own training, validation and acceptance streams.
+FINETUNE_BENEFIT_SEED = 4321
