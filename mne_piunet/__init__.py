@@ -15,6 +15,11 @@ except PackageNotFoundError:  # a source tree on sys.path, not installed
     __version__ = "0+unknown"
 
 __all__ = [
-    "PIUNetInverse", "apply_piunet", "apply_piunet_epochs", "apply_piunet_many", "apply_piunet_raw",
-    "make_template_inverse", "__version__",
-]  # fmt: skip
+    "PIUNetInverse",
+    "apply_piunet",
+    "apply_piunet_epochs",
+    "apply_piunet_many",
+    "apply_piunet_raw",
+    "make_template_inverse",
+    "__version__",
+]

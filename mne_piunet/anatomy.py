@@ -75,9 +75,8 @@ def _icosphere(order: int) -> tuple[np.ndarray, np.ndarray]:
         m = len(rr) + inv.reshape(3, -1).T  # midpoints of edges 01, 12, 20
         a, b, c = tris.T
         tris = np.concatenate(
-            [np.c_[a, m[:, 0], m[:, 2]], np.c_[b, m[:, 1], m[:, 0]],
-             np.c_[c, m[:, 2], m[:, 1]], m]
-        )  # fmt: skip
+            [np.c_[a, m[:, 0], m[:, 2]], np.c_[b, m[:, 1], m[:, 0]], np.c_[c, m[:, 2], m[:, 1]], m]
+        )
         rr = np.concatenate([rr, mid])
     return rr, tris
 
@@ -169,10 +168,13 @@ def _write_conformed_mni_t1(fname: Path) -> None:
 
     affine = np.array([[-1.0, 0, 0, 128], [0, 0, 1, -128], [0, -1, 0, 128], [0, 0, 0, 1]])
     t1 = resample_img(
-        load_mni152_template(resolution=1), target_affine=affine,
-        target_shape=(256, 256, 256), interpolation="continuous",
-        force_resample=True, copy_header=True,
-    )  # fmt: skip
+        load_mni152_template(resolution=1),
+        target_affine=affine,
+        target_shape=(256, 256, 256),
+        interpolation="continuous",
+        force_resample=True,
+        copy_header=True,
+    )
     data = np.asarray(t1.get_fdata(), float)
     data = np.clip(255 * data / np.percentile(data[data > 0], 99.5), 0, 255)
     nib.save(nib.MGHImage(data.astype(np.uint8), affine), str(fname))
@@ -184,9 +186,11 @@ def _write_fsaverage5_white(surf_dir: Path) -> None:
     mesh = load_fsaverage("fsaverage5")["white_matter"]
     for hemi, part in (("lh", mesh.parts["left"]), ("rh", mesh.parts["right"])):
         mne.write_surface(
-            str(surf_dir / f"{hemi}.white"), np.asarray(part.coordinates, float),
-            np.asarray(part.faces, int), overwrite=True,
-        )  # fmt: skip
+            str(surf_dir / f"{hemi}.white"),
+            np.asarray(part.coordinates, float),
+            np.asarray(part.faces, int),
+            overwrite=True,
+        )
 
 
 def template_subjects_dir() -> Path:
@@ -380,10 +384,13 @@ def make_template_bem(
         return mne.make_bem_solution(model)
 
     return cached(
-        "bem", dict(conductivity=cond, ico=ico), "-sol.fif", build,
+        "bem",
+        dict(conductivity=cond, ico=ico),
+        "-sol.fif",
+        build,
         lambda f, b: mne.write_bem_solution(f, b, overwrite=True),
         lambda f: mne.read_bem_solution(f),
-    )  # fmt: skip
+    )
 
 
 def make_template_sphere(
@@ -615,8 +622,10 @@ def make_template_forward(
         return _check_forward(fwd, src)
 
     return cached(
-        "fwd", dict(montage=name, head=head, conductivity=cond, src=src_fingerprint(src)),
-        "-fwd.fif", build,
+        "fwd",
+        dict(montage=name, head=head, conductivity=cond, src=src_fingerprint(src)),
+        "-fwd.fif",
+        build,
         lambda f, fwd: mne.write_forward_solution(f, fwd, overwrite=True),
         lambda f: mne.read_forward_solution(f),
-    )  # fmt: skip
+    )

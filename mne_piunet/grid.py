@@ -68,10 +68,13 @@ def make_grid_src(
     def build():
         logger.info(f"Building the {spacing} mm template grid (once; cached)")
         return mne.setup_volume_source_space(
-            TEMPLATE_SUBJECT, pos=float(spacing), mri="T1.mgz",
-            surface=str(bem_dir / "inner_skull.surf"), mindist=float(mindist),
+            TEMPLATE_SUBJECT,
+            pos=float(spacing),
+            mri="T1.mgz",
+            surface=str(bem_dir / "inner_skull.surf"),
+            mindist=float(mindist),
             subjects_dir=subjects_dir,
-        )  # fmt: skip
+        )
 
     def read(fname):
         src = mne.read_source_spaces(fname)
@@ -80,10 +83,13 @@ def make_grid_src(
         return src
 
     return cached(
-        "src", dict(spacing=float(spacing), mindist=float(mindist), subjects=str(subjects_dir)),
-        "-src.fif", build,
-        lambda f, s: mne.write_source_spaces(f, s, overwrite=True), read,
-    )  # fmt: skip
+        "src",
+        dict(spacing=float(spacing), mindist=float(mindist), subjects=str(subjects_dir)),
+        "-src.fif",
+        build,
+        lambda f, s: mne.write_source_spaces(f, s, overwrite=True),
+        read,
+    )
 
 
 @dataclass
@@ -338,10 +344,13 @@ def grid_meta(grid: SourceGrid) -> dict:
     """
     vertno = np.ascontiguousarray(grid.src[0]["vertno"], np.int64)
     return dict(
-        spacing_mm=round(grid.spacing * 1e3, 6), mindist_mm=grid.mindist, shape=list(grid.shape),
-        n_sources=grid.n_sources, origin_m=[round(float(x), 6) for x in grid.origin],
+        spacing_mm=round(grid.spacing * 1e3, 6),
+        mindist_mm=grid.mindist,
+        shape=list(grid.shape),
+        n_sources=grid.n_sources,
+        origin_m=[round(float(x), 6) for x in grid.origin],
         vertno_sha256=digest(vertno),
-    )  # fmt: skip
+    )
 
 
 def _polar_rotation(linear: np.ndarray) -> np.ndarray:

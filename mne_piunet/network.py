@@ -169,9 +169,13 @@ class ResBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, groups: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.GroupNorm(min(groups, c_in), c_in), nn.SiLU(), nn.Conv3d(c_in, c_out, 3, padding=1),
-            nn.GroupNorm(groups, c_out), nn.SiLU(), nn.Conv3d(c_out, c_out, 3, padding=1),
-        )  # fmt: skip
+            nn.GroupNorm(min(groups, c_in), c_in),
+            nn.SiLU(),
+            nn.Conv3d(c_in, c_out, 3, padding=1),
+            nn.GroupNorm(groups, c_out),
+            nn.SiLU(),
+            nn.Conv3d(c_out, c_out, 3, padding=1),
+        )
         self.skip = nn.Conv3d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -348,7 +348,7 @@ def environmental_projectors(info: mne.Info, n: int) -> list[mne.Projection]:
             kind=FIFF.FIFFV_PROJ_ITEM_FIELD,
             active=False,
             explained_var=None,
-        )  # fmt: skip
+        )
         for k, vec in enumerate(basis[:n])
     ]
 

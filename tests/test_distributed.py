@@ -17,15 +17,31 @@ def test_torchrun_two_cpu_ranks_agree(tmp_path, volume_setup, surface_setup):
         val_setups=[dict(montage="biosemi64", source_space="surface")],
         prior=dict(max_sources=2, sigma_mm=[8.0, 20.0]),
         network=dict(width=4, levels=2, heads=1, groups=2),
-        batch_size=2, warmup_steps=1, max_steps=4, val_size=4, val_every_steps=2,
-        threads=1, device="cpu",
-    )  # fmt: skip
+        batch_size=2,
+        warmup_steps=1,
+        max_steps=4,
+        val_size=4,
+        val_every_steps=2,
+        threads=1,
+        device="cpu",
+    )
     (tmp_path / "config.json").write_text(json.dumps(config))
     out = tmp_path / "run"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "mne_piunet.cli", "train", "--config", str(tmp_path / "config.json"), "--out", str(out),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "mne_piunet.cli",
+        "train",
+        "--config",
+        str(tmp_path / "config.json"),
+        "--out",
+        str(out),
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -146,9 +146,11 @@ def test_training_targets_flip_with_their_inputs(volume_setup, grid):
 
     batch = simulate(volume_setup, 4, np.random.default_rng(0), window=(0.04, 5))
     flip = replace(
-        batch, true_grid=-batch.true_grid, eloreta_grid=-batch.eloreta_grid,
+        batch,
+        true_grid=-batch.true_grid,
+        eloreta_grid=-batch.eloreta_grid,
         eloreta_window_grid=-batch.eloreta_window_grid,
-    )  # fmt: skip
+    )
     for network in (UNetConfig(), UNetConfig(context="subspace", window_s=0.04, window_points=5)):
         inputs, targets, scale, ratio = normalised_dense(grid, [batch], network)
         flipped = normalised_dense(grid, [flip], network)

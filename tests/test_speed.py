@@ -27,11 +27,22 @@ def test_profile_covers_every_part_of_the_forward_pass(network, grid):
 def test_bench_speed_reports_every_figure(grid):
     res = bench_speed(None, n_epochs=4, raw_minutes=0.05, sfreq=100.0)  # the bundled, fast network
     assert list(res) == [
-        "precision", "threads", "raw_s", "raw_output_mb", "raw_peak_beyond_output_mb",
-        "evoked_eloreta_s", "evoked_piunet_s", "evoked_ratio",
-        "epochs_eloreta_s", "epochs_piunet_s", "epochs_ratio", "epochs_ms_per_map", "epochs_ms_per_map_fp32",
-        "forward_ms_per_map", "forward_ms_per_map_fp32",
-    ]  # fmt: skip
+        "precision",
+        "threads",
+        "raw_s",
+        "raw_output_mb",
+        "raw_peak_beyond_output_mb",
+        "evoked_eloreta_s",
+        "evoked_piunet_s",
+        "evoked_ratio",
+        "epochs_eloreta_s",
+        "epochs_piunet_s",
+        "epochs_ratio",
+        "epochs_ms_per_map",
+        "epochs_ms_per_map_fp32",
+        "forward_ms_per_map",
+        "forward_ms_per_map_fp32",
+    ]
     assert res["raw_output_mb"] == pytest.approx(grid.n_sources * 300 * 4 / 2**20)  # float32 amplitudes
     times = {k: v for k, v in res.items() if k not in ("precision", "raw_peak_beyond_output_mb")}
     assert all(np.isfinite(v) and v > 0 for v in times.values())
@@ -52,10 +63,15 @@ def _tiny_train_config():
     from mne_piunet.train.training import TrainConfig
 
     return TrainConfig(
-        train_setups=[dict(montage="easycap-M10")], val_setups=[dict(montage="easycap-M10")],
-        prior=dict(max_sources=2, coloured_noise=0.5), network=dict(width=8, levels=2, heads=2, groups=4),
-        batch_size=4, transport_weight=1.0, threads=1, device="cpu",
-    )  # fmt: skip
+        train_setups=[dict(montage="easycap-M10")],
+        val_setups=[dict(montage="easycap-M10")],
+        prior=dict(max_sources=2, coloured_noise=0.5),
+        network=dict(width=8, levels=2, heads=2, groups=4),
+        batch_size=4,
+        transport_weight=1.0,
+        threads=1,
+        device="cpu",
+    )
 
 
 def test_bench_training_times_each_variant(volume_setup):

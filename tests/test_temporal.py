@@ -131,9 +131,11 @@ def test_context_changes_the_estimate_and_each_sample_keeps_its_own(grid, tempor
     np.testing.assert_allclose(predict_maps(net, grid, x0[:6], windows[3:4]), with_context[3:4], **tol)
     # a window of one repeated map is the instantaneous context
     np.testing.assert_allclose(
-        predict_maps(net, grid, x0, np.repeat(np.arange(10)[:, None], 5, 1), batch_size=3), alone,
-        rtol=1e-5, atol=1e-7,
-    )  # fmt: skip
+        predict_maps(net, grid, x0, np.repeat(np.arange(10)[:, None], 5, 1), batch_size=3),
+        alone,
+        rtol=1e-5,
+        atol=1e-7,
+    )
 
 
 def test_evoked_epochs_and_raw_hand_over_the_same_windows(tpiu, time_course):

@@ -15,15 +15,26 @@ def _curve(fname):
 def _tiny_config(**kwargs):
     from mne_piunet.train.training import TrainConfig
 
-    return TrainConfig(**dict(dict(
-        train_setups=[dict(montage="easycap-M10")],
-        val_setups=[dict(montage="biosemi64", source_space="surface")],
-        lambda2=[1 / 9],
-        prior=dict(max_sources=2, sigma_mm=[8.0, 20.0]),
-        network=dict(width=8, levels=2, heads=2, groups=4),
-        batch_size=8, lr=1e-3, warmup_steps=5, max_steps=60, val_size=8, val_every_steps=20,
-        threads=2, device="cpu",
-    ), **kwargs))  # fmt: skip
+    return TrainConfig(
+        **dict(
+            dict(
+                train_setups=[dict(montage="easycap-M10")],
+                val_setups=[dict(montage="biosemi64", source_space="surface")],
+                lambda2=[1 / 9],
+                prior=dict(max_sources=2, sigma_mm=[8.0, 20.0]),
+                network=dict(width=8, levels=2, heads=2, groups=4),
+                batch_size=8,
+                lr=1e-3,
+                warmup_steps=5,
+                max_steps=60,
+                val_size=8,
+                val_every_steps=20,
+                threads=2,
+                device="cpu",
+            ),
+            **kwargs,
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +134,14 @@ def test_simulation_in_worker_processes_and_bf16_steps(tiny_run, tmp_path):
     from mne_piunet.train.training import train
 
     src, _ = tiny_run
-    config = _tiny_config(max_steps=10**6, max_minutes=0.1, data_workers=2, precision="bfloat16",
-                          checkpoint_every_s=1.0, val_every_steps=10**6)  # fmt: skip
+    config = _tiny_config(
+        max_steps=10**6,
+        max_minutes=0.1,
+        data_workers=2,
+        precision="bfloat16",
+        checkpoint_every_s=1.0,
+        val_every_steps=10**6,
+    )
     train(config, tmp_path / "gpu", init=src / "final.pt")
     log = (tmp_path / "gpu" / "train.log").read_text()
     assert "simulating in 2 worker process(es)" in log and "bfloat16" in log

@@ -176,9 +176,13 @@ def simulate(
         prior.coloured_noise > 0 and prepared.noise_cov is not None and rng.random() < prior.coloured_noise
     )
     sensor = add_noise(
-        clean, snr, rng, prepared.noise_cov if coloured else None,
-        channel_std=prepared.channel_std, eeg=prepared.eeg,
-    )  # fmt: skip
+        clean,
+        snr,
+        rng,
+        prepared.noise_cov if coloured else None,
+        channel_std=prepared.channel_std,
+        eeg=prepared.eeg,
+    )
     sensor_window = window_grid = None
     if window is not None:
         if prior.instantaneous > 0 and rng.random() < prior.instantaneous:
@@ -194,12 +198,19 @@ def simulate(
         eloreta = (sensor @ prepared.kernel.T).reshape(sources.shape)
         eloreta_grid = prepared.grid_values(eloreta)
     return SimulatedBatch(
-        setup=prepared.name, sensor=sensor, true=sources, eloreta=eloreta,
-        true_grid=prepared.grid_values(sources), eloreta_grid=eloreta_grid,
-        snr_db=snr, n_sources=counts, sigma_mm=sigmas,
-        sensor_window=sensor_window, eloreta_window_grid=window_grid,
+        setup=prepared.name,
+        sensor=sensor,
+        true=sources,
+        eloreta=eloreta,
+        true_grid=prepared.grid_values(sources),
+        eloreta_grid=eloreta_grid,
+        snr_db=snr,
+        n_sources=counts,
+        sigma_mm=sigmas,
+        sensor_window=sensor_window,
+        eloreta_window_grid=window_grid,
         window_s=0.0 if window is None else float(window[0]),
-    )  # fmt: skip
+    )
 
 
 class SimulationEngine:

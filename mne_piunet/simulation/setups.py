@@ -393,9 +393,13 @@ def inverse_kernel(
     free = has_free_orientation(inverse_operator)
     logger.info(f"Computing the {method} kernel")
     stc = mne.minimum_norm.apply_inverse(
-        evoked, inverse_operator, lambda2, method, pick_ori="vector" if free else None,
+        evoked,
+        inverse_operator,
+        lambda2,
+        method,
+        pick_ori="vector" if free else None,
         method_params=method_params,
-    )  # fmt: skip
+    )
     return stc.data.reshape(-1, n_chan)
 
 
@@ -566,9 +570,12 @@ def setup_info(setup: HeadSetup) -> mne.Info:
     if setup.meg is None:
         return eeg
     meg = meg_array_info(
-        setup.meg, pose_mm=setup.pose_mm, seed=setup.jitter_seed, n_projectors=setup.n_projectors,
+        setup.meg,
+        pose_mm=setup.pose_mm,
+        seed=setup.jitter_seed,
+        n_projectors=setup.n_projectors,
         sfreq=250.0,
-    )  # fmt: skip
+    )
     raw = mne.io.RawArray(np.zeros((len(meg["ch_names"]), 1)), meg, verbose=False)
     if eeg is not None:
         eeg_raw = mne.io.RawArray(np.zeros((len(eeg["ch_names"]), 1)), eeg, verbose=False)
@@ -653,9 +660,13 @@ def prepare_setup(
     prepared.channel_std = _channel_std(noise_cov, info["ch_names"])
     seed = zlib.crc32(setup.name.encode())  # one fixed background per setup
     prepared.noise_cov = background_noise_cov(
-        prepared.leadfield, prepared.free, N_BACKGROUND_DIPOLES, seed,
-        channel_std=prepared.channel_std, eeg=prepared.eeg,
-    )  # fmt: skip
+        prepared.leadfield,
+        prepared.free,
+        N_BACKGROUND_DIPOLES,
+        seed,
+        channel_std=prepared.channel_std,
+        eeg=prepared.eeg,
+    )
     return prepared
 
 
@@ -840,8 +851,16 @@ def _prepared_from(setup, fwd, inv, info, lambda2, kernel, grid, src, affine, ro
         leadfield = _rotate_blocks(xyz["sol"]["data"], rot, axis=1)  # takes template-frame moments
         kernel = _rotate_blocks(kernel, rot, axis=0)  # returns template-frame moments
     return PreparedSetup(
-        spec=setup, info=info, inverse_operator=inv, lambda2=lambda2, pos=pos,
-        normals=normals, leadfield=np.asarray(leadfield, np.float64),
-        kernel=np.asarray(kernel, np.float64), to_grid=grid.resampler(pos), hemi_of=hemi_of,
-        head_to_mri=rot, src=src,
-    )  # fmt: skip
+        spec=setup,
+        info=info,
+        inverse_operator=inv,
+        lambda2=lambda2,
+        pos=pos,
+        normals=normals,
+        leadfield=np.asarray(leadfield, np.float64),
+        kernel=np.asarray(kernel, np.float64),
+        to_grid=grid.resampler(pos),
+        hemi_of=hemi_of,
+        head_to_mri=rot,
+        src=src,
+    )

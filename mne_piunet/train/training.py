@@ -547,9 +547,12 @@ class SimulatedBatches(torch.utils.data.IterableDataset):
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         engine = SimulationEngine(
-            self.setups, self.grid, self.prior, seed=[*self.seed, 0 if info is None else info.id],
+            self.setups,
+            self.grid,
+            self.prior,
+            seed=[*self.seed, 0 if info is None else info.id],
             network=self.network,
-        )  # fmt: skip
+        )
         while True:
             inputs, targets, meta = engine.batch(self.batch_size)
             yield inputs, targets, meta["log_ratio"]
@@ -739,10 +742,16 @@ def _save_checkpoint(run: _Run) -> None:
     # with worker processes the engines live there: a resumed run reseeds them from its step
     rng = run.engine.rng.bit_generator.state if run.batches is None else None
     torch.save(
-        dict(network=run.network.state_dict(), opt=run.opt.state_dict(), sched=run.sched.state_dict(),
-             rng=rng, torch_rng=torch.get_rng_state(), state=run.state),
+        dict(
+            network=run.network.state_dict(),
+            opt=run.opt.state_dict(),
+            sched=run.sched.state_dict(),
+            rng=rng,
+            torch_rng=torch.get_rng_state(),
+            state=run.state,
+        ),
         tmp,
-    )  # fmt: skip
+    )
     tmp.replace(run.checkpoint)
     # usable weights at every checkpoint: a run cut short (a lent GPU's time running out) keeps them;
     # written aside and renamed, so a kill mid-write leaves the previous ones
@@ -756,18 +765,21 @@ def _provenance(run: _Run) -> dict:
     """The run's provenance at its current step: steps, samples, minutes."""
     state = run.state
     return dict(
-        run.meta.get("provenance", {}), steps=state["step"], samples=state["step"] * run.config.batch_size * run.ranks.world,
+        run.meta.get("provenance", {}),
+        steps=state["step"],
+        samples=state["step"] * run.config.batch_size * run.ranks.world,
         minutes=round(state["elapsed"] / 60, 1),
-    )  # fmt: skip
+    )
 
 
 def _run_meta(run: _Run, init) -> dict:
     """What the exported weights record: grid, config and provenance (hardware, init, teacher)."""
     config = run.config
     meta = dict(
-        grid=grid_meta(run.grid), train_config=asdict(config),
+        grid=grid_meta(run.grid),
+        train_config=asdict(config),
         provenance=dict(hardware=f"{platform.machine()} {run.device}", torch=torch.__version__),
-    )  # fmt: skip
+    )
     if init is not None:  # a fine-tune is reproducible only from the weights it started from
         meta["provenance"]["init"] = dict(file=Path(init).name, sha256=file_sha256(init))
     if run.teacher is not None:
@@ -782,13 +794,21 @@ def _start_workers(run: _Run) -> None:
     if not config.data_workers:
         return
     stream = SimulatedBatches(
-        run.engine.setups, run.grid, run.engine.prior, [config.seed, run.ranks.rank, run.state["step"]],
-        config.batch_size, run.network.config,
-    )  # fmt: skip
+        run.engine.setups,
+        run.grid,
+        run.engine.prior,
+        [config.seed, run.ranks.rank, run.state["step"]],
+        config.batch_size,
+        run.network.config,
+    )
     loader = torch.utils.data.DataLoader(
-        stream, batch_size=None, num_workers=config.data_workers, prefetch_factor=4,
-        pin_memory=run.device.type == "cuda", persistent_workers=True,
-    )  # fmt: skip
+        stream,
+        batch_size=None,
+        num_workers=config.data_workers,
+        prefetch_factor=4,
+        pin_memory=run.device.type == "cuda",
+        persistent_workers=True,
+    )
     run.batches = iter(loader)
     run.log(f"simulating in {config.data_workers} worker process(es)")
 
@@ -870,8 +890,10 @@ def _validate_and_keep_best(run: _Run, window: _Window) -> None:
     state["elapsed"] = time.time() - run.t_start
     loss = window.loss_sum / window.n_steps
     state["curve"].append(dict(step=step, minutes=state["elapsed"] / 60, loss=loss, val_nemd=nemd))
-    run.log(f"step {step} loss {loss:.4g} val NEMD {nemd:.3f} "
-            f"(eLORETA {val['eloreta_nemd']:.3f}) lr {run.sched.get_last_lr()[0]:.2e} {rate:.1f} samples/s")  # fmt: skip
+    run.log(
+        f"step {step} loss {loss:.4g} val NEMD {nemd:.3f} "
+        f"(eLORETA {val['eloreta_nemd']:.3f}) lr {run.sched.get_last_lr()[0]:.2e} {rate:.1f} samples/s"
+    )
     if nemd < state["best"]:
         state["best"] = nemd
         provenance = dict(_provenance(run), val_nemd=nemd, val_eloreta_nemd=val["eloreta_nemd"])
@@ -955,9 +977,11 @@ def train(
         run.meta = _run_meta(run, init)
         if run.ranks.main:
             n_params = sum(p.numel() for p in run.network.parameters())
-            run.log(f"device {run.device} x {run.ranks.world}, {str(run.dtype)[6:]}, "
-                    f"{torch.get_num_threads()} threads, {n_params:,} parameters, "
-                    f"grid {run.grid.shape}, eLORETA validation NEMD {run.val['eloreta_nemd']:.3f}")  # fmt: skip
+            run.log(
+                f"device {run.device} x {run.ranks.world}, {str(run.dtype)[6:]}, "
+                f"{torch.get_num_threads()} threads, {n_params:,} parameters, "
+                f"grid {run.grid.shape}, eLORETA validation NEMD {run.val['eloreta_nemd']:.3f}"
+            )
             _validate_init(run, init)
         run.state["world"] = run.ranks.world  # samples per step = world * batch_size
         _start_workers(run)
@@ -1035,9 +1059,12 @@ def export_checkpoint(run: str | Path, fname: str | Path | None = None) -> Path:
     network.load_state_dict(saved["network"])
     batch = meta["train_config"]["batch_size"]
     provenance = dict(
-        meta.get("provenance", {}), steps=state["step"], samples=state["step"] * batch * state.get("world", 1),
-        minutes=round(state["elapsed"] / 60, 1), val_nemd=state["curve"][-1]["val_nemd"] if state["curve"] else None,
-    )  # fmt: skip
+        meta.get("provenance", {}),
+        steps=state["step"],
+        samples=state["step"] * batch * state.get("world", 1),
+        minutes=round(state["elapsed"] / 60, 1),
+        val_nemd=state["curve"][-1]["val_nemd"] if state["curve"] else None,
+    )
     keep = {k: v for k, v in meta.items() if k not in ("config", "sha256", "format_version")}
     return save_network(
         network, fname or run / "final.pt", dict(keep, provenance=provenance, curve=state["curve"])
