@@ -14,7 +14,9 @@ import mne
 import numpy as np
 from matplotlib.figure import Figure
 
+from .inverse import PIUNetInverse
 from .simulation import HeadSetup, prepare_setup, simulate_demo_evoked
+from .utils._checks import check_positive, validate_type
 from .utils._defaults import DEFAULT_LAMBDA2
 
 __all__ = ["DEMO_METHODS", "DemoResult", "demo_summary", "localise_demo", "plot_demo"]
@@ -76,6 +78,10 @@ def localise_demo(
     result : DemoResult
         The data, estimates and errors.
     """
+    validate_type(piu, PIUNetInverse, "piu", "PIUNetInverse")
+    validate_type(montage, str, "montage", fix="Name a built-in MNE montage, e.g. 'biosemi64'.")
+    validate_type(snr_db, "numeric", "snr_db", "int or float")
+    lambda2 = check_positive(lambda2, "lambda2", "e.g. 1 / SNR**2 = 1/9")
     setup = prepare_setup(HeadSetup(montage), piu.grid)
     evoked, centre = simulate_demo_evoked(setup, snr_db)
     inv = setup.inverse_operator
@@ -103,6 +109,7 @@ def demo_summary(result: DemoResult) -> str:
     text : str
         One line on the simulation, one per method.
     """
+    validate_type(result, DemoResult, "result", "DemoResult", fix="Pass the output of localise_demo.")
     lines = [
         f"True source at {np.round(result.centre * 1e3)} mm (MNI), SNR {result.snr_db} dB, {result.montage}; "
         f"peak time {result.t_peak:.3f} s"
@@ -126,6 +133,8 @@ def plot_demo(result: DemoResult, piu) -> Figure:
     fig : matplotlib.figure.Figure
         One row per method.
     """
+    validate_type(result, DemoResult, "result", "DemoResult", fix="Pass the output of localise_demo.")
+    validate_type(piu, PIUNetInverse, "piu", "PIUNetInverse")
     from nilearn.plotting import plot_glass_brain
 
     fig = Figure(figsize=(8, 2.6 * len(result.stcs)))

@@ -24,13 +24,14 @@ from pathlib import Path
 import mne
 import numpy as np
 from mne.minimum_norm import InverseOperator
-from mne.utils import ProgressBar, _ensure_int, _validate_type, logger, verbose, warn
+from mne.utils import ProgressBar, logger, verbose, warn
 from scipy import sparse
 
 from ._cache import digest, file_sha256
 from .anatomy import template_subjects_dir
 from .grid import SourceGrid, grid_from_meta, grid_meta, to_template_space
 from .inference import (
+    PRECISIONS,
     context_margin,
     context_windows,
     dtype_name,
@@ -50,7 +51,15 @@ from .physics import (
     whiten,
     window_fit_weights,
 )  # fmt: skip
-from .utils._checks import as_affine, check_inverse_operator, has_free_orientation
+from .utils._checks import (
+    as_affine,
+    check_inverse_operator,
+    check_option,
+    check_positive,
+    ensure_int,
+    has_free_orientation,
+    validate_type,
+)  # fmt: skip
 from .utils._defaults import DEFAULT_LAMBDA2
 from .utils._docs import docdict, fill_doc
 from .utils._fingerprint import inverse_fingerprint
@@ -92,30 +101,30 @@ def _check_inverse(inverse_operator) -> None:
         )
 
 
+def _check_method(method) -> None:
+    check_option(
+        "method", method, ("eLORETA",),
+        fix="PIUNet refines eLORETA: use mne.minimum_norm.apply_inverse for other methods.",
+    )  # fmt: skip
+
+
 def _check_pick_ori(pick_ori) -> None:
-    if pick_ori not in (None, "vector"):
-        raise ValueError(f'pick_ori must be None (amplitudes) or "vector" (moment vectors), got {pick_ori!r}')
+    check_option(
+        "pick_ori", pick_ori, (None, "vector"),
+        fix='None gives amplitudes (VolSourceEstimate), "vector" moment vectors (VolVectorSourceEstimate).',
+    )  # fmt: skip
 
 
-def _check_args(lambda2, method, pick_ori, label=None) -> float:
-    if method != "eLORETA":
-        raise ValueError(
-            f"PIUNet refines eLORETA: method must be 'eLORETA', got {method!r}. "
-            "Use mne.minimum_norm.apply_inverse for other methods."
-        )
-    _check_pick_ori(pick_ori)
+def _check_label(label) -> None:
     if label is not None:
         raise ValueError(
             "label is not supported: PIUNet estimates the whole brain at once. "
             "Restrict the output afterwards, e.g. with stc.in_label() or by vertices."
         )
-    try:
-        lambda2 = float(lambda2)
-    except (TypeError, ValueError):
-        raise TypeError(f"lambda2 must be a positive number, got {lambda2!r}") from None
-    if not np.isfinite(lambda2) or lambda2 <= 0:
-        raise ValueError(f"lambda2 must be > 0 (e.g. 1 / SNR**2 = 1/9), got {lambda2}")
-    return lambda2
+
+
+def _check_lambda2(lambda2) -> float:
+    return check_positive(lambda2, "lambda2", "e.g. 1 / SNR**2 = 1/9")
 
 
 def _check_real(data: np.ndarray, what: str) -> None:
@@ -199,6 +208,7 @@ def _finite_time_func(raw, inverse_operator) -> Callable[[np.ndarray], np.ndarra
 
 
 # ------------------------------------------------------------------ class
+@fill_doc
 class PIUNetInverse:
     """Learned refinement of eLORETA on a template volume grid (3D-PIUNet).
 
@@ -211,23 +221,8 @@ class PIUNetInverse:
 
     Parameters
     ----------
-    weights : path-like | None
-        Weights written by :func:`mne_piunet.network.save_network`; None for
-        the pretrained weights bundled with the package.
-    device : "auto" | str
-        Torch device; ``"auto"`` picks CUDA when available, else the CPU.
-    batch_size : int | None
-        Maps (time points) per network call; None: 16 on the CPU, 256 on CUDA.
-    precision : "auto" | "float32" | "bfloat16" | "float16"
-        Arithmetic of the network. ``"auto"``: bf16 on a CPU that computes it
-        natively (AVX512-BF16 or AMX), fp32 on other CPUs, bf16 or fp16 on CUDA.
-    data_fit : bool
-        Weight each map towards the grid dipoles that best explain its data
-        (the signal subspace of its window, through the inverse operator's
-        own gain; :func:`mne_piunet.physics.window_fit_weights`). False: the
-        network's map alone, as ``refine`` of an estimate without its inverse.
-    verbose : bool | str | int | None
-        Logging level, as for any MNE function (:func:`mne.verbose`).
+    %(network_params)s
+    %(verbose)s
 
     Attributes
     ----------
@@ -241,6 +236,11 @@ class PIUNetInverse:
         The weights file in use.
     """
 
+    #: Whether the data fit divides each window's sharpness by its signal subspace's
+    #: rank (:func:`mne_piunet.physics.window_fit_weights`'s ``rank_scaled``); the
+    #: benchmark's A/B sets it to False on an instance.
+    _fit_rank_scaled: bool = True
+
     @verbose
     def __init__(
         self,
@@ -252,14 +252,14 @@ class PIUNetInverse:
         data_fit: bool = True,
         verbose=None,
     ):
-        _validate_type(data_fit, bool, "data_fit")
+        validate_type(weights, ("path-like", None), "weights")
+        validate_type(data_fit, bool, "data_fit")
+        check_option("precision", precision, PRECISIONS)
+        if batch_size is not None:
+            batch_size = ensure_int(batch_size, "batch_size", "a positive integer or None", minimum=1)
         self.data_fit = data_fit
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
-        if batch_size is not None:
-            batch_size = _ensure_int(batch_size, "batch_size", "a positive integer or None")
-            if batch_size < 1:
-                raise ValueError(f"batch_size must be a positive integer or None, got {batch_size}")
         self.batch_size = batch_size
         self.weights_path = bundled_weights_path() if weights is None else Path(weights)
         self.bundle = load_network(self.weights_path, self.device)
@@ -322,36 +322,18 @@ class PIUNetInverse:
 
         Parameters
         ----------
-        evoked : mne.Evoked
-            EEG, MEG or MEG+EEG evoked data (EEG with an average reference
-            projector, SSP projectors as the inverse has them, as for any inverse).
-        %(inverse_operator)s
-        %(lambda2)s
-        %(method)s
-        %(pick_ori)s
-        %(prepared)s
-        %(label)s
-        %(method_params)s
-        return_residual : bool
-            Also return the residual: the data minus what PIUNet's estimate
-            predicts through the inverse operator's own gain, as MNE's
-            ``apply_inverse`` returns it (the explained variance is logged
-            either way, at ``verbose="info"``). Needs the operator as made or
-            read, not prepared for eLORETA.
-        %(use_cps)s
-        %(template_params)s
+        %(apply_params)s
         %(verbose)s
 
         Returns
         -------
-        stc : mne.VolSourceEstimate | mne.VolVectorSourceEstimate
-            On :attr:`src` (subject "fsaverage"), in Am.
-        residual : mne.Evoked
-            The residual (only with ``return_residual=True``), as MNE's:
-            the inverse's channels minus the prediction, the others unchanged.
+        %(apply_returns)s
         """
-        _validate_inst(evoked, mne.Evoked, "evoked")
-        lambda2 = self._setup_call(evoked, inverse_operator, lambda2, method, pick_ori, label, evoked.data)
+        validate_type(evoked, mne.Evoked, "evoked", "Evoked")
+        validate_type(return_residual, bool, "return_residual")
+        lambda2 = self._setup_call(
+            evoked, inverse_operator, lambda2, method, pick_ori, label, prepared, evoked.data
+        )
         self._warn_short(len(evoked.times), evoked.info["sfreq"], "evoked")
         if return_residual:
             check_unweighted(inverse_operator)  # before any work, not after it
@@ -362,8 +344,8 @@ class PIUNetInverse:
         )  # fmt: skip
         op, rot, normals, fit = self._inverse_geometry(inverse_operator, mni_transform, subjects_dir)
         windows = self.windows(len(evoked.times), evoked.info["sfreq"])
-        refined = _refine_array(self, stc.data, op, rot, normals, fit, windows)
-        out = _make_stc(self, refined, stc.tmin, stc.tstep, pick_ori)
+        refined = self._refine_array(stc.data, op, rot, normals, fit, windows)
+        out = self._make_stc(refined, stc.tmin, stc.tstep, pick_ori)
         if return_residual:
             return out, _residual(evoked, inverse_operator, inv, refined, op, rot)
         if logger.isEnabledFor(logging.INFO) and not inverse_operator["eigen_leads_weighted"]:
@@ -392,35 +374,20 @@ class PIUNetInverse:
     ) -> list | Generator:
         """PIUNet estimates of Epochs (mirrors :func:`mne.minimum_norm.apply_inverse_epochs`).
 
-        eLORETA is prepared once; epochs are refined together in chunks of
-        about 512 time points, so short epochs fill the network's batches.
-        Memory is bounded by one chunk; ``return_generator=True`` streams the
-        estimates. Dropped epochs are skipped, as by MNE.
+        %(apply_epochs_notes)s
 
         Parameters
         ----------
-        epochs : mne.BaseEpochs
-            EEG, MEG or MEG+EEG epochs, preloaded or not.
-        %(inverse_operator)s
-        %(lambda2)s
-        %(method)s
-        %(label)s
-        %(nave)s
-        %(pick_ori)s
-        %(return_generator)s
-        %(prepared)s
-        %(method_params)s
-        %(use_cps)s
-        %(template_params)s
+        %(apply_epochs_params)s
         %(verbose)s
 
         Returns
         -------
-        stcs : list | generator of VolSourceEstimate | VolVectorSourceEstimate
-            One estimate per epoch.
+        %(apply_epochs_returns)s
         """
-        _validate_inst(epochs, mne.BaseEpochs, "epochs")
-        lambda2 = self._setup_call(epochs, inverse_operator, lambda2, method, pick_ori, label, None)
+        validate_type(epochs, mne.BaseEpochs, "epochs", "BaseEpochs")
+        validate_type(return_generator, bool, "return_generator")
+        lambda2 = self._setup_call(epochs, inverse_operator, lambda2, method, pick_ori, label, prepared)
         self._warn_short(len(epochs.times), epochs.info["sfreq"], "epochs")
         if epochs.preload:
             _check_real(epochs.get_data(copy=False), "Epochs data")
@@ -430,7 +397,7 @@ class PIUNetInverse:
             return_generator=True, prepared=True, method_params=method_params, use_cps=use_cps,
         )  # fmt: skip
         geometry = self._inverse_geometry(inverse_operator, mni_transform, subjects_dir)
-        gen = _refine_epochs(self, eloreta, geometry, pick_ori)
+        gen = self._refine_epochs(eloreta, geometry, pick_ori)
         if return_generator:
             return gen
         n = len(epochs.selection) if epochs.preload else None
@@ -462,58 +429,31 @@ class PIUNetInverse:
     ):
         """PIUNet estimate of Raw data (mirrors :func:`mne.minimum_norm.apply_inverse_raw`).
 
-        The data are processed in chunks of ``buffer_size`` samples with a
-        progress bar: only one chunk's eLORETA estimate is in memory at a time,
-        and the output is float32. Chunks overlap by half the network's
-        temporal window, so the estimate is the same however the data are
-        chunked; the span from ``start`` to ``stop`` is localised as if
-        cropped. Times follow MNE's convention: ``stc.tmin == raw.times[start]``.
+        %(apply_raw_notes)s
 
         Parameters
         ----------
-        raw : mne.io.BaseRaw
-            EEG, MEG or MEG+EEG data, preloaded or not.
-        %(inverse_operator)s
-        %(lambda2)s
-        %(method)s
-        %(label)s
-        %(start_stop)s
-        %(nave)s
-        %(time_func)s
-        %(pick_ori)s
-        %(buffer_size)s
-        %(prepared)s
-        %(method_params)s
-        %(use_cps)s
-        return_generator : bool
-            Return a generator of estimates, one per chunk, instead of one
-            estimate: for recordings whose estimate does not fit in memory (10
-            minutes at 250 Hz are 2.4 GB of float32 amplitudes, 3x that as
-            vectors). Write each chunk where it belongs, e.g. into a
-            :class:`numpy.memmap`.
-        %(template_params)s
+        %(apply_raw_params)s
         %(verbose)s
 
         Returns
         -------
-        stc : VolSourceEstimate | VolVectorSourceEstimate | generator
-            The estimate, or a generator of consecutive estimates.
+        %(apply_raw_returns)s
         """
-        _validate_inst(raw, mne.io.BaseRaw, "raw")
+        validate_type(raw, mne.io.BaseRaw, "raw", "BaseRaw")
         if time_func is not None:
             raise ValueError("time_func is not supported: apply it to the returned estimate's data.")
-        lambda2 = self._setup_call(raw, inverse_operator, lambda2, method, pick_ori, label, None)
+        validate_type(return_generator, bool, "return_generator")
+        lambda2 = self._setup_call(raw, inverse_operator, lambda2, method, pick_ori, label, prepared)
         span = _raw_span(raw, start, stop, buffer_size)
         self._warn_short(span[1] - span[0], raw.info["sfreq"], "Raw span")
         inv = self._eloreta_inverse(inverse_operator, prepared, nave, lambda2, method_params)
-        chunks = _raw_chunks(
-            self, raw, inv, lambda2, span, nave, method_params, use_cps,
-            self._inverse_geometry(inverse_operator, mni_transform, subjects_dir),
-        )  # fmt: skip
+        geometry = self._inverse_geometry(inverse_operator, mni_transform, subjects_dir)
+        chunks = self._raw_chunks(raw, inv, lambda2, span, nave, method_params, use_cps, geometry)
         if return_generator:
             tstep = 1.0 / raw.info["sfreq"]
-            return (_make_stc(self, data, raw.times[s0], tstep, pick_ori) for s0, data in chunks)
-        return _raw_estimate(self, raw, chunks, span, pick_ori)
+            return (self._make_stc(data, raw.times[s0], tstep, pick_ori) for s0, data in chunks)
+        return self._raw_estimate(raw, chunks, span, pick_ori)
 
     @verbose
     @fill_doc
@@ -561,9 +501,14 @@ class PIUNetInverse:
         stc : VolSourceEstimate | VolVectorSourceEstimate
             On :attr:`src`, in Am.
         """
+        validate_type(
+            stc, _STC_TYPES, "stc", fix="Make it with mne.minimum_norm.apply_inverse(..., 'eLORETA')."
+        )
+        validate_type(
+            src, (mne.SourceSpaces, InverseOperator), "src",
+            fix="Pass the estimate's source space (inverse_operator['src']) or the inverse that made it.",
+        )  # fmt: skip
         _check_pick_ori(pick_ori)
-        if not isinstance(stc, _STC_TYPES):
-            raise TypeError(f"stc must be a source estimate, got {type(stc).__name__}")
         _check_real(stc.data, "estimate's data")
         inv = src if isinstance(src, InverseOperator) else None
         if inv is not None:
@@ -576,11 +521,11 @@ class PIUNetInverse:
         self._warn_short(stc.shape[-1], sfreq, "estimate")
         windows = self.windows(stc.shape[-1], sfreq)
         fit = None if inv is None else self._data_fit(inv, op, rot)
-        return _make_stc(
-            self, _refine_array(self, stc.data, op, rot, normals, fit, windows), stc.tmin, stc.tstep, pick_ori
-        )
+        refined = self._refine_array(stc.data, op, rot, normals, fit, windows)
+        return self._make_stc(refined, stc.tmin, stc.tstep, pick_ori)
 
     @verbose
+    @fill_doc
     def fine_tune(
         self,
         inverse_operator: mne.minimum_norm.InverseOperator,
@@ -603,8 +548,7 @@ class PIUNetInverse:
             The tuned weights' ``.pt`` file.
         minutes : float
             Wall-clock budget.
-        verbose : bool | str | int | None
-            Logging level, as for any MNE function (:func:`mne.verbose`).
+        %(verbose)s
         **kwargs
             Further keywords of :func:`mne_piunet.train.finetune.fine_tune`
             (``lambda2``, ``mni_transform``, ``subjects_dir``, ``run_dir``,
@@ -673,7 +617,110 @@ class PIUNetInverse:
         windows : array of int, shape (len(rows), window_points)
             Sample indices (:func:`mne_piunet.inference.context_windows`).
         """
+        n_times = ensure_int(n_times, "n_times", "a number of time points")
+        validate_type(sfreq, "numeric", "sfreq", "int or float")
         return context_windows(n_times, sfreq, self.network.config, rows)
+
+    # --------------------------------------------------------- the work
+    def _refine_array(self, data, op, rot, normals, fit, windows: np.ndarray) -> np.ndarray:
+        """(n_src, 3, n_times) vectors or (n_src, n_times) + normals -> (n_grid, 3, n_out).
+
+        ``windows`` (n_out, window_points) are the time points of ``data`` each
+        output refines (its centre column) and takes its context from. Rotation
+        and resampling are sparse products per grid component, so no
+        (n_src, 3, n_times) temporary is made; the network runs on all time
+        points in batches. With ``fit`` (:meth:`_data_fit`), each
+        map is then weighted towards the grid dipoles that best explain its
+        window's data (:func:`_fit_weights`).
+        """
+        data = data.astype(np.float32, copy=False)  # op and rot are float32 too
+        if data.ndim == 2:
+            nn = (normals @ rot.T).astype(np.float32)  # normals in the grid frame
+            # fold each normal component into the sparse operator's columns
+            # (O(nnz)) rather than scaling a dense (n_src, n_times) copy per component
+            grid = np.stack([(op @ sparse.diags(nn[:, k])) @ data for k in range(3)], axis=-1)
+        else:
+            moved = [op @ data[:, j, :] for j in range(3)]
+            grid = np.stack([sum(rot[k, j] * moved[j] for j in range(3)) for k in range(3)], axis=-1)
+        # (n_grid, n_times, 3) -> (n_times, n_grid, 3), the maps predict_maps takes
+        refined = self.predict_grid(np.moveaxis(grid, 1, 0), windows)
+        if fit is not None:
+            weights = _fit_weights(fit, data, windows, self.grid, self._fit_rank_scaled)
+            refined *= weights[..., None].astype(refined.dtype)
+        return np.moveaxis(refined, 0, 2)
+
+    def _make_stc(self, data, tmin, tstep, pick_ori):
+        """Grid vectors (n_grid, 3, n_times) as an estimate on :attr:`src`: the vectors or their norms."""
+        kwargs = dict(vertices=self.grid.vertices, tmin=tmin, tstep=tstep, subject="fsaverage")
+        if pick_ori == "vector":
+            return mne.VolVectorSourceEstimate(data, **kwargs)
+        return mne.VolSourceEstimate(_amplitudes(data), **kwargs)
+
+    def _refine_epochs(self, eloreta: Iterator, geometry: tuple, pick_ori) -> Generator:
+        """Refine eLORETA epochs in chunks of about :data:`_EPOCHS_CHUNK` time points."""
+        pending: list = []
+        for stc in eloreta:
+            _check_real(stc.data, "Epochs data")
+            if not np.all(np.isfinite(stc.data)):
+                raise ValueError(
+                    "An epoch contains NaN or infinite values: drop or fix it first (epochs.drop_bad())."
+                )
+            pending.append(stc)
+            if sum(s.shape[-1] for s in pending) >= _EPOCHS_CHUNK:
+                yield from self._refine_stcs(pending, geometry, pick_ori)
+                pending = []
+        yield from self._refine_stcs(pending, geometry, pick_ori)
+
+    def _refine_stcs(self, stcs: list, geometry: tuple, pick_ori) -> Iterator:
+        """Refine epochs together; each epoch's windows stay within the epoch."""
+        if not stcs:
+            return
+        bounds = np.cumsum([0] + [s.shape[-1] for s in stcs])
+        windows = np.concatenate(
+            [t0 + self.windows(s.shape[-1], 1.0 / s.tstep) for s, t0 in zip(stcs, bounds[:-1])]
+        )
+        refined = self._refine_array(np.concatenate([s.data for s in stcs], axis=-1), *geometry, windows)
+        for stc, t0, t1 in zip(stcs, bounds[:-1], bounds[1:]):
+            yield self._make_stc(refined[..., t0:t1], stc.tmin, stc.tstep, pick_ori)
+
+    def _raw_chunks(self, raw, inv, lambda2, span, nave, method_params, use_cps, geometry) -> Iterator:
+        """(first sample, refined float32 vectors) per chunk of ``span = (start, stop, step)``.
+
+        Each chunk's eLORETA estimate reaches :func:`~mne_piunet.inference.context_margin`
+        samples into its neighbours (within ``start``-``stop``: the span asked
+        for is localised as if cropped), so its windows are those of one pass
+        over the span: the estimate does not change at chunk boundaries.
+        """
+        start, stop, step = span
+        sfreq = raw.info["sfreq"]
+        margin = context_margin(sfreq, self.network.config)
+        check = _finite_time_func(raw, inv)  # each chunk is read once, by MNE, and checked there
+        for s0 in range(start, stop, step):
+            s1 = min(s0 + step, stop)
+            r0, r1 = max(start, s0 - margin), min(stop, s1 + margin)
+            stc = mne.minimum_norm.apply_inverse_raw(
+                raw, inv, lambda2, "eLORETA", start=r0, stop=r1, nave=nave,
+                time_func=check, pick_ori=_eloreta_ori(inv), prepared=True,
+                method_params=method_params, use_cps=use_cps,
+            )  # fmt: skip
+            windows = start + self.windows(stop - start, sfreq, np.arange(s0 - start, s1 - start)) - r0
+            yield s0, self._refine_array(stc.data, *geometry, windows)
+
+    def _raw_estimate(self, raw, chunks: Iterator, span: tuple, pick_ori):
+        """One float32 estimate of ``span = (start, stop, step)`` from its refined chunks."""
+        start, stop, step = span
+        shape = (self.grid.n_sources, 3) if pick_ori == "vector" else (self.grid.n_sources,)
+        out = np.empty(shape + (stop - start,), np.float32)
+        written = 0
+        for s0, data in ProgressBar(chunks, max_value=len(range(start, stop, step)), mesg="PIUNet raw"):
+            if s0 - start != written:
+                raise RuntimeError(f"apply_raw's chunks are out of order at sample {s0}")
+            out[..., written : written + data.shape[-1]] = data if pick_ori == "vector" else _amplitudes(data)
+            written += data.shape[-1]
+        if written != stop - start:  # never hand out memory that was not written
+            raise RuntimeError(f"apply_raw refined {written} of {stop - start} samples")
+        cls = mne.VolVectorSourceEstimate if pick_ori == "vector" else mne.VolSourceEstimate
+        return cls(out, self.grid.vertices, raw.times[start], 1.0 / raw.info["sfreq"], subject="fsaverage")
 
     # --------------------------------------------------------- internals
     def _operator(self, src, mri_head_t, mni_transform, subjects_dir) -> tuple:
@@ -774,58 +821,39 @@ class PIUNetInverse:
                 "inverse they were tuned on, or the bundled weights (PIUNetInverse())."
             )
 
-    def _setup_call(self, inst, inverse_operator, lambda2, method, pick_ori, label, data):
+    def _setup_call(self, inst, inverse_operator, lambda2, method, pick_ori, label, prepared, data=None):
+        """The checks every ``apply*`` makes, ``data`` (in memory) included; ``lambda2`` as a float."""
         _check_inverse(inverse_operator)
         self._check_tuned_on(inverse_operator)
-        lambda2 = _check_args(lambda2, method, pick_ori, label)
+        _check_method(method)
+        _check_pick_ori(pick_ori)
+        _check_label(label)
+        lambda2 = _check_lambda2(lambda2)
+        validate_type(prepared, bool, "prepared")
         _check_data(inst, inverse_operator, data)
         _validate_src(inverse_operator["src"])
         return lambda2
 
 
-# ------------------------------------------------------------------ the work
-def _refine_array(piu: PIUNetInverse, data, op, rot, normals, fit, windows: np.ndarray) -> np.ndarray:
-    """(n_src, 3, n_times) vectors or (n_src, n_times) + normals -> (n_grid, 3, n_out).
-
-    ``windows`` (n_out, window_points) are the time points of ``data`` each
-    output refines (its centre column) and takes its context from. Rotation
-    and resampling are sparse products per grid component, so no
-    (n_src, 3, n_times) temporary is made; the network runs on all time
-    points in batches. With ``fit`` (:meth:`PIUNetInverse._data_fit`), each
-    map is then weighted towards the grid dipoles that best explain its
-    window's data (:func:`_fit_weights`).
-    """
-    data = data.astype(np.float32, copy=False)  # op and rot are float32 too
-    if data.ndim == 2:
-        nn = (normals @ rot.T).astype(np.float32)  # normals in the grid frame
-        # fold each normal component into the sparse operator's columns
-        # (O(nnz)) rather than scaling a dense (n_src, n_times) copy per component
-        grid = np.stack([(op @ sparse.diags(nn[:, k])) @ data for k in range(3)], axis=-1)
-    else:
-        moved = [op @ data[:, j, :] for j in range(3)]
-        grid = np.stack([sum(rot[k, j] * moved[j] for j in range(3)) for k in range(3)], axis=-1)
-    # (n_grid, n_times, 3) -> (n_times, n_grid, 3), the maps predict_maps takes
-    refined = piu.predict_grid(np.moveaxis(grid, 1, 0), windows)
-    if fit is not None:
-        refined *= _fit_weights(fit, data, windows, piu.grid)[..., None].astype(refined.dtype)
-    return np.moveaxis(refined, 0, 2)
-
-
-def _fit_weights(fit: tuple, data: np.ndarray, windows: np.ndarray, grid) -> np.ndarray:
+# ------------------------------------------------------------------ the work's helpers
+def _fit_weights(
+    fit: tuple, data: np.ndarray, windows: np.ndarray, grid, rank_scaled: bool = True
+) -> np.ndarray:
     """The data-fit weights (n_out, n_grid) of each output map, from what the eLORETA estimate predicts.
 
     The eLORETA estimate goes through the operator's own gain back to
     whitened data (:func:`mne_piunet.physics.predict_whitened`): that is all
     the data the network's input holds, so ``refine`` of an estimate and
     ``apply`` of its data weigh alike. Each map's weights come from the
-    signal subspace of its window (:func:`mne_piunet.physics.window_fit_weights`).
+    signal subspace of its window (:func:`mne_piunet.physics.window_fit_weights`, with
+    ``rank_scaled``).
     """
     inv, bases = fit
     # vectors in the source frame, or amplitudes along fixed orientations
     data_w = _predict_in_blocks(
         inv, data.shape[-1], lambda t: along_orientations(data[..., t], inv["source_nn"])
     )
-    return window_fit_weights(bases, data_w, windows, grid)
+    return window_fit_weights(bases, data_w, windows, grid, rank_scaled=rank_scaled)
 
 
 def _predict_in_blocks(inverse_operator, n_times: int, components: Callable, nave=None) -> np.ndarray:
@@ -863,85 +891,6 @@ def _residual(evoked, inverse_operator, prepared, refined, op, rot) -> mne.Evoke
     return residual
 
 
-def _make_stc(piu: PIUNetInverse, data, tmin, tstep, pick_ori):
-    kwargs = dict(vertices=piu.grid.vertices, tmin=tmin, tstep=tstep, subject="fsaverage")
-    if pick_ori == "vector":
-        return mne.VolVectorSourceEstimate(data, **kwargs)
-    return mne.VolSourceEstimate(_amplitudes(data), **kwargs)
-
-
-def _refine_epochs(piu: PIUNetInverse, eloreta: Iterator, geometry: tuple, pick_ori) -> Generator:
-    """Refine eLORETA epochs in chunks of about :data:`_EPOCHS_CHUNK` time points."""
-    pending: list = []
-    for stc in eloreta:
-        _check_real(stc.data, "Epochs data")
-        if not np.all(np.isfinite(stc.data)):
-            raise ValueError(
-                "An epoch contains NaN or infinite values: drop or fix it first (epochs.drop_bad())."
-            )
-        pending.append(stc)
-        if sum(s.shape[-1] for s in pending) >= _EPOCHS_CHUNK:
-            yield from _refine_stcs(piu, pending, geometry, pick_ori)
-            pending = []
-    yield from _refine_stcs(piu, pending, geometry, pick_ori)
-
-
-def _refine_stcs(piu: PIUNetInverse, stcs: list, geometry: tuple, pick_ori) -> Iterator:
-    """Refine epochs together; each epoch's windows stay within the epoch."""
-    if not stcs:
-        return
-    bounds = np.cumsum([0] + [s.shape[-1] for s in stcs])
-    windows = np.concatenate(
-        [t0 + piu.windows(s.shape[-1], 1.0 / s.tstep) for s, t0 in zip(stcs, bounds[:-1])]
-    )
-    refined = _refine_array(piu, np.concatenate([s.data for s in stcs], axis=-1), *geometry, windows)
-    for stc, t0, t1 in zip(stcs, bounds[:-1], bounds[1:]):
-        yield _make_stc(piu, refined[..., t0:t1], stc.tmin, stc.tstep, pick_ori)
-
-
-def _raw_chunks(
-    piu: PIUNetInverse, raw, inv, lambda2, span, nave, method_params, use_cps, geometry
-) -> Iterator:
-    """(first sample, refined float32 vectors) per chunk of ``span = (start, stop, step)``.
-
-    Each chunk's eLORETA estimate reaches :func:`~mne_piunet.inference.context_margin`
-    samples into its neighbours (within ``start``-``stop``: the span asked
-    for is localised as if cropped), so its windows are those of one pass
-    over the span: the estimate does not change at chunk boundaries.
-    """
-    start, stop, step = span
-    sfreq = raw.info["sfreq"]
-    margin = context_margin(sfreq, piu.network.config)
-    check = _finite_time_func(raw, inv)  # each chunk is read once, by MNE, and checked there
-    for s0 in range(start, stop, step):
-        s1 = min(s0 + step, stop)
-        r0, r1 = max(start, s0 - margin), min(stop, s1 + margin)
-        stc = mne.minimum_norm.apply_inverse_raw(
-            raw, inv, lambda2, "eLORETA", start=r0, stop=r1, nave=nave,
-            time_func=check, pick_ori=_eloreta_ori(inv), prepared=True,
-            method_params=method_params, use_cps=use_cps,
-        )  # fmt: skip
-        windows = start + piu.windows(stop - start, sfreq, np.arange(s0 - start, s1 - start)) - r0
-        yield s0, _refine_array(piu, stc.data, *geometry, windows)
-
-
-def _raw_estimate(piu: PIUNetInverse, raw, chunks: Iterator, span: tuple, pick_ori):
-    """One float32 estimate of ``span = (start, stop, step)`` from its refined chunks."""
-    start, stop, step = span
-    shape = (piu.grid.n_sources, 3) if pick_ori == "vector" else (piu.grid.n_sources,)
-    out = np.empty(shape + (stop - start,), np.float32)
-    written = 0
-    for s0, data in ProgressBar(chunks, max_value=len(range(start, stop, step)), mesg="PIUNet raw"):
-        if s0 - start != written:
-            raise RuntimeError(f"apply_raw's chunks are out of order at sample {s0}")
-        out[..., written : written + data.shape[-1]] = data if pick_ori == "vector" else _amplitudes(data)
-        written += data.shape[-1]
-    if written != stop - start:  # never hand out memory that was not written
-        raise RuntimeError(f"apply_raw refined {written} of {stop - start} samples")
-    cls = mne.VolVectorSourceEstimate if pick_ori == "vector" else mne.VolSourceEstimate
-    return cls(out, piu.grid.vertices, raw.times[start], 1.0 / raw.info["sfreq"], subject="fsaverage")
-
-
 def _raw_span(raw, start, stop, buffer_size) -> tuple[int, int, int]:
     """apply_raw's ``(start, stop, step)`` in samples, ``stop`` clipped to the data.
 
@@ -950,27 +899,24 @@ def _raw_span(raw, start, stop, buffer_size) -> tuple[int, int, int]:
     """
     bounds = {}
     for name, value, default in (("start", start, 0), ("stop", stop, raw.n_times)):
-        if value is None:
-            value = default
-        elif isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise TypeError(f"{name} must be an integer sample index or None, got {value!r}")
+        value = default if value is None else ensure_int(value, name, "an integer sample index or None")
         if value < 0:
             raise ValueError(
                 f"{name}={value} is negative: pass sample indices from 0 to raw.n_times={raw.n_times}, "
                 f"e.g. {name}=raw.n_times - {-value} or raw.time_as_index(seconds)[0]."
             )
-        bounds[name] = int(value)
+        bounds[name] = value
     start, stop = bounds["start"], min(bounds["stop"], raw.n_times)
     if start >= raw.n_times:
         raise ValueError(f"start={start} is past the end of the data ({raw.n_times} samples).")
     if stop <= start:
         raise ValueError(f"Nothing to localise between start={start} and stop={stop} samples.")
-    if buffer_size is not None and (
-        isinstance(buffer_size, bool) or not isinstance(buffer_size, (int, np.integer)) or buffer_size < 1
-    ):
-        raise ValueError(f"buffer_size must be a positive integer (samples) or None, got {buffer_size!r}")
+    if buffer_size is not None:
+        buffer_size = ensure_int(
+            buffer_size, "buffer_size", "a positive integer (samples) or None", minimum=1
+        )
     # 2 s chunks by default: a loose fsaverage5 eLORETA chunk at 250 Hz is then ~250 MB
-    return start, stop, int(buffer_size or max(1, round(2 * raw.info["sfreq"])))
+    return start, stop, buffer_size or max(1, round(2 * raw.info["sfreq"]))
 
 
 def _amplitudes(vectors: np.ndarray) -> np.ndarray:
@@ -1034,10 +980,6 @@ def _operator_digest(inverse_operator) -> str:
 def _eloreta_ori(inverse_operator) -> str | None:
     """eLORETA's pick_ori that keeps moment vectors: "vector" unless the inverse is fixed."""
     return "vector" if has_free_orientation(inverse_operator) else None
-
-
-def _validate_inst(inst, kind, name):
-    _validate_type(inst, kind, name, kind.__name__)
 
 
 def _validate_src(src) -> None:
@@ -1155,8 +1097,10 @@ _NETWORK_DEFAULTS = dict(weights=None, device="auto", batch_size=None, precision
 def _functional_mirror(method_name: str, name: str, mne_name: str) -> Callable:
     """A function with the signature and docs of ``PIUNetInverse.<method_name>`` plus the network settings.
 
-    Each MNE signature is then written once, on the method; the function runs
-    it on the process's cached model for those settings (:func:`_default_inverse`).
+    Each MNE signature is then written once, on the method, and each text once,
+    in the docdict (``<method_name>_params``, ``_returns`` and ``_notes``, which
+    the method's docstring is made of too); the function runs the method on the
+    process's cached model for those settings (:func:`_default_inverse`).
     """
     method = getattr(PIUNetInverse, method_name)
 
@@ -1181,24 +1125,16 @@ def _functional_mirror(method_name: str, name: str, mne_name: str) -> Callable:
     mirror.__signature__ = signature.replace(parameters=params)
     mirror.__name__ = mirror.__qualname__ = name
     mirror.__module__ = __name__
-    # the method's filled docstring, with the network settings before verbose
-    doc = inspect.cleandoc(method.__doc__)
-    # the network settings go before verbose, the last parameter of every MNE-style method;
-    # a docstring without exactly one such entry fails here, at import, not silently
-    if doc.count("\nverbose :") != 1 or "\n\n" not in doc:
-        raise RuntimeError(
-            f"PIUNetInverse.{method_name}'s docstring needs one summary line and one 'verbose :' entry"
-        )
-    before, after = doc.split("\nverbose :")
-    network = docdict["network_params"].strip("\n")
-    body = f"{before.rstrip()}\n{network}\nverbose :{after}"
-    body = body.split("\n\n", 1)[1]  # the method's summary line gives way to the mirror's
+    # from the docdict entries the method's docstring is made of, the network settings before verbose
+    notes = f"%({method_name}_notes)s\n\n" if f"{method_name}_notes" in docdict else ""
     mirror.__doc__ = (
         f"Functional mirror of :func:`mne.minimum_norm.{mne_name}` for PIUNet.\n\n"
-        f"The network is loaded once per process, weights file and setting; see "
-        f":meth:`PIUNetInverse.{method_name}`.\n\n{body}"
+        "The network is loaded once per process, weights file and setting; see "
+        f":meth:`PIUNetInverse.{method_name}`.\n\n{notes}"
+        f"Parameters\n----------\n%({method_name}_params)s\n%(network_params)s\n%(verbose)s\n\n"
+        f"Returns\n-------\n%({method_name}_returns)s\n"
     )
-    return mirror
+    return fill_doc(mirror)
 
 
 apply_piunet = _functional_mirror("apply", "apply_piunet", "apply_inverse")

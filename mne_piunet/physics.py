@@ -13,8 +13,11 @@ it a PIUNet map, moved from the template grid back onto the inverse's sources
 
 from __future__ import annotations
 
+import mne
 import numpy as np
 from scipy import sparse
+
+from .utils._checks import check_inverse_operator, check_positive, ensure_int, validate_type
 
 __all__ = [
     "along_orientations", "check_unweighted", "explained_variance", "grid_dipole_bases", "grid_to_source", "local_fit_weights",
@@ -27,9 +30,6 @@ __all__ = [
 #: validation setups (never on held-out ones): the largest that was worse in no
 #: cell there (the model card's data-fit A/B).
 DATA_FIT_POWER = 4.0
-#: Whether each window's sharpness is ``power`` over its signal subspace's rank: several sources
-#: share the fit, and one sharpness for all lost more at 10 sources on the validation setups.
-_RANK_SCALED = True
 #: How many output maps :func:`window_fit_weights` handles at once (bounds memory).
 _FIT_CHUNK = 32
 
@@ -42,6 +42,7 @@ def check_unweighted(inverse_operator) -> None:
     inverse_operator : mne.minimum_norm.InverseOperator
         The operator.
     """
+    check_inverse_operator(inverse_operator)
     if inverse_operator["eigen_leads_weighted"]:
         # eLORETA's preparation folds its fitted source weights (3 x 3 blocks for free
         # orientations) into the eigen leads and keeps them nowhere else
@@ -128,6 +129,12 @@ def whiten(prepared_inverse, data: np.ndarray) -> np.ndarray:
     -------
     data_w : array, shape (n_white, n_times)
     """
+    validate_type(prepared_inverse, mne.minimum_norm.InverseOperator, "prepared_inverse", "InverseOperator")
+    if "whitener" not in prepared_inverse:
+        raise ValueError(
+            "prepared_inverse is not prepared: prepare it with "
+            "mne.minimum_norm.prepare_inverse_operator(inverse_operator, nave, lambda2, method)."
+        )
     return prepared_inverse["whitener"] @ (prepared_inverse["proj"] @ data)
 
 
@@ -256,6 +263,7 @@ def grid_dipole_bases(
     bases : array, shape (n_grid, n_white, 3)
         Orthonormal columns (zero columns where dropped); zero where no source is reached.
     """
+    rcond = check_positive(rcond, "rcond", "a relative singular value")
     back = sparse.csr_matrix(back)
     n_src, n_grid = back.shape
     nn = np.asarray(inverse_operator["source_nn"], float)
@@ -290,6 +298,7 @@ def signal_subspace(window_w: np.ndarray, threshold: float = 4.0) -> np.ndarray:
     basis : array, shape (n_white, r)
         Orthonormal columns.
     """
+    threshold = check_positive(threshold, "threshold", "a power ratio to the noise")
     u, sv, _ = np.linalg.svd(window_w, full_matrices=False)
     power = sv**2
     # round-off floor: a window of one map repeated (an instantaneous context) has rank 1
@@ -342,6 +351,7 @@ def local_fit_weights(fit: np.ndarray, grid, power: float, reach: int = 1) -> np
     weights : array, shape (n_times, n_grid)
         In [0, 1].
     """
+    reach = ensure_int(reach, "reach", "a number of grid steps >= 0", minimum=0)
     from scipy.ndimage import maximum_filter
 
     dense = np.zeros((len(fit),) + tuple(grid.shape))
@@ -353,7 +363,13 @@ def local_fit_weights(fit: np.ndarray, grid, power: float, reach: int = 1) -> np
 
 
 def window_fit_weights(
-    bases: np.ndarray, data_w: np.ndarray, windows: np.ndarray, grid, power: float = DATA_FIT_POWER
+    bases: np.ndarray,
+    data_w: np.ndarray,
+    windows: np.ndarray,
+    grid,
+    power: float = DATA_FIT_POWER,
+    *,
+    rank_scaled: bool = True,
 ) -> np.ndarray:
     """The data-fit weights of each output map, from the signal subspace of its own window.
 
@@ -361,8 +377,8 @@ def window_fit_weights(
     ``data_w`` (:func:`signal_subspace`; one column, or repeats of one, give
     that map's own data), every grid dipole's subspace correlation with it
     (:func:`subspace_fit`), and :func:`local_fit_weights` at ``power`` over
-    the subspace's rank. The weights do not change with the data's sign or
-    scale.
+    the subspace's rank (``rank_scaled``). The weights do not change with
+    the data's sign or scale.
 
     Parameters
     ----------
@@ -376,16 +392,22 @@ def window_fit_weights(
         The grid.
     power : float
         Sharpness (:func:`local_fit_weights`).
+    rank_scaled : bool
+        Divide each window's sharpness by its signal subspace's rank: several
+        sources share the fit (one sharpness for all lost more at 10 sources on
+        the validation setups). False: ``power`` for every window.
 
     Returns
     -------
     weights : array, shape (n_out, n_grid)
     """
+    power = check_positive(power, "power", "the sharpness of the weights", zero=True)
+    validate_type(rank_scaled, bool, "rank_scaled")
     weights = np.empty((len(windows), bases.shape[0]))
     for start in range(0, len(windows), _FIT_CHUNK):
         subspaces = [signal_subspace(data_w[:, row]) for row in windows[start : start + _FIT_CHUNK]]
         fit = np.stack([subspace_fit(bases, basis) for basis in subspaces])
         # a subspace of rank r spreads its sharpness over r sources
-        ranks = np.array([basis.shape[1] for basis in subspaces]) if _RANK_SCALED else 1
+        ranks = np.array([basis.shape[1] for basis in subspaces]) if rank_scaled else 1
         weights[start : start + len(fit)] = local_fit_weights(fit, grid, power / ranks)
     return weights

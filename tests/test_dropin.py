@@ -198,7 +198,7 @@ def test_functional_api_takes_every_keyword(simulated_evoked, piu, volume_setup)
     )  # fmt: skip
     # another batch size runs other convolution kernels: equal to fp32 round-off, not bit for bit
     np.testing.assert_allclose(out.data, ref.data, rtol=1e-3, atol=1e-4 * ref.data.max())
-    with pytest.raises(ValueError, match="precision must be one of"):
+    with pytest.raises(ValueError, match="'precision' parameter. Allowed values are 'auto', 'float32'"):
         apply_piunet(evoked, inv, 1 / 9, weights=piu.weights_path, precision="half")
 
 

@@ -260,6 +260,19 @@ def test_fine_tune_bad_inputs(tmp_path, user_models, surface_setup):
         fine_tune(inv, fwd, out=tmp_path / "a.pt", minutes=0)
     with pytest.raises(ValueError, match="minutes must be > 0"):
         fine_tune(inv, fwd, out=tmp_path / "a.pt", minutes=-1.0)
+    # types first, worded as MNE words them; bools are not numbers or integers
+    for kwargs, error, match in (
+        (dict(minutes=True), TypeError, "minutes must be an instance of int or float"),
+        (dict(seed=1.5), TypeError, "seed must be an int"),
+        (dict(threads=0), ValueError, "threads must be a positive integer or None, got 0"),
+        (dict(threads=True), TypeError, "threads must be a positive integer or None"),
+        (dict(lambda2=0.0), ValueError, "lambda2 must be > 0"),
+        (dict(overwrite="yes"), TypeError, "overwrite must be an instance of bool"),
+    ):
+        with pytest.raises(error, match=match):
+            fine_tune(inv, fwd, out=tmp_path / "a.pt", **dict(dict(minutes=1), **kwargs))
+    with pytest.raises(TypeError, match="forward must be an instance of mne.Forward or path-like"):
+        fine_tune(inv, None, out=tmp_path / "a.pt", minutes=1)
     (tmp_path / "exists.pt").write_bytes(b"")
     with pytest.raises(FileExistsError, match="overwrite=True"):
         fine_tune(inv, fwd, out=tmp_path / "exists.pt", minutes=1)

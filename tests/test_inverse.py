@@ -133,7 +133,7 @@ def test_refine_errors(piu, volume_case):
     src, trans = inv["src"], inv["mri_head_t"]
     # signed components, as a fixed-orientation estimate has them
     signed = mne.VolSourceEstimate(vec.data[:, 0], vec.vertices, vec.tmin, vec.tstep)
-    with pytest.raises(TypeError, match="stc must be a source estimate"):
+    with pytest.raises(TypeError, match="stc must be an instance of SourceEstimate, .*apply_inverse"):
         piu.refine(vec.data, src, mri_head_t=trans)
     with pytest.raises(ValueError, match="needs its source orientations"):
         piu.refine(signed, src, mri_head_t=trans)
@@ -200,10 +200,13 @@ def test_apply_raw_bounds_follow_samples_and_never_return_unwritten_memory(piu, 
             piu.apply_raw(raw, inv, 1 / 9, start=start, stop=stop)
     with pytest.raises(ValueError, match="past the end of the data"):
         piu.apply_raw(raw, inv, 1 / 9, start=25)
-    with pytest.raises(TypeError, match="integer sample index"):
-        piu.apply_raw(raw, inv, 1 / 9, start=1.5)
+    for bad in (1.5, True):  # bools are refused, as for every integer argument
+        with pytest.raises(TypeError, match="start must be an integer sample index or None"):
+            piu.apply_raw(raw, inv, 1 / 9, start=bad)
     with pytest.raises(ValueError, match="buffer_size must be a positive integer"):
         piu.apply_raw(raw, inv, 1 / 9, buffer_size=0)
+    with pytest.raises(TypeError, match="buffer_size must be a positive integer"):
+        piu.apply_raw(raw, inv, 1 / 9, buffer_size=True)
     # stop past the end is clipped, as slicing does; every value is written and finite
     tail = piu.apply_raw(raw, inv, 1 / 9, start=20, stop=100, buffer_size=3)
     mne_tail = mne.minimum_norm.apply_inverse_raw(
@@ -280,10 +283,15 @@ def test_bad_inputs(piu, volume_case, volume_setup):
     for lam in (0, -1.0):
         with pytest.raises(ValueError, match="lambda2 must be > 0"):
             piu.apply(evoked, inv, lam)
-    with pytest.raises(ValueError, match='pick_ori must be None.*"vector"'):
+    for lam in ("1/9", True):
+        with pytest.raises(TypeError, match="lambda2 must be an instance of int or float"):
+            piu.apply(evoked, inv, lam)
+    with pytest.raises(ValueError, match="'pick_ori' parameter. Allowed values are None and 'vector'"):
         piu.apply(evoked, inv, 1 / 9, pick_ori="normal")
-    with pytest.raises(ValueError, match="method must be 'eLORETA'"):
+    with pytest.raises(ValueError, match="'method' parameter. The only allowed value is 'eLORETA'.*apply"):
         piu.apply(evoked, inv, 1 / 9, method="dSPM")
+    with pytest.raises(TypeError, match="prepared must be an instance of bool"):
+        piu.apply(evoked, inv, 1 / 9, prepared="yes")
     with pytest.raises(ValueError, match="label is not supported"):
         piu.apply(evoked, inv, 1 / 9, label=object())
     complex_data = evoked.copy()
@@ -317,6 +325,21 @@ def test_bad_inputs(piu, volume_case, volume_setup):
         piu.apply(empty, inv, 1 / 9)
     with pytest.raises(TypeError, match="evoked must be an instance of Evoked"):
         piu.apply(evoked.data, inv, 1 / 9)
+    with pytest.raises(TypeError, match="src must be an instance of SourceSpaces or InverseOperator"):
+        piu.refine(complex_stc, None)
+
+
+def test_demo_checks_its_arguments(piu):
+    from mne_piunet.demo import demo_summary, localise_demo
+
+    with pytest.raises(TypeError, match="piu must be an instance of PIUNetInverse"):
+        localise_demo(object())
+    with pytest.raises(TypeError, match="montage must be an instance of str.*built-in MNE montage"):
+        localise_demo(piu, montage=64)
+    with pytest.raises(ValueError, match="lambda2 must be > 0"):
+        localise_demo(piu, lambda2=0.0)
+    with pytest.raises(TypeError, match="result must be an instance of DemoResult.*localise_demo"):
+        demo_summary({})
 
 
 def test_batch_size_is_a_positive_integer(tiny_weights):
@@ -453,3 +476,67 @@ def test_short_data_are_warned_and_name_the_fix(volume_case):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         bundled.apply(long, inv, 1 / 9)
+
+
+# ------------------------------------------------------------ docs and the data fit's switch
+def _documented(doc: str) -> list[str]:
+    """The parameter names a numpydoc Parameters section documents, in order."""
+    section = doc.split("Parameters\n")[1].split("Returns\n")[0]
+    lines = [line.strip() for line in section.splitlines() if " : " in line and not line.startswith(" " * 8)]
+    return [name.strip() for line in lines for name in line.split(" : ")[0].split(",")]
+
+
+@pytest.mark.parametrize("method", ["apply", "apply_epochs", "apply_raw"])
+def test_mirrors_document_the_methods_parameters_from_the_same_entries(method):
+    """Each mirror's docs are composed from the docdict entries its method's are: no text is parsed."""
+    import inspect
+
+    from mne_piunet import PIUNetInverse, inverse
+
+    mirror = getattr(inverse, {"apply": "apply_piunet"}.get(method, method.replace("apply", "apply_piunet")))
+    meth = getattr(PIUNetInverse, method)
+    for func, skip in ((meth, {"self"}), (mirror, set())):
+        doc = inspect.cleandoc(func.__doc__)
+        assert "%(" not in doc
+        # every parameter of the signature, documented once, in the signature's order
+        assert _documented(doc) == [p for p in inspect.signature(func).parameters if p not in skip]
+    network = ["weights", "device", "batch_size", "precision", "data_fit"]
+    mirror_doc, meth_doc = inspect.cleandoc(mirror.__doc__), inspect.cleandoc(meth.__doc__)
+    assert _documented(mirror_doc) == _documented(meth_doc)[:-1] + network + ["verbose"]
+    # the same text: the method's parameters and returns are in the mirror's docs word for word
+    for section in ("Parameters\n----------\n", "Returns\n-------\n"):
+        text = meth_doc.split(section)[1].split("\n\n")[0].split("\nverbose :")[0]
+        assert text in mirror_doc
+
+
+def test_the_class_takes_its_parameter_docs_from_the_docdict():
+    from mne_piunet import PIUNetInverse
+    from mne_piunet.utils._docs import docdict
+
+    doc = PIUNetInverse.__doc__
+    for name in ("weights", "device", "batch_size", "precision", "data_fit"):
+        first, *rest = docdict[name].strip("\n").splitlines()
+        assert first in doc and all(line.strip() in doc for line in rest), name
+    assert "%(" not in doc
+
+
+def test_rank_scaling_is_a_private_switch_of_the_instance(piu, volume_case, monkeypatch):
+    """``_fit_rank_scaled = False`` on one instance (the benchmark's A/B) reaches its data fit, no other's."""
+    import copy
+
+    from mne_piunet import PIUNetInverse
+    from mne_piunet import inverse as inverse_module
+
+    evoked, inv, _ = volume_case
+    seen = []
+    fit = inverse_module.window_fit_weights
+    monkeypatch.setattr(
+        inverse_module, "window_fit_weights", lambda *a, **k: seen.append(k["rank_scaled"]) or fit(*a, **k)
+    )
+    flat = copy.copy(piu)
+    flat._fit_rank_scaled = False
+    default = piu.apply(evoked, inv, 1 / 9).data
+    flat.apply(evoked, inv, 1 / 9)
+    assert seen == [True, False]
+    assert PIUNetInverse._fit_rank_scaled is True and piu._fit_rank_scaled is True
+    np.testing.assert_array_equal(piu.apply(evoked, inv, 1 / 9).data, default)

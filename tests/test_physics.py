@@ -187,3 +187,31 @@ def test_a_single_grid_dipole_fits_its_own_data_best(grid, operators):
         window_fit_weights(bases, -1e-6 * window, windows, grid),
         window_fit_weights(bases, window, windows, grid),
     )
+    # a window of two sources is a rank-2 subspace: rank scaling halves its sharpness, by default
+    other = np.zeros_like(moment)
+    other[g + 300] = [[0.0], [1e-9], [1e-9]]
+    other_w = predict_whitened(inv, source_components(other, back, rot, inv["source_nn"]))
+    two = data_w * np.array([[0.2, 1.0, -0.5, 0.7]]) + other_w * np.array([[1.0, -0.3, 0.4, 0.1]])
+    assert signal_subspace(two).shape[1] == 2
+    windows = np.array([[0, 1, 2, 3]])
+    scaled = window_fit_weights(bases, two, windows, grid)
+    np.testing.assert_array_equal(window_fit_weights(bases, two, windows, grid, rank_scaled=True), scaled)
+    np.testing.assert_allclose(
+        window_fit_weights(bases, two, windows, grid, rank_scaled=False) ** 0.5, scaled
+    )
+    with pytest.raises(TypeError, match="rank_scaled must be an instance of bool"):
+        window_fit_weights(bases, two, windows, grid, rank_scaled=1)
+
+
+def test_physics_checks_its_arguments(operators):
+    from mne_piunet.physics import check_unweighted, local_fit_weights, signal_subspace, whiten
+
+    _, _, inv, _ = operators["free volume"]
+    with pytest.raises(TypeError, match="inverse_operator must be an instance of .*make_inverse"):
+        check_unweighted(dict(inv))
+    with pytest.raises(ValueError, match="prepared_inverse is not prepared.*prepare_inverse_operator"):
+        whiten(inv, np.zeros((len(inv["noise_cov"].ch_names), 1)))
+    with pytest.raises(ValueError, match="threshold must be > 0"):
+        signal_subspace(np.eye(3), threshold=0)
+    with pytest.raises(TypeError, match="reach must be a number of grid steps"):
+        local_fit_weights(np.zeros((1, 3)), None, 4.0, reach=1.5)

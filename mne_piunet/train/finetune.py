@@ -29,6 +29,8 @@ from ..inference import predict_maps, prepare_network
 from ..metrics import coarse_nemd
 from ..network import ModelBundle, bundled_weights_path, load_network, save_network
 from ..simulation import SourcePrior, network_window, prepare_user_setup, simulate
+from ..simulation.seeds import ACCEPTANCE_SEED_OFFSET
+from ..utils._checks import check_positive, ensure_int, validate_type
 from ..utils._defaults import DEFAULT_LAMBDA2
 from ..utils._fingerprint import forward_fingerprint, inverse_fingerprint
 from .training import TrainConfig, train
@@ -50,9 +52,6 @@ FINE_TUNE_COLOURED_NOISE = 0.5
 #: the starting weights' own share when larger. Tuned on windows alone, the
 #: weights learn to lean on the context and lose on single maps.
 FINE_TUNE_INSTANTANEOUS = 0.3
-#: The acceptance check's samples come from a seed stream apart from training's
-#: (seed) and validation's (seed + 10,000).
-ACCEPTANCE_SEED_OFFSET = 20_000
 #: Its groups: numbers of simultaneous sources, SNR bands (dB), and how the
 #: model is applied: to time courses (each map with its window) and to single
 #: maps (an instantaneous context). A mean over the training prior lets a gain
@@ -83,11 +82,27 @@ def _read_inputs(inverse_operator, forward) -> tuple:
     return inverse_operator, forward, files
 
 
-def _check_budget_and_out(minutes, out, overwrite: bool) -> Path:
-    if isinstance(minutes, bool) or not isinstance(minutes, (int, float, np.integer, np.floating)):
-        raise TypeError(f"minutes must be a number, got {type(minutes).__name__}")
-    if not minutes > 0:
-        raise ValueError(f"minutes must be > 0 (the wall-clock budget of the fine-tune), got {minutes}")
+def _check_arguments(
+    inverse_operator, forward, out, minutes, weights, lambda2, run_dir, overwrite, seed, threads
+) -> tuple[Path, int, int | None]:
+    """:func:`fine_tune`'s argument checks, before any work: ``out`` as a Path, ``seed`` and ``threads`` as ints."""
+    validate_type(
+        inverse_operator, (mne.minimum_norm.InverseOperator, "path-like"), "inverse_operator",
+        "mne.minimum_norm.InverseOperator or path-like", fix="Pass the operator or its -inv.fif file.",
+    )  # fmt: skip
+    validate_type(
+        forward, (mne.Forward, "path-like"), "forward", "mne.Forward or path-like",
+        fix="Pass the forward solution or its -fwd.fif file.",
+    )  # fmt: skip
+    validate_type(out, "path-like", "out")
+    check_positive(minutes, "minutes", "the wall-clock budget of the fine-tune")
+    validate_type(weights, ("path-like", None), "weights")
+    check_positive(lambda2, "lambda2", "e.g. 1 / SNR**2 = 1/9")
+    validate_type(run_dir, ("path-like", None), "run_dir")
+    validate_type(overwrite, bool, "overwrite")
+    seed = ensure_int(seed, "seed", "an int")
+    if threads is not None:
+        threads = ensure_int(threads, "threads", "a positive integer or None", minimum=1)
     out = Path(out)
     if out.suffix != ".pt":
         raise ValueError(f"out must name a .pt weights file (its JSON is written beside it), got {out}")
@@ -95,7 +110,7 @@ def _check_budget_and_out(minutes, out, overwrite: bool) -> Path:
         raise FileExistsError(
             f"{out} exists; pass overwrite=True (--overwrite) to replace it, or choose another name"
         )
-    return out
+    return out, seed, threads
 
 
 def _fine_tune_config(
@@ -180,7 +195,9 @@ def fine_tune(
         more than 0.02 NEMD (a warning lists the groups and marks the losing
         ones; nothing is written).
     """
-    out = _check_budget_and_out(minutes, out, overwrite)
+    out, seed, threads = _check_arguments(
+        inverse_operator, forward, out, minutes, weights, lambda2, run_dir, overwrite, seed, threads
+    )
     inverse_operator, forward, files = _read_inputs(inverse_operator, forward)
     weights = bundled_weights_path() if weights is None else Path(weights)
     start = load_network(weights)

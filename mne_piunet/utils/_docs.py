@@ -1,7 +1,9 @@
 """Shared parameter docs: each parameter's text is written once, as in MNE's docdict.
 
-Decorate with :func:`fill_doc` *below* :func:`mne.utils.verbose`: ours fills the
-project's entries and leaves ``%(verbose)s`` for MNE's.
+:func:`fill_doc` fills the project's entries and MNE's own ``%(verbose)s``, so
+it serves functions, methods (decorate *below* :func:`mne.utils.verbose`) and
+classes alike. Entries composed of others (``network_params``, the methods'
+``*_params`` blocks) let a method and its functional mirror share one text.
 """
 
 from __future__ import annotations
@@ -9,11 +11,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+from mne.utils.docs import docdict as _mne_docdict
+
 _F = TypeVar("_F", bound=Callable)
 
 docdict: dict[str, str] = {}
 
-docdict["verbose"] = "%(verbose)s"  # filled by mne.utils.verbose
+
+def _compose(*names: str) -> str:
+    """Entries one after another, as one entry."""
+    return "\n" + "\n".join(docdict[name].strip("\n") for name in names)
+
+
+docdict["verbose"] = _mne_docdict["verbose"]
 docdict["inverse_operator"] = """
 inverse_operator : mne.minimum_norm.InverseOperator
     Any EEG, MEG (magnetometers, gradiometers or both; OPMs) or MEG+EEG
@@ -85,11 +95,76 @@ docdict["data_fit"] = """
 data_fit : bool
     Weight each map towards the grid dipoles that best explain its data (the
     signal subspace of its window, through the inverse operator's own gain;
-    :func:`mne_piunet.physics.window_fit_weights`). False: the network's map alone."""
-docdict["network_params"] = "\n".join(
-    docdict[k].strip("\n") for k in ("weights", "device", "batch_size", "precision", "data_fit")
-)
-docdict["template_params"] = "\n".join(docdict[k].strip("\n") for k in ("mni_transform", "subjects_dir"))
+    :func:`mne_piunet.physics.window_fit_weights`). False: the network's map
+    alone, as :meth:`~mne_piunet.PIUNetInverse.refine` gives for an estimate
+    without its inverse."""
+docdict["network_params"] = _compose("weights", "device", "batch_size", "precision", "data_fit")
+docdict["template_params"] = _compose("mni_transform", "subjects_dir")
+
+# ---------------------------------------- PIUNetInverse.apply* and their functional mirrors
+docdict["evoked"] = """
+evoked : mne.Evoked
+    EEG, MEG or MEG+EEG evoked data (EEG with an average reference
+    projector, SSP projectors as the inverse has them, as for any inverse)."""
+docdict["return_residual"] = """
+return_residual : bool
+    Also return the residual: the data minus what PIUNet's estimate
+    predicts through the inverse operator's own gain, as MNE's
+    ``apply_inverse`` returns it (the explained variance is logged
+    either way, at ``verbose="info"``). Needs the operator as made or
+    read, not prepared for eLORETA."""
+docdict["apply_params"] = _compose(
+    "evoked", "inverse_operator", "lambda2", "method", "pick_ori", "prepared", "label", "method_params",
+    "return_residual", "use_cps", "template_params",
+)  # fmt: skip
+docdict["apply_returns"] = """
+stc : mne.VolSourceEstimate | mne.VolVectorSourceEstimate
+    On :attr:`PIUNetInverse.src <mne_piunet.PIUNetInverse.src>` (subject
+    "fsaverage"), in Am.
+residual : mne.Evoked
+    The residual (only with ``return_residual=True``), as MNE's: the
+    inverse's channels minus the prediction, the others unchanged."""
+
+docdict["apply_epochs_notes"] = """
+eLORETA is prepared once; epochs are refined together in chunks of
+about 512 time points, so short epochs fill the network's batches.
+Memory is bounded by one chunk; ``return_generator=True`` streams the
+estimates. Dropped epochs are skipped, as by MNE."""
+docdict["epochs"] = """
+epochs : mne.BaseEpochs
+    EEG, MEG or MEG+EEG epochs, preloaded or not."""
+docdict["apply_epochs_params"] = _compose(
+    "epochs", "inverse_operator", "lambda2", "method", "label", "nave", "pick_ori", "return_generator",
+    "prepared", "method_params", "use_cps", "template_params",
+)  # fmt: skip
+docdict["apply_epochs_returns"] = """
+stcs : list | generator of VolSourceEstimate | VolVectorSourceEstimate
+    One estimate per epoch."""
+
+docdict["apply_raw_notes"] = """
+The data are processed in chunks of ``buffer_size`` samples with a
+progress bar: only one chunk's eLORETA estimate is in memory at a time,
+and the output is float32. Chunks overlap by half the network's
+temporal window, so the estimate is the same however the data are
+chunked; the span from ``start`` to ``stop`` is localised as if
+cropped. Times follow MNE's convention: ``stc.tmin == raw.times[start]``."""
+docdict["raw"] = """
+raw : mne.io.BaseRaw
+    EEG, MEG or MEG+EEG data, preloaded or not."""
+docdict["return_generator_chunks"] = """
+return_generator : bool
+    Return a generator of estimates, one per chunk, instead of one
+    estimate: for recordings whose estimate does not fit in memory (10
+    minutes at 250 Hz are 2.4 GB of float32 amplitudes, 3x that as
+    vectors). Write each chunk where it belongs, e.g. into a
+    :class:`numpy.memmap`."""
+docdict["apply_raw_params"] = _compose(
+    "raw", "inverse_operator", "lambda2", "method", "label", "start_stop", "nave", "time_func", "pick_ori",
+    "buffer_size", "prepared", "method_params", "use_cps", "return_generator_chunks", "template_params",
+)  # fmt: skip
+docdict["apply_raw_returns"] = """
+stc : VolSourceEstimate | VolVectorSourceEstimate | generator
+    The estimate, or a generator of consecutive estimates."""
 
 _indented: dict[int, dict[str, str]] = {}
 
