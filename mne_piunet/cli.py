@@ -392,6 +392,12 @@ def _add_report(sub) -> None:
     p.add_argument(
         "--out", default="piunet-report", help="folder for headline.md, headline.json and scores.csv"
     )
+    p.add_argument(
+        "--real-data",
+        default=None,
+        metavar="DIR",
+        help="folder with MNE's test-ave.fif.gz and test-cov.fif: adds the P100's steadiness on real MEG",
+    )
     p.set_defaults(func=_report)
 
 
