@@ -322,6 +322,68 @@ def _blend(args: argparse.Namespace) -> None:
     )
 
 
+def _bench_finetune(args: argparse.Namespace) -> None:
+    import mne
+
+    from . import PIUNetInverse
+    from .bench.evaluation import finetune_benefit, user_style_models
+    from .bench.report import methods_table, write_csv
+    from .train.finetune import fine_tune
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    fwd_file, inv_file = out / "user-fwd.fif", out / "user-inv.fif"
+    if not inv_file.exists():  # written and read back, as a user's files are
+        fwd, inv = user_style_models(
+            args.montage, tuple(args.conductivity), loose="fixed" if args.fixed else 0.2
+        )
+        mne.write_forward_solution(fwd_file, fwd, overwrite=True)
+        mne.minimum_norm.write_inverse_operator(inv_file, inv, overwrite=True)
+    fwd, inv = mne.read_forward_solution(fwd_file), mne.minimum_norm.read_inverse_operator(inv_file)
+    start = PIUNetInverse(args.weights, precision="float32")
+    models = {"start": start}
+    for minutes in sorted(args.minutes):  # each budget resumes the same run: 30 minutes cost 30, not 40
+        tuned = fine_tune(
+            inv_file, fwd_file, out=out / f"tuned_{minutes:g}min.pt", minutes=minutes, weights=start.weights_path,
+            run_dir=out / "run", overwrite=True, threads=args.threads,
+        )  # fmt: skip
+        print(f"fine-tune to {minutes:g} min: {'refused' if tuned is None else tuned}")
+        if tuned is not None:
+            models[f"tuned {minutes:g} min"] = PIUNetInverse(tuned, precision="float32")
+    rows = finetune_benefit(models, fwd, inv, n_per_cell=args.n)
+    if args.single:
+        single = finetune_benefit(models, fwd, inv, n_per_cell=args.n, single=True)
+        rows += [dict(r, method=f"{r['method']} (single map)") for r in single]
+    print(f"\nWrote {write_csv(rows, out / 'finetune_benefit.csv')}\n")
+    for by in (("snr_db", "n_sources"), ("snr_db",), ("n_sources",)):
+        print(methods_table(rows, by=by) + "\n")
+
+
+def _add_bench_finetune(sub) -> None:
+    from .bench.evaluation import USER_STYLE_HEAD
+
+    p = sub.add_parser(
+        "bench-finetune", help="what fine-tuning buys on a user-style head the bundled model never saw"
+    )
+    p.add_argument(
+        "out", help="folder for the user's forward and inverse, the run, the tuned weights and scores"
+    )
+    p.add_argument(
+        "minutes", type=float, nargs="*", default=[10.0, 30.0], help="fine-tune budgets (default 10 30)"
+    )
+    p.add_argument("--weights", default=None, help="weights to start from (default: the bundled model)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads of the fine-tune")
+    p.add_argument("--n", type=int, default=20, help="samples per SNR and number of sources")
+    p.add_argument("--montage", default=USER_STYLE_HEAD["montage"], help="the montage digitised with jitter")
+    p.add_argument(
+        "--conductivity", type=float, nargs=3, default=USER_STYLE_HEAD["conductivity"],
+        metavar=("BRAIN", "SKULL", "SCALP"), help="the user's head model (S/m)",
+    )  # fmt: skip
+    p.add_argument("--fixed", action="store_true", help="a fixed-orientation inverse (default: loose 0.2)")
+    p.add_argument("--single", action="store_true", help="also score every model on single maps")
+    p.set_defaults(func=_bench_finetune)
+
+
 def _add_blend(sub) -> None:
     p = sub.add_parser("blend", help="interpolate a model's weights with those of its fine-tune")
     p.add_argument("first", help="weights (.pt) before fine-tuning")
@@ -588,6 +650,7 @@ _SUBCOMMANDS = (
     _add_train,
     _add_validate,
     _add_blend,
+    _add_bench_finetune,
     _add_report,
     _add_experiment,
     _add_evaluate,

@@ -395,3 +395,37 @@ def test_fine_tune_keeps_at_least_the_shipped_share_of_single_maps():
         train_config=dict(meta["train_config"], prior=dict(meta["train_config"]["prior"], instantaneous=0.6)),
     )
     assert _fine_tune_config(more, 1.0, 0, "cpu", 1).prior["instantaneous"] == 0.6  # a larger share is kept
+
+
+def test_bench_finetune_scores_the_start_and_every_accepted_tune(
+    tmp_path, user_models, tiny_weights, monkeypatch, capsys
+):
+    """The command behind the model card's fine-tune table, on a cached volume setup instead of the cortex.
+
+    fine_tune itself is tested above; here each budget's call stands in for it, accepting 1 min and refusing 2.
+    """
+    import csv
+    import shutil
+
+    from mne_piunet.bench import evaluation
+    from mne_piunet.cli import main
+    from mne_piunet.train import finetune
+
+    def fake_fine_tune(inverse_operator, forward, *, out, minutes, weights, **kwargs):
+        if minutes > 1:
+            return None
+        for suffix in (".pt", ".json"):
+            shutil.copy(weights.with_suffix(suffix), out.with_suffix(suffix))
+        return out
+
+    monkeypatch.setattr(evaluation, "user_style_models", lambda *args, **kwargs: user_models)
+    monkeypatch.setattr(finetune, "fine_tune", fake_fine_tune)
+    argv = ["bench-finetune", str(tmp_path), "1", "2", "--weights", str(tiny_weights), "--n", "1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "fine-tune to 1 min: " in out and "fine-tune to 2 min: refused" in out
+    rows = list(csv.DictReader(open(tmp_path / "finetune_benefit.csv")))
+    labels = ("eLORETA", "start", "tuned 1 min")
+    assert {r["method"] for r in rows} == set(labels)
+    assert len(rows) == 3 * 16  # methods x 4 SNRs x 4 numbers of sources
+    assert (tmp_path / "user-inv.fif").exists() and "NEMD tuned 1 min" in out

@@ -701,6 +701,7 @@ def finetune_benefit(
     n_per_cell: int = 20,
     seed: int = FINETUNE_BENEFIT_SEED,
     lambda2: float = DEFAULT_LAMBDA2,
+    single: bool = False,
     verbose=None,
 ) -> list[dict]:
     """eLORETA and several PIUNet weights on the same samples of a user's own setup.
@@ -719,6 +720,8 @@ def finetune_benefit(
         Seed of the samples (apart from any fine-tune's training and validation streams).
     lambda2 : float
         eLORETA's regularisation.
+    single : bool
+        Score single maps (the centre sample alone) instead of time courses.
     %(verbose)s
 
     Returns
@@ -733,7 +736,7 @@ def finetune_benefit(
         for snr in snrs
         for k in n_sources
     ]
-    return score_methods(models, cells, n_per_cell, seed, lambda2, ("eLORETA", "PIUNet"))
+    return score_methods(models, cells, n_per_cell, seed, lambda2, ("eLORETA", "PIUNet"), single)
 
 
 # --------------------------------------------------------------------------------------------------
