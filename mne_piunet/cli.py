@@ -547,8 +547,8 @@ def _add_bench_data(sub) -> None:
 
 
 def _bench_train(args: argparse.Namespace) -> None:
-    from .bench.speed import bench_training, profile_train_step
     from .network import bundled_weights_path
+    from .train.throughput import bench_training, profile_train_step
     from .train.training import read_config
 
     config = read_config(args.config)

@@ -429,7 +429,7 @@ def evaluate(
 
     See Also
     --------
-    mne_piunet.bench.evaluation.evaluate_methods : Score whole inverse methods on simulated data.
+    mne_piunet.bench.evaluation.score_methods : Score whole inverse methods on simulated data.
     """
     if isinstance(metrics, str):
         metrics = (metrics,)

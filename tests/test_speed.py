@@ -75,7 +75,7 @@ def _tiny_train_config():
 
 
 def test_bench_training_times_each_variant(volume_setup):
-    from mne_piunet.bench.speed import bench_training
+    from mne_piunet.train.throughput import bench_training
 
     variants = (
         dict(threads=1, precision="float32", data_workers=0),
@@ -87,7 +87,7 @@ def test_bench_training_times_each_variant(volume_setup):
 
 
 def test_train_step_profile_covers_every_part(volume_setup):
-    from mne_piunet.bench.speed import profile_train_step
+    from mne_piunet.train.throughput import profile_train_step
 
     ms = profile_train_step(_tiny_train_config(), n_steps=2)
     parts = [k for k in ms if k != "total"]

@@ -227,7 +227,7 @@ _POOLINGS = (("source_space",), ("source_space", "n_sources"), ("source_space", 
 
 
 def model_card_tables(in_distribution: list[dict], held_out: list[dict], seed: int) -> str:
-    """The model card's tables (Markdown) of :func:`~mne_piunet.bench.evaluation.evaluate_model_card`'s rows.
+    """The model card's tables (Markdown) of the in-distribution and held-out experiments' rows.
 
     Parameters
     ----------
@@ -323,7 +323,7 @@ def benchmark_summary(rows: list[dict], header: str = "") -> str:
     Parameters
     ----------
     rows : list of dict
-        Rows of :func:`~mne_piunet.bench.evaluation.run_benchmark`.
+        Rows of the ``benchmark`` experiment (:func:`~mne_piunet.bench.experiments.run_experiment`).
     header : str
         A first paragraph (see :func:`benchmark_header`).
 
@@ -523,7 +523,7 @@ def write_benchmark(rows: list[dict], out: str | Path, header: str = "") -> tupl
     Parameters
     ----------
     rows : list of dict
-        Rows of :func:`~mne_piunet.bench.evaluation.run_benchmark`.
+        Rows of the ``benchmark`` experiment (:func:`~mne_piunet.bench.experiments.run_experiment`).
     out : path-like
         The folder.
     header : str
@@ -799,7 +799,7 @@ def plot_benchmark(rows: list[dict], out: str | Path) -> list[Path]:
     Parameters
     ----------
     rows : list of dict
-        Rows of :func:`~mne_piunet.bench.evaluation.run_benchmark`.
+        Rows of the ``benchmark`` experiment (:func:`~mne_piunet.bench.experiments.run_experiment`).
     out : path-like
         The folder.
 
