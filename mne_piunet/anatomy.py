@@ -27,6 +27,7 @@ import numpy as np
 from mne.utils import logger, verbose
 
 from ._cache import CACHE_VERSION, _library_versions, cache_dir, cached, digest
+from .utils._checks import check_option
 
 TEMPLATE_SUBJECT = "fsaverage"
 #: Brain, skull, scalp conductivities (S/m) of MNE's default 3-layer BEM.
@@ -133,7 +134,7 @@ def template_bem_surfaces(ico: int = 4) -> list[dict]:
         outer skull and scalp, in that order.
     """
     if ico not in _ICO_VERTICES:
-        raise ValueError(f"ico must be one of {sorted(_ICO_VERTICES)}, got {ico!r}")
+        check_option("ico", ico, sorted(_ICO_VERTICES))
     fs = _mne_fsaverage_dir()
     inner = mne.read_bem_surfaces(fs / "fsaverage-inner_skull-bem.fif")[0]
     scalp = mne.read_bem_surfaces(fs / "fsaverage-head.fif")[0]
@@ -606,7 +607,7 @@ def make_template_forward(
     has_meg = bool(len(mne.pick_types(info, meg=True, eeg=False, ref_meg=False)))
     has_eeg = bool(len(mne.pick_types(info, meg=False, eeg=True)))
     if head not in ("bem", "sphere"):
-        raise ValueError(f'head must be "bem" or "sphere", got {head!r}')
+        check_option("head", head, ("bem", "sphere"))
     cond = check_conductivity(conductivity) if head == "bem" else None
     if has_eeg and cond is not None and len(cond) == 1:
         raise ValueError(

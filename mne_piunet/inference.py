@@ -24,6 +24,7 @@ import torch
 
 from .grid import SourceGrid
 from .network import UNet3d, UNetConfig
+from .utils._checks import check_option
 
 #: Precisions :func:`resolve_precision` accepts.
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
@@ -80,7 +81,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
         The autocast dtype.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        check_option("precision", precision, PRECISIONS)
     if precision == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

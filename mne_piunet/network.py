@@ -86,7 +86,10 @@ class UNetConfig:
 
     def __post_init__(self):
         if self.context not in CONTEXT_CHANNELS:
-            raise ValueError(f"context must be one of {tuple(CONTEXT_CHANNELS)}, got {self.context!r}")
+            raise ValueError(
+                f"Invalid value for the 'context' parameter. Allowed values are {', '.join(map(repr, CONTEXT_CHANNELS))}, "
+                f"but got {self.context!r} instead."
+            )
         if self.in_channels is None:
             self.in_channels = 3 + CONTEXT_CHANNELS[self.context]
         if self.in_channels != 3 + CONTEXT_CHANNELS[self.context]:

@@ -20,7 +20,7 @@ def test_auto_precision_follows_the_cpu(monkeypatch, native):
 
 
 def test_bad_precision_names_the_choices():
-    with pytest.raises(ValueError, match="precision must be one of.*float32"):
+    with pytest.raises(ValueError, match="Invalid value for the .precision. parameter.*float32"):
         resolve_precision("fp8", CPU)
     with pytest.raises(ValueError, match="float16.*CUDA"):
         resolve_precision("float16", CPU)

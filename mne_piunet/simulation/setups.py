@@ -32,7 +32,7 @@ from ..anatomy import (
     src_fingerprint,
 )
 from ..grid import SourceGrid, get_grid, head_to_mri
-from ..utils._checks import check_forward, check_inverse_operator, has_free_orientation
+from ..utils._checks import check_forward, check_inverse_operator, check_option, has_free_orientation
 from ..utils._defaults import DEFAULT_LAMBDA2
 
 
@@ -90,7 +90,7 @@ class HeadSetup:
 
     def __post_init__(self):
         if self.source_space not in ("volume", "surface"):
-            raise ValueError(f'source_space must be "volume" or "surface", got {self.source_space!r}')
+            check_option("source_space", self.source_space, ("volume", "surface"))
         if not 0.0 <= self.loose <= 1.0 or (self.loose and self.source_space != "surface"):
             raise ValueError(
                 f"loose must be in [0, 1] and is for surface source spaces only, got {self.loose!r} "

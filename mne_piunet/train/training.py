@@ -53,6 +53,7 @@ from ..simulation import (
     simulate,
 )
 from ..simulation.seeds import BY_SOURCES_SEED, VAL_SEED_OFFSET
+from ..utils._checks import check_option
 from ..utils._defaults import DEFAULT_LAMBDA2, N_SOURCES_SWEEP
 from .losses import PeakLoss, TransportLoss, distill_loss, shape_amplitude_loss
 
@@ -436,7 +437,7 @@ def train_dtype(precision: str, device: torch.device) -> torch.dtype:
         ``torch.bfloat16`` or ``torch.float32``.
     """
     if precision not in ("auto", "float32", "bfloat16"):
-        raise ValueError(f'Training precision must be "auto", "float32" or "bfloat16", got {precision!r}')
+        check_option("precision", precision, ("auto", "float32", "bfloat16"), fix="Training runs in these.")
     if precision == "auto":
         if device.type == "cuda":
             native = torch.cuda.is_bf16_supported()
