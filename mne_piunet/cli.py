@@ -344,9 +344,15 @@ def _bench_finetune(args: argparse.Namespace) -> None:
     models = {"start": start}
     for minutes in sorted(args.minutes):  # each budget resumes the same run: 30 minutes cost 30, not 40
         tuned = fine_tune(
-            inv_file, fwd_file, out=out / f"tuned_{minutes:g}min.pt", minutes=minutes, weights=start.weights_path,
-            run_dir=out / "run", overwrite=True, threads=args.threads,
-        )  # fmt: skip
+            inv_file,
+            fwd_file,
+            out=out / f"tuned_{minutes:g}min.pt",
+            minutes=minutes,
+            weights=start.weights_path,
+            run_dir=out / "run",
+            overwrite=True,
+            threads=args.threads,
+        )
         print(f"fine-tune to {minutes:g} min: {'refused' if tuned is None else tuned}")
         if tuned is not None:
             models[f"tuned {minutes:g} min"] = PIUNetInverse(tuned, precision="float32")
@@ -376,9 +382,13 @@ def _add_bench_finetune(sub) -> None:
     p.add_argument("--n", type=int, default=20, help="samples per SNR and number of sources")
     p.add_argument("--montage", default=USER_STYLE_HEAD["montage"], help="the montage digitised with jitter")
     p.add_argument(
-        "--conductivity", type=float, nargs=3, default=USER_STYLE_HEAD["conductivity"],
-        metavar=("BRAIN", "SKULL", "SCALP"), help="the user's head model (S/m)",
-    )  # fmt: skip
+        "--conductivity",
+        type=float,
+        nargs=3,
+        default=USER_STYLE_HEAD["conductivity"],
+        metavar=("BRAIN", "SKULL", "SCALP"),
+        help="the user's head model (S/m)",
+    )
     p.add_argument("--fixed", action="store_true", help="a fixed-orientation inverse (default: loose 0.2)")
     p.add_argument("--single", action="store_true", help="also score every model on single maps")
     p.set_defaults(func=_bench_finetune)

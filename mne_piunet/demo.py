@@ -143,10 +143,18 @@ def plot_demo(result: DemoResult, piu) -> Figure:
         values = np.abs(stc.data[:, stc.time_as_index(result.t_peak)[0]])
         img = stc.copy().crop(result.t_peak, result.t_peak).as_volume(piu.src, mri_resolution=False)
         display = plot_glass_brain(
-            img, axes=ax, display_mode="lyrz", title=f"{name}: {result.errors[name]:.0f} mm", cmap="hot",
-            vmin=0, vmax=values.max(), threshold=0.25 * values.max(), plot_abs=True, symmetric_cbar=False,
+            img,
+            axes=ax,
+            display_mode="lyrz",
+            title=f"{name}: {result.errors[name]:.0f} mm",
+            cmap="hot",
+            vmin=0,
+            vmax=values.max(),
+            threshold=0.25 * values.max(),
+            plot_abs=True,
+            symmetric_cbar=False,
             colorbar=False,
-        )  # fmt: skip
+        )
         display.add_markers([result.centre * 1e3], marker_color="cyan", marker_size=40)
     fig.suptitle("Simulated source (cyan) and each method's map at the peak time")
     return fig

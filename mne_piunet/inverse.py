@@ -38,7 +38,7 @@ from .inference import (
     predict_maps,
     prepare_network,
     resolve_precision,
-)  # fmt: skip
+)
 from .network import bundled_weights_path, load_network, resolve_device
 from .physics import (
     along_orientations,
@@ -50,7 +50,7 @@ from .physics import (
     source_components,
     whiten,
     window_fit_weights,
-)  # fmt: skip
+)
 from .utils._checks import (
     as_affine,
     check_inverse_operator,
@@ -59,16 +59,20 @@ from .utils._checks import (
     ensure_int,
     has_free_orientation,
     validate_type,
-)  # fmt: skip
+)
 from .utils._defaults import DEFAULT_LAMBDA2
 from .utils._docs import docdict, fill_doc
 from .utils._fingerprint import inverse_fingerprint
 
 #: Source estimate classes :meth:`PIUNetInverse.refine` accepts.
 _STC_TYPES = (
-    mne.SourceEstimate, mne.VectorSourceEstimate, mne.VolSourceEstimate, mne.VolVectorSourceEstimate,
-    mne.MixedSourceEstimate, mne.MixedVectorSourceEstimate,
-)  # fmt: skip
+    mne.SourceEstimate,
+    mne.VectorSourceEstimate,
+    mne.VolSourceEstimate,
+    mne.VolVectorSourceEstimate,
+    mne.MixedSourceEstimate,
+    mne.MixedVectorSourceEstimate,
+)
 #: Time points refined per network pass when Epochs are batched together:
 #: enough to fill the batches, small enough that a loose fsaverage5 eLORETA
 #: chunk stays ~250 MB.
@@ -103,16 +107,20 @@ def _check_inverse(inverse_operator) -> None:
 
 def _check_method(method) -> None:
     check_option(
-        "method", method, ("eLORETA",),
+        "method",
+        method,
+        ("eLORETA",),
         fix="PIUNet refines eLORETA: use mne.minimum_norm.apply_inverse for other methods.",
-    )  # fmt: skip
+    )
 
 
 def _check_pick_ori(pick_ori) -> None:
     check_option(
-        "pick_ori", pick_ori, (None, "vector"),
+        "pick_ori",
+        pick_ori,
+        (None, "vector"),
         fix='None gives amplitudes (VolSourceEstimate), "vector" moment vectors (VolVectorSourceEstimate).',
-    )  # fmt: skip
+    )
 
 
 def _check_label(label) -> None:
@@ -339,9 +347,16 @@ class PIUNetInverse:
             check_unweighted(inverse_operator)  # before any work, not after it
         inv = self._eloreta_inverse(inverse_operator, prepared, evoked.nave, lambda2, method_params)
         stc = mne.minimum_norm.apply_inverse(
-            evoked, inv, lambda2, "eLORETA", pick_ori=_eloreta_ori(inv), prepared=True,
-            method_params=method_params, use_cps=use_cps, verbose=False,
-        )  # fmt: skip
+            evoked,
+            inv,
+            lambda2,
+            "eLORETA",
+            pick_ori=_eloreta_ori(inv),
+            prepared=True,
+            method_params=method_params,
+            use_cps=use_cps,
+            verbose=False,
+        )
         op, rot, normals, fit = self._inverse_geometry(inverse_operator, mni_transform, subjects_dir)
         windows = self.windows(len(evoked.times), evoked.info["sfreq"])
         refined = self._refine_array(stc.data, op, rot, normals, fit, windows)
@@ -393,9 +408,17 @@ class PIUNetInverse:
             _check_real(epochs.get_data(copy=False), "Epochs data")
         inv = self._eloreta_inverse(inverse_operator, prepared, nave, lambda2, method_params)
         eloreta = mne.minimum_norm.apply_inverse_epochs(
-            epochs, inv, lambda2, "eLORETA", nave=nave, pick_ori=_eloreta_ori(inv),
-            return_generator=True, prepared=True, method_params=method_params, use_cps=use_cps,
-        )  # fmt: skip
+            epochs,
+            inv,
+            lambda2,
+            "eLORETA",
+            nave=nave,
+            pick_ori=_eloreta_ori(inv),
+            return_generator=True,
+            prepared=True,
+            method_params=method_params,
+            use_cps=use_cps,
+        )
         geometry = self._inverse_geometry(inverse_operator, mni_transform, subjects_dir)
         gen = self._refine_epochs(eloreta, geometry, pick_ori)
         if return_generator:
@@ -505,9 +528,11 @@ class PIUNetInverse:
             stc, _STC_TYPES, "stc", fix="Make it with mne.minimum_norm.apply_inverse(..., 'eLORETA')."
         )
         validate_type(
-            src, (mne.SourceSpaces, InverseOperator), "src",
+            src,
+            (mne.SourceSpaces, InverseOperator),
+            "src",
             fix="Pass the estimate's source space (inverse_operator['src']) or the inverse that made it.",
-        )  # fmt: skip
+        )
         _check_pick_ori(pick_ori)
         _check_real(stc.data, "estimate's data")
         inv = src if isinstance(src, InverseOperator) else None
@@ -564,9 +589,14 @@ class PIUNetInverse:
         from .train.finetune import fine_tune
 
         written = fine_tune(
-            inverse_operator, forward, out=out, minutes=minutes, weights=self.weights_path,
-            device=str(self.device), **kwargs,
-        )  # fmt: skip
+            inverse_operator,
+            forward,
+            out=out,
+            minutes=minutes,
+            weights=self.weights_path,
+            device=str(self.device),
+            **kwargs,
+        )
         if written is None:
             return self
         return PIUNetInverse(
@@ -699,10 +729,19 @@ class PIUNetInverse:
             s1 = min(s0 + step, stop)
             r0, r1 = max(start, s0 - margin), min(stop, s1 + margin)
             stc = mne.minimum_norm.apply_inverse_raw(
-                raw, inv, lambda2, "eLORETA", start=r0, stop=r1, nave=nave,
-                time_func=check, pick_ori=_eloreta_ori(inv), prepared=True,
-                method_params=method_params, use_cps=use_cps,
-            )  # fmt: skip
+                raw,
+                inv,
+                lambda2,
+                "eLORETA",
+                start=r0,
+                stop=r1,
+                nave=nave,
+                time_func=check,
+                pick_ori=_eloreta_ori(inv),
+                prepared=True,
+                method_params=method_params,
+                use_cps=use_cps,
+            )
             windows = start + self.windows(stop - start, sfreq, np.arange(s0 - start, s1 - start)) - r0
             yield s0, self._refine_array(stc.data, *geometry, windows)
 
@@ -878,9 +917,11 @@ def _residual(evoked, inverse_operator, prepared, refined, op, rot) -> mne.Evoke
     """
     back, nn = grid_to_source(op), inverse_operator["source_nn"]
     predicted_w = _predict_in_blocks(
-        inverse_operator, refined.shape[-1], lambda t: source_components(refined[..., t], back, rot, nn),
+        inverse_operator,
+        refined.shape[-1],
+        lambda t: source_components(refined[..., t], back, rot, nn),
         nave=prepared["nave"],
-    )  # fmt: skip
+    )
     sel = [evoked.ch_names.index(name) for name in _used_channels(prepared)]
     data_w = whiten(prepared, evoked.data[sel])
     logger.info(
@@ -971,10 +1012,14 @@ def _operator_digest(inverse_operator) -> str:
     leads = np.asarray(inv["eigen_leads"]["data"])
     step = max(1, len(leads) // 1024)
     return digest(
-        inv["sing"], inv["eigen_fields"]["data"], inv["source_cov"]["data"], inv["noise_cov"]["data"],
-        leads[::step], *[p["data"]["data"] for p in inv["projs"]],
+        inv["sing"],
+        inv["eigen_fields"]["data"],
+        inv["source_cov"]["data"],
+        inv["noise_cov"]["data"],
+        leads[::step],
+        *[p["data"]["data"] for p in inv["projs"]],
         repr((inv["nave"], inv["eigen_leads_weighted"], list(inv["noise_cov"]["names"]))),
-    )  # fmt: skip
+    )
 
 
 def _eloreta_ori(inverse_operator) -> str | None:

@@ -20,10 +20,21 @@ from scipy import sparse
 from .utils._checks import check_inverse_operator, check_positive, ensure_int, validate_type
 
 __all__ = [
-    "along_orientations", "check_unweighted", "explained_variance", "grid_dipole_bases", "grid_to_source", "local_fit_weights",
-    "predict_whitened", "signal_subspace", "source_components", "subspace_fit", "whitened_gain", "whiten",
-    "window_fit_weights", "DATA_FIT_POWER",
-]  # fmt: skip
+    "along_orientations",
+    "check_unweighted",
+    "explained_variance",
+    "grid_dipole_bases",
+    "grid_to_source",
+    "local_fit_weights",
+    "predict_whitened",
+    "signal_subspace",
+    "source_components",
+    "subspace_fit",
+    "whitened_gain",
+    "whiten",
+    "window_fit_weights",
+    "DATA_FIT_POWER",
+]
 
 
 #: Sharpness of the data-fit weighting (:func:`local_fit_weights`), picked on the

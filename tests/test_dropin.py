@@ -112,9 +112,10 @@ def _every_nth_vertex(src, n):
 def test_mixed_source_space(piu, info, evoked, grid):
     surf = _every_nth_vertex(make_cortex_src(), 10)
     vol = mne.setup_volume_source_space(
-        "fsaverage", pos=dict(rr=grid.pos[::40], nn=np.tile([0.0, 0.0, 1.0], (len(grid.pos[::40]), 1))),
+        "fsaverage",
+        pos=dict(rr=grid.pos[::40], nn=np.tile([0.0, 0.0, 1.0], (len(grid.pos[::40]), 1))),
         verbose=False,
-    )  # fmt: skip
+    )
     fwd = make_template_forward(MONTAGE, surf + vol)
     inv = mne.minimum_norm.make_inverse_operator(info, fwd, _noise_cov(info), loose=1.0, verbose=False)
     stc = piu.apply(evoked, inv, 1 / 9)
@@ -179,9 +180,16 @@ def test_raw_times_follow_mne_with_first_samp(piu, prepared_volume_inverse, raw)
     np.testing.assert_allclose(np.concatenate([c.times for c in chunks]), ref.times)
     np.testing.assert_allclose(np.concatenate([c.data for c in chunks], axis=-1), stc.data, rtol=1e-6)
     functional = apply_piunet_raw(
-        raw, inv, 1 / 9, start=10, stop=40, prepared=True, weights=piu.weights_path, device="cpu",
+        raw,
+        inv,
+        1 / 9,
+        start=10,
+        stop=40,
+        prepared=True,
+        weights=piu.weights_path,
+        device="cpu",
         precision="float32",
-    )  # fmt: skip
+    )
     np.testing.assert_allclose(functional.times, ref.times)
 
 
@@ -193,9 +201,16 @@ def test_functional_api_takes_every_keyword(simulated_evoked, piu, volume_setup)
     inv = volume_setup.inverse_operator
     ref = piu.apply(evoked, inv, 1 / 9, mni_transform=np.eye(4), subjects_dir=piu.subjects_dir)
     out = apply_piunet(
-        evoked, inv, 1 / 9, mni_transform=np.eye(4), subjects_dir=piu.subjects_dir,
-        weights=piu.weights_path, device="cpu", batch_size=2, precision="float32",
-    )  # fmt: skip
+        evoked,
+        inv,
+        1 / 9,
+        mni_transform=np.eye(4),
+        subjects_dir=piu.subjects_dir,
+        weights=piu.weights_path,
+        device="cpu",
+        batch_size=2,
+        precision="float32",
+    )
     # another batch size runs other convolution kernels: equal to fp32 round-off, not bit for bit
     np.testing.assert_allclose(out.data, ref.data, rtol=1e-3, atol=1e-4 * ref.data.max())
     with pytest.raises(ValueError, match="'precision' parameter. Allowed values are 'auto', 'float32'"):

@@ -82,14 +82,24 @@ def test_fine_tune_end_to_end_records_what_it_was_tuned_on(tmp_path, user_models
         warnings.simplefilter("always")
         stc = tuned.apply(evoked, inv)
         tuned.apply_epochs(epochs, inv)  # eLORETA's preparation rewrites the inverse: checked before it
-        tuned.refine(mne.minimum_norm.apply_inverse(evoked, inv, 1 / 9, "eLORETA", pick_ori="vector"), inv,
-                     pick_ori="vector")  # fmt: skip
+        tuned.refine(
+            mne.minimum_norm.apply_inverse(evoked, inv, 1 / 9, "eLORETA", pick_ori="vector"),
+            inv,
+            pick_ori="vector",
+        )
     assert not [w for w in caught if "fine-tuned on inverse" in str(w.message)]  # its own inverse
     assert stc.data.shape[1] == 2
     # a run folder of other inputs is not resumed
     with pytest.raises(ValueError, match="holds a fine-tune of other inputs"):
-        fine_tune(inv, fwd, out=tmp_path / "other.pt", minutes=0.1, weights=tiny_weights, lambda2=0.5,
-                  run_dir=tmp_path / "tuned_run")  # fmt: skip
+        fine_tune(
+            inv,
+            fwd,
+            out=tmp_path / "other.pt",
+            minutes=0.1,
+            weights=tiny_weights,
+            lambda2=0.5,
+            run_dir=tmp_path / "tuned_run",
+        )
 
 
 def test_fine_tune_refuses_weights_no_better(tmp_path, user_models, tiny_weights, monkeypatch):

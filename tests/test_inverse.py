@@ -269,8 +269,10 @@ def test_epochs_and_raw_refuse_label_and_time_func(piu, volume_case):
     epochs = mne.EpochsArray(evoked.data[None], evoked.info, verbose=False)
     with pytest.raises(ValueError, match="time_func is not supported"):
         piu.apply_raw(raw, inv, 1 / 9, time_func=lambda x: x)
-    for call in (lambda: piu.apply_raw(raw, inv, 1 / 9, label=object()),
-                 lambda: piu.apply_epochs(epochs, inv, 1 / 9, label=object())):  # fmt: skip
+    for call in (
+        lambda: piu.apply_raw(raw, inv, 1 / 9, label=object()),
+        lambda: piu.apply_epochs(epochs, inv, 1 / 9, label=object()),
+    ):
         with pytest.raises(ValueError, match="label is not supported"):
             call()
 

@@ -58,9 +58,11 @@ def test_whitened_gain_is_mnes_forward_whitened_and_projected(operators, name):
     np.testing.assert_allclose(predict_whitened(inv, x), gain @ x, rtol=1e-6, atol=1e-12)
     _, white4 = _whitener(inv, nave=4)
     np.testing.assert_allclose(
-        predict_whitened(inv, x, nave=4), white4 @ used["sol"]["data"][picks] @ x, rtol=1e-6,
+        predict_whitened(inv, x, nave=4),
+        white4 @ used["sol"]["data"][picks] @ x,
+        rtol=1e-6,
         atol=1e-6 * np.abs(gain @ x).max(),
-    )  # fmt: skip
+    )
 
 
 def test_eloreta_of_the_predicted_data_is_mnes_estimate_of_the_sources(operators):
@@ -131,8 +133,10 @@ def test_return_residual_is_the_data_minus_the_estimates_forward(piu, operators)
     comps = source_components(stc.data, grid_to_source(op), rot, inv["source_nn"])
     moments = mne.VectorSourceEstimate(
         np.einsum("ipj,ipt->ijt", inv["source_nn"].reshape(-1, 3, 3), comps.reshape(-1, 3, 3)),
-        [s["vertno"] for s in fwd["src"]], 0.0, 1.0,
-    )  # fmt: skip
+        [s["vertno"] for s in fwd["src"]],
+        0.0,
+        1.0,
+    )
     predicted = mne.apply_forward(fwd, moments, info, verbose=False).data
     projected = predicted - predicted.mean(axis=0)  # the average reference projector, EEG alone
     np.testing.assert_allclose(residual.data, evoked.data - projected, atol=1e-6 * np.abs(evoked.data).max())
@@ -157,7 +161,7 @@ def test_a_single_grid_dipole_fits_its_own_data_best(grid, operators):
         signal_subspace,
         subspace_fit,
         window_fit_weights,
-    )  # fmt: skip
+    )
 
     _, _, inv, _ = operators["free volume"]
     affine, rot = to_template_space(inv["src"], mri_head_t=inv["mri_head_t"])

@@ -41,9 +41,18 @@ __all__ = ["FINE_TUNE_SETTINGS", "acceptance_groups", "fine_tune"]
 #: learning rate than training's (1e-3) and no cosine decay (the budget is in
 #: minutes, not steps): the weights move towards one head without forgetting.
 FINE_TUNE_SETTINGS = dict(
-    lr=2e-4, context_lr=None, warmup_steps=20, max_steps=10**9, val_size=64, val_every_steps=100,
-    checkpoint_every_s=120.0, teacher=None, distill_weight=0.0, batch_size=16, data_workers=0,
-)  # fmt: skip
+    lr=2e-4,
+    context_lr=None,
+    warmup_steps=20,
+    max_steps=10**9,
+    val_size=64,
+    val_every_steps=100,
+    checkpoint_every_s=120.0,
+    teacher=None,
+    distill_weight=0.0,
+    batch_size=16,
+    data_workers=0,
+)
 #: The fine-tune's ``coloured_noise`` (:class:`~mne_piunet.simulation.SourcePrior`):
 #: about half the samples carry the inverse's own noise covariance, the rest white noise.
 FINE_TUNE_COLOURED_NOISE = 0.5
@@ -87,13 +96,19 @@ def _check_arguments(
 ) -> tuple[Path, int, int | None]:
     """:func:`fine_tune`'s argument checks, before any work: ``out`` as a Path, ``seed`` and ``threads`` as ints."""
     validate_type(
-        inverse_operator, (mne.minimum_norm.InverseOperator, "path-like"), "inverse_operator",
-        "mne.minimum_norm.InverseOperator or path-like", fix="Pass the operator or its -inv.fif file.",
-    )  # fmt: skip
+        inverse_operator,
+        (mne.minimum_norm.InverseOperator, "path-like"),
+        "inverse_operator",
+        "mne.minimum_norm.InverseOperator or path-like",
+        fix="Pass the operator or its -inv.fif file.",
+    )
     validate_type(
-        forward, (mne.Forward, "path-like"), "forward", "mne.Forward or path-like",
+        forward,
+        (mne.Forward, "path-like"),
+        "forward",
+        "mne.Forward or path-like",
         fix="Pass the forward solution or its -fwd.fif file.",
-    )  # fmt: skip
+    )
     validate_type(out, "path-like", "out")
     check_positive(minutes, "minutes", "the wall-clock budget of the fine-tune")
     validate_type(weights, ("path-like", None), "weights")
@@ -126,11 +141,22 @@ def _fine_tune_config(
     prior = dict(base.get("prior", {}), coloured_noise=FINE_TUNE_COLOURED_NOISE)
     prior["instantaneous"] = max(float(prior.get("instantaneous", 0.0)), FINE_TUNE_INSTANTANEOUS)
     grid = start_meta["grid"]
-    return TrainConfig(**dict(
-        base, **FINE_TUNE_SETTINGS, prior=prior, train_setups=[], val_setups=[], max_minutes=float(minutes),
-        seed=seed, device=device, threads=threads, network=start_meta["config"],
-        grid_spacing_mm=grid["spacing_mm"], grid_mindist_mm=grid.get("mindist_mm", DEFAULT_MINDIST_MM),
-    ))  # fmt: skip
+    return TrainConfig(
+        **dict(
+            base,
+            **FINE_TUNE_SETTINGS,
+            prior=prior,
+            train_setups=[],
+            val_setups=[],
+            max_minutes=float(minutes),
+            seed=seed,
+            device=device,
+            threads=threads,
+            network=start_meta["config"],
+            grid_spacing_mm=grid["spacing_mm"],
+            grid_mindist_mm=grid.get("mindist_mm", DEFAULT_MINDIST_MM),
+        )
+    )
 
 
 @verbose
@@ -204,17 +230,26 @@ def fine_tune(
     grid = grid_from_meta(start.grid)
     logger.info("Preparing simulations from your forward and inverse")
     prepared = prepare_user_setup(
-        forward, inverse_operator, grid, lambda2, mni_transform=mni_transform, subjects_dir=subjects_dir,
+        forward,
+        inverse_operator,
+        grid,
+        lambda2,
+        mni_transform=mni_transform,
+        subjects_dir=subjects_dir,
         name=f"user:{out.stem}",
-    )  # fmt: skip
+    )
     config = _fine_tune_config(start.meta, minutes, seed, device, threads)
     run_dir = Path(run_dir) if run_dir is not None else out.with_name(out.stem + "_run")
     tuned_on = dict(
-        name=prepared.name, forward_sha256=forward_fingerprint(forward),
-        inverse_sha256=inverse_fingerprint(inverse_operator), files=files, lambda2=float(lambda2),
-        n_channels=len(prepared.info["ch_names"]), n_sources=prepared.n_sources,
+        name=prepared.name,
+        forward_sha256=forward_fingerprint(forward),
+        inverse_sha256=inverse_fingerprint(inverse_operator),
+        files=files,
+        lambda2=float(lambda2),
+        n_channels=len(prepared.info["ch_names"]),
+        n_sources=prepared.n_sources,
         orientation="free or loose" if prepared.free else "fixed",
-    )  # fmt: skip
+    )
     # the setup's name follows the output file, so another output can resume the same run
     _claim_run_dir(
         run_dir, dict(tuned_on, files=None, name=None, start_sha256=start.meta["sha256"], seed=seed)
@@ -224,9 +259,13 @@ def fine_tune(
     tuned = load_network(best)
     logger.info("Scoring the starting and tuned weights on fresh samples of your setup")
     groups = acceptance_groups(
-        prepare_network(start.network, torch.device("cpu")), prepare_network(tuned.network, torch.device("cpu")),
-        grid, prepared, config.seed + ACCEPTANCE_SEED_OFFSET, SourcePrior(**config.prior),
-    )  # fmt: skip
+        prepare_network(start.network, torch.device("cpu")),
+        prepare_network(tuned.network, torch.device("cpu")),
+        grid,
+        prepared,
+        config.seed + ACCEPTANCE_SEED_OFFSET,
+        SourcePrior(**config.prior),
+    )
     return _write_if_better(tuned, out, tuned_on, weights.name, run_dir, groups)
 
 
@@ -289,27 +328,39 @@ def acceptance_groups(
     for k in ACCEPTANCE_N_SOURCES:
         for band in ACCEPTANCE_SNR_BANDS:
             batch = simulate(
-                prepared, per_group, rng, replace(prior, snr_db=band, instantaneous=0.0), n_sources=k,
+                prepared,
+                per_group,
+                rng,
+                replace(prior, snr_db=band, instantaneous=0.0),
+                n_sources=k,
                 window=network_window(start.config),
-            )  # fmt: skip
+            )
             inputs = {
                 "window": batch.network_maps(start.config),
                 "single map": (batch.eloreta_grid, np.arange(len(batch.eloreta_grid))[:, None]),
             }
             for mode in ACCEPTANCE_MODES:
                 scores = {
-                    name: np.array([
-                        coarse_nemd(e, t, grid.pos)
-                        for e, t in zip(predict_maps(net, grid, *inputs[mode]), batch.true_grid)
-                    ])
+                    name: np.array(
+                        [
+                            coarse_nemd(e, t, grid.pos)
+                            for e, t in zip(predict_maps(net, grid, *inputs[mode]), batch.true_grid)
+                        ]
+                    )
                     for name, net in (("start", start), ("tuned", tuned))
-                }  # fmt: skip
+                }
                 diff = scores["tuned"] - scores["start"]
-                groups.append(dict(
-                    n_sources=k, snr_db=list(band), mode=mode, start=float(np.nanmean(scores["start"])),
-                    tuned=float(np.nanmean(scores["tuned"])), diff=float(np.nanmean(diff)),
-                    se=float(np.nanstd(diff, ddof=1) / np.sqrt(np.isfinite(diff).sum())),
-                ))  # fmt: skip
+                groups.append(
+                    dict(
+                        n_sources=k,
+                        snr_db=list(band),
+                        mode=mode,
+                        start=float(np.nanmean(scores["start"])),
+                        tuned=float(np.nanmean(scores["tuned"])),
+                        diff=float(np.nanmean(diff)),
+                        se=float(np.nanstd(diff, ddof=1) / np.sqrt(np.isfinite(diff).sum())),
+                    )
+                )
     return groups
 
 

@@ -71,18 +71,23 @@ def check_positive(value, name: str, hint: str = "", *, zero: bool = False) -> f
 def check_inverse_operator(inverse_operator) -> None:
     """Raise a TypeError naming the fix unless ``inverse_operator`` is an MNE InverseOperator."""
     validate_type(
-        inverse_operator, mne.minimum_norm.InverseOperator, "inverse_operator",
+        inverse_operator,
+        mne.minimum_norm.InverseOperator,
+        "inverse_operator",
         "mne.minimum_norm.InverseOperator",
         fix="Make one with mne.minimum_norm.make_inverse_operator(info, forward, noise_cov).",
-    )  # fmt: skip
+    )
 
 
 def check_forward(forward) -> None:
     """Raise a TypeError naming the fix unless ``forward`` is an MNE Forward."""
     validate_type(
-        forward, mne.Forward, "forward", "mne.Forward",
+        forward,
+        mne.Forward,
+        "forward",
+        "mne.Forward",
         fix="Read one with mne.read_forward_solution or make one with mne.make_forward_solution.",
-    )  # fmt: skip
+    )
 
 
 def has_free_orientation(model) -> bool:

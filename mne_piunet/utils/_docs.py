@@ -114,9 +114,18 @@ return_residual : bool
     either way, at ``verbose="info"``). Needs the operator as made or
     read, not prepared for eLORETA."""
 docdict["apply_params"] = _compose(
-    "evoked", "inverse_operator", "lambda2", "method", "pick_ori", "prepared", "label", "method_params",
-    "return_residual", "use_cps", "template_params",
-)  # fmt: skip
+    "evoked",
+    "inverse_operator",
+    "lambda2",
+    "method",
+    "pick_ori",
+    "prepared",
+    "label",
+    "method_params",
+    "return_residual",
+    "use_cps",
+    "template_params",
+)
 docdict["apply_returns"] = """
 stc : mne.VolSourceEstimate | mne.VolVectorSourceEstimate
     On :attr:`PIUNetInverse.src <mne_piunet.PIUNetInverse.src>` (subject
@@ -134,9 +143,19 @@ docdict["epochs"] = """
 epochs : mne.BaseEpochs
     EEG, MEG or MEG+EEG epochs, preloaded or not."""
 docdict["apply_epochs_params"] = _compose(
-    "epochs", "inverse_operator", "lambda2", "method", "label", "nave", "pick_ori", "return_generator",
-    "prepared", "method_params", "use_cps", "template_params",
-)  # fmt: skip
+    "epochs",
+    "inverse_operator",
+    "lambda2",
+    "method",
+    "label",
+    "nave",
+    "pick_ori",
+    "return_generator",
+    "prepared",
+    "method_params",
+    "use_cps",
+    "template_params",
+)
 docdict["apply_epochs_returns"] = """
 stcs : list | generator of VolSourceEstimate | VolVectorSourceEstimate
     One estimate per epoch."""
@@ -159,9 +178,22 @@ return_generator : bool
     vectors). Write each chunk where it belongs, e.g. into a
     :class:`numpy.memmap`."""
 docdict["apply_raw_params"] = _compose(
-    "raw", "inverse_operator", "lambda2", "method", "label", "start_stop", "nave", "time_func", "pick_ori",
-    "buffer_size", "prepared", "method_params", "use_cps", "return_generator_chunks", "template_params",
-)  # fmt: skip
+    "raw",
+    "inverse_operator",
+    "lambda2",
+    "method",
+    "label",
+    "start_stop",
+    "nave",
+    "time_func",
+    "pick_ori",
+    "buffer_size",
+    "prepared",
+    "method_params",
+    "use_cps",
+    "return_generator_chunks",
+    "template_params",
+)
 docdict["apply_raw_returns"] = """
 stc : VolSourceEstimate | VolVectorSourceEstimate | generator
     The estimate, or a generator of consecutive estimates."""

@@ -66,7 +66,11 @@ def inverse_fingerprint(inverse_operator: mne.minimum_norm.InverseOperator) -> s
     priors = [np.asarray(inv[k]["data"]) for k in ("depth_prior", "orient_prior") if inv.get(k) is not None]
     projs = [np.asarray(p["data"]["data"]) for p in inv["projs"]]
     arrays = [
-        np.asarray(cov["eigvec"]), np.round(np.log2(ratio) * 64), inv["source_nn"],
-        np.concatenate([s["vertno"] for s in inv["src"]]).astype(np.float32), *priors, *projs,
-    ]  # fmt: skip
+        np.asarray(cov["eigvec"]),
+        np.round(np.log2(ratio) * 64),
+        inv["source_nn"],
+        np.concatenate([s["vertno"] for s in inv["src"]]).astype(np.float32),
+        *priors,
+        *projs,
+    ]
     return _digest(arrays, cov["names"])
