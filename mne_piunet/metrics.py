@@ -40,6 +40,8 @@ from numpy.typing import ArrayLike
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
 
+from .utils._docs import fill_doc
+
 __all__ = (
     "METRICS",
     "evaluate",
@@ -190,6 +192,7 @@ def _uniform_reference_emd(pos: np.ndarray, true_mag: np.ndarray, true_pos: np.n
     return _emd(np.ones(len(pos)), pos, true_mag, true_pos)
 
 
+@fill_doc
 def nemd(
     est: ArrayLike,
     true: ArrayLike,
@@ -205,15 +208,7 @@ def nemd(
 
     Parameters
     ----------
-    est : array-like, shape (n_src,) | (n_src, 3)
-        Estimated source amplitudes or moment vectors.
-    true : array-like, shape (n_true,) | (n_true, 3)
-        True source amplitudes or moment vectors.
-    pos : array-like, shape (n_src, 3)
-        Positions of the estimated sources, in metres.
-    true_pos : array-like, shape (n_true, 3) | None
-        Positions of the true sources, in metres. ``None`` (default) means
-        ``pos``.
+    %(est_true_pos)s
 
     Returns
     -------
@@ -246,16 +241,13 @@ def nemd(
 # Amplitude metrics (same positions)
 
 
+@fill_doc
 def nmse(est: ArrayLike, true: ArrayLike) -> float:
     """Normalised mean squared error.
 
     Parameters
     ----------
-    est : array-like, shape (n_src,) | (n_src, 3)
-        Estimated source amplitudes or moment vectors.
-    true : array-like, shape (n_src,) | (n_src, 3)
-        True source amplitudes or moment vectors, on the same positions and
-        with the same shape as ``est``.
+    %(est_true)s
 
     Returns
     -------
@@ -267,16 +259,13 @@ def nmse(est: ArrayLike, true: ArrayLike) -> float:
     return float(np.mean((true - est) ** 2) / np.mean(true**2))
 
 
+@fill_doc
 def weighted_cosine_distance(est: ArrayLike, true: ArrayLike) -> float:
     """Truth-weighted cosine distance between estimated and true moments.
 
     Parameters
     ----------
-    est : array-like, shape (n_src,) | (n_src, 3)
-        Estimated source amplitudes or moment vectors.
-    true : array-like, shape (n_src,) | (n_src, 3)
-        True source amplitudes or moment vectors, on the same positions and
-        with the same shape as ``est``.
+    %(est_true)s
 
     Returns
     -------
@@ -312,6 +301,7 @@ def weighted_cosine_distance(est: ArrayLike, true: ArrayLike) -> float:
 # Localisation metrics
 
 
+@fill_doc
 def peak_localisation_error(
     est: ArrayLike,
     true: ArrayLike,
@@ -322,15 +312,7 @@ def peak_localisation_error(
 
     Parameters
     ----------
-    est : array-like, shape (n_src,) | (n_src, 3)
-        Estimated source amplitudes or moment vectors.
-    true : array-like, shape (n_true,) | (n_true, 3)
-        True source amplitudes or moment vectors.
-    pos : array-like, shape (n_src, 3)
-        Positions of the estimated sources, in metres.
-    true_pos : array-like, shape (n_true, 3) | None
-        Positions of the true sources, in metres. ``None`` (default) means
-        ``pos``.
+    %(est_true_pos)s
 
     Returns
     -------
@@ -346,6 +328,7 @@ def peak_localisation_error(
     return float(np.linalg.norm(delta) * _M_TO_MM)
 
 
+@fill_doc
 def spatial_dispersion(
     est: ArrayLike,
     true: ArrayLike,
@@ -356,15 +339,7 @@ def spatial_dispersion(
 
     Parameters
     ----------
-    est : array-like, shape (n_src,) | (n_src, 3)
-        Estimated source amplitudes or moment vectors.
-    true : array-like, shape (n_true,) | (n_true, 3)
-        True source amplitudes or moment vectors.
-    pos : array-like, shape (n_src, 3)
-        Positions of the estimated sources, in metres.
-    true_pos : array-like, shape (n_true, 3) | None
-        Positions of the true sources, in metres. ``None`` (default) means
-        ``pos``.
+    %(est_true_pos)s
 
     Returns
     -------
@@ -393,6 +368,7 @@ def spatial_dispersion(
 # Convenience
 
 
+@fill_doc
 def evaluate(
     est: ArrayLike,
     true: ArrayLike,
@@ -405,15 +381,7 @@ def evaluate(
 
     Parameters
     ----------
-    est : array-like, shape (n_src,) | (n_src, 3)
-        Estimated source amplitudes or moment vectors.
-    true : array-like, shape (n_true,) | (n_true, 3)
-        True source amplitudes or moment vectors.
-    pos : array-like, shape (n_src, 3)
-        Positions of the estimated sources, in metres.
-    true_pos : array-like, shape (n_true, 3) | None
-        Positions of the true sources, in metres. ``None`` (default) means
-        ``pos``.
+    %(est_true_pos)s
     metrics : sequence of str
         Which metrics to compute, among ``"nemd"`` (:func:`nemd`), ``"ple"``
         (:func:`peak_localisation_error`), ``"sd"``

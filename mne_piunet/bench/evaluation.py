@@ -692,6 +692,7 @@ def user_style_models(
 
 
 @verbose
+@fill_doc
 def finetune_benefit(
     models: dict[str, object],
     forward: mne.Forward,
@@ -718,8 +719,7 @@ def finetune_benefit(
         Samples per cell.
     seed : int
         Seed of the samples (apart from any fine-tune's training and validation streams).
-    lambda2 : float
-        eLORETA's regularisation.
+    %(lambda2)s
     single : bool
         Score single maps (the centre sample alone) instead of time courses.
     %(verbose)s

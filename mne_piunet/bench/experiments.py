@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from ..simulation import HeadSetup, SourcePrior
 from ..simulation.seeds import EXPERIMENT_SEEDS
 from ..utils._defaults import DEFAULT_LAMBDA2, N_SOURCES_SWEEP
+from ..utils._docs import fill_doc
 from .evaluation import (
     BENCHMARK_METHODS,
     EVALUATION_METHODS,
@@ -298,6 +299,7 @@ HEADLINE = ("held-out", "single-maps", "sensors", "benchmark-summary")
 
 
 # ------------------------------------------------------------------ running
+@fill_doc
 def run_experiment(
     experiment: str | Experiment,
     weights=None,
@@ -314,15 +316,13 @@ def run_experiment(
     ----------
     experiment : str | Experiment
         A name of :data:`EXPERIMENTS`, or a definition.
-    weights : path-like | None
-        PIUNet's weights (None: the bundled ones), for every variant.
+    %(weights)s
     n_per_cell : int | None
         Samples per cell; None: the experiment's own.
     quick : bool
         A smoke run: each group's first setup and extreme values
         (:meth:`CellGroup.quick`).
-    lambda2 : float
-        Regularisation of the linear methods and of PIUNet's eLORETA step.
+    %(lambda2)s
     methods : tuple of str | None
         The methods; None: the experiment's own.
     verbose : bool | str | int | None

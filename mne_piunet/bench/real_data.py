@@ -20,6 +20,7 @@ import mne
 import numpy as np
 
 from ..utils._defaults import DEFAULT_LAMBDA2
+from ..utils._docs import fill_doc
 
 __all__ = ("STEADINESS_METHODS", "VISUAL_CONDITIONS", "peak_steadiness", "visual_steadiness")
 
@@ -68,6 +69,7 @@ def visual_steadiness(folder, piu, window: tuple[float, float] = (0.085, 0.115))
     return rows
 
 
+@fill_doc
 def peak_steadiness(
     evoked: mne.Evoked,
     inverse_operator: mne.minimum_norm.InverseOperator,
@@ -88,8 +90,7 @@ def peak_steadiness(
         The model.
     window : tuple of float
         The window (s).
-    lambda2 : float
-        Regularisation of every method.
+    %(lambda2)s
     methods : tuple of str
         Of :data:`STEADINESS_METHODS` (MNE's linear methods and PIUNet).
 

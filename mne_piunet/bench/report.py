@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from ..simulation import SourcePrior
 from ..utils._defaults import DEFAULT_LAMBDA2
+from ..utils._docs import fill_doc
 from .evaluation import BENCHMARK_METHODS, GAMMA_MAP_ALPHA, METHODS, MXNE_ALPHA
 from .experiments import EXPERIMENTS, HEADLINE, HELD_OUT_SETUPS, IN_DISTRIBUTION_SETUP, run_experiment
 
@@ -543,13 +544,13 @@ def write_benchmark(rows: list[dict], out: str | Path, header: str = "") -> tupl
     return summary, written + plot_benchmark(rows, out)
 
 
+@fill_doc
 def run_evaluation(weights=None, out: str | Path | None = None, quick: bool = False) -> str:
     """Run the model card's evaluation and report it.
 
     Parameters
     ----------
-    weights : path-like | None
-        The weights (None: the bundled ones).
+    %(weights)s
     out : path-like | None
         Folder for ``evaluation.csv`` (every sample's scores); ``None`` writes nothing.
     quick : bool
@@ -592,6 +593,7 @@ def _experiment_heading(name: str, rows: list[dict]) -> str:
 _HEADLINE_POOLS = (("n_sources",), ("source_space", "n_sources"))
 
 
+@fill_doc
 def headline_report(
     weights=None,
     n_per_cell: int | None = None,
@@ -608,8 +610,7 @@ def headline_report(
 
     Parameters
     ----------
-    weights : path-like | None
-        The weights (None: the bundled ones).
+    %(weights)s
     n_per_cell : int | None
         Samples per cell; None: each experiment's own.
     quick : bool

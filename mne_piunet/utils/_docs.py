@@ -76,6 +76,22 @@ mni_transform : mne.transforms.Transform | array, shape (4, 4) | None
 docdict["subjects_dir"] = """
 subjects_dir : path-like | None
     Subjects folder holding the inverse's subject (for its talairach transform)."""
+docdict["est_true_pos"] = """
+est : array-like, shape (n_src,) | (n_src, 3)
+    Estimated source amplitudes or moment vectors.
+true : array-like, shape (n_true,) | (n_true, 3)
+    True source amplitudes or moment vectors.
+pos : array-like, shape (n_src, 3)
+    Positions of the estimated sources, in metres.
+true_pos : array-like, shape (n_true, 3) | None
+    Positions of the true sources, in metres. ``None`` (default) means
+    ``pos``."""
+docdict["est_true"] = """
+est : array-like, shape (n_src,) | (n_src, 3)
+    Estimated source amplitudes or moment vectors.
+true : array-like, shape (n_src,) | (n_src, 3)
+    True source amplitudes or moment vectors, on the same positions and
+    with the same shape as ``est``."""
 docdict["weights"] = """
 weights : path-like | None
     Weights written by :func:`mne_piunet.network.save_network`; None for the
