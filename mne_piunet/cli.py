@@ -31,6 +31,7 @@ DEVELOPER_COMMANDS = (
     "bench-train",
     "bench-speed",
     "peak-floor",
+    "bench-finetune",
 )
 EPILOG = (
     f"Commands for users: {', '.join(USER_COMMANDS)}.\n"
@@ -660,7 +661,6 @@ _SUBCOMMANDS = (
     _add_train,
     _add_validate,
     _add_blend,
-    _add_bench_finetune,
     _add_report,
     _add_experiment,
     _add_evaluate,
@@ -668,7 +668,8 @@ _SUBCOMMANDS = (
     _add_bench_data,
     _add_bench_train,
     _add_bench_speed,
-    _add_peak_floor,  # developers'
+    _add_peak_floor,
+    _add_bench_finetune,  # developers'
 )
 
 
