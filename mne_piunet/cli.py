@@ -478,7 +478,7 @@ def _experiment(args: argparse.Namespace) -> None:
     from .bench.experiments import EXPERIMENTS, run_experiment
     from .bench.report import methods_table, write_csv
 
-    rows = run_experiment(args.name, args.weights, args.n, args.quick)
+    rows = run_experiment(args.name, args.weights, args.n, args.quick, single=True if args.single else None)
     print(methods_table(rows, by=EXPERIMENTS[args.name].table))
     if args.out is not None:
         print(f"\nWrote {write_csv(rows, args.out)}")
@@ -494,6 +494,7 @@ def _add_experiment(sub) -> None:
     p.add_argument("--weights", default=None, help="weights file (default: the bundled model)")
     p.add_argument("--n", type=int, default=None, help="samples per cell (default: the experiment's own)")
     p.add_argument("--quick", action="store_true", help="a smoke run: one setup and two values per factor")
+    p.add_argument("--single", action="store_true", help="score single maps, whatever the experiment says")
     p.add_argument("--out", default=None, help="CSV file for every sample's scores")
     p.set_defaults(func=_experiment)
 

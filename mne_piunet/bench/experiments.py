@@ -106,6 +106,12 @@ LOOSE_SETUP = HeadSetup(HELD_OUT_EEG, "bem", BENCH_CONDUCTIVITY, "surface", loos
 #: A held-out 32-channel montage (32-channel caps gain least).
 SPARSE_MONTAGE_SETUP = HeadSetup("GSN-HydroCel-32", "bem", BENCH_CONDUCTIVITY, "surface")
 
+#: Validation setups of the ``temporal`` config (never held out): the data-fit step's design is chosen on them.
+VALIDATION_SETUPS = (
+    HeadSetup("mgh60", "bem", (0.332, 0.0113, 0.332), "volume"),
+    HeadSetup("GSN-HydroCel-64_1.0", "bem", (0.332, 0.0113, 0.332), "surface"),
+)
+
 #: The condition every benchmark sweep varies one factor of.
 BASE_SNR_DB, BASE_N_SOURCES = 10.0, 1
 
@@ -293,6 +299,23 @@ EXPERIMENTS: dict[str, Experiment] = {
         n_per_cell=6,
         variants=(("network alone", dict(data_fit=False)), ("data fit", {})),
     ),
+    "data-fit-single-maps": Experiment(
+        "The network alone against the data-fit step, on the same held-out single maps",
+        (_crossed("evaluation", _HELD_OUT, n_sources=(1, 3, 10)),),
+        EXPERIMENT_SEEDS["data-fit"],
+        methods=("PIUNet",),
+        n_per_cell=6,
+        single=True,
+        variants=(("network alone", dict(data_fit=False)), ("data fit", {})),
+    ),
+    "data-fit-validation": Experiment(
+        "Design choices of the data-fit step, on the validation setups (time courses; --single for single maps)",
+        (_crossed("evaluation", tuple((s.name, s) for s in VALIDATION_SETUPS), (5.0, 20.0), (1, 3, 10)),),
+        EXPERIMENT_SEEDS["data-fit"],
+        methods=("PIUNet",),
+        n_per_cell=6,
+        variants=(("network alone", dict(data_fit=False)), ("data fit", {})),
+    ),
 }
 #: The experiments of the headline report, in its order.
 HEADLINE = ("held-out", "single-maps", "sensors", "benchmark-summary")
@@ -307,6 +330,7 @@ def run_experiment(
     quick: bool = False,
     lambda2: float = DEFAULT_LAMBDA2,
     methods: tuple[str, ...] | None = None,
+    single: bool | None = None,
     *,
     verbose: bool | str | int | None = None,
 ) -> list[dict]:
@@ -325,6 +349,8 @@ def run_experiment(
     %(lambda2)s
     methods : tuple of str | None
         The methods; None: the experiment's own.
+    single : bool | None
+        Score single maps (True) or time courses (False); None: as the experiment says.
     verbose : bool | str | int | None
         MNE's logging level for this call.
 
@@ -348,6 +374,6 @@ def run_experiment(
         experiment.seed,
         lambda2,
         experiment.methods if methods is None else tuple(methods),
-        single=experiment.single,
+        single=experiment.single if single is None else single,
         verbose=verbose,
     )
