@@ -146,7 +146,13 @@ class CellGroup:
     extents_mm: tuple[float, ...] = ()
 
     def cells(self) -> list[Cell]:
-        """The group's cells, setups outermost."""
+        """The group's cells, setups outermost.
+
+        Returns
+        -------
+        cells : list of Cell
+            One per setup, SNR, number of sources and extent.
+        """
         extents = self.extents_mm or (None,)
         cells = []
         for label, setup in self.setups:
@@ -161,7 +167,13 @@ class CellGroup:
         return cells
 
     def quick(self) -> CellGroup:
-        """The group cut to its first setup and the extreme values of each factor (a smoke run)."""
+        """The group cut to its first setup and the extreme values of each factor (a smoke run).
+
+        Returns
+        -------
+        group : CellGroup
+            The smaller group.
+        """
 
         def ends(values):
             return tuple(dict.fromkeys((values[0], values[-1]))) if values else values
@@ -211,7 +223,18 @@ class Experiment:
     table: tuple[str, ...] = ("setup", "snr_db", "n_sources")
 
     def cells(self, quick: bool = False) -> list[Cell]:
-        """Every cell, in group order (:meth:`CellGroup.quick` groups with ``quick=True``)."""
+        """Every cell of the experiment, in group order.
+
+        Parameters
+        ----------
+        quick : bool
+            Each group cut as :meth:`CellGroup.quick` cuts it.
+
+        Returns
+        -------
+        cells : list of Cell
+            The cells.
+        """
         return [cell for group in self.groups for cell in (group.quick() if quick else group).cells()]
 
 

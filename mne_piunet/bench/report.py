@@ -477,7 +477,14 @@ def profile_summary(times_ms: dict[str, float], precision: str) -> str:
 
 
 def machine() -> dict[str, str]:
-    """Today's date (UTC) and a description of this machine and its libraries, for a report's header."""
+    """Today's date (UTC) and a description of this machine and its libraries, for a report's header.
+
+    Returns
+    -------
+    machine : dict of str to str
+        ``date`` (ISO, UTC) and ``machine`` (architecture, cores, torch
+        threads and the versions of mne-piunet, torch and mne).
+    """
     import datetime
     import os
     import platform
