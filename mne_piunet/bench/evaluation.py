@@ -200,10 +200,11 @@ class MismatchSetup:
     @property
     def name(self) -> str:
         """``<data setup>, inverse <inverse head>``."""
+        inverse = self.inverse
         head = (
-            "/".join(f"{c:g}" for c in self.inverse.conductivity) if self.inverse.head == "bem" else "sphere"
+            "bem " + "/".join(f"{c:g}" for c in inverse.conductivity) if inverse.head == "bem" else "sphere"
         )
-        return f"{self.data.name}, inverse {self.inverse.head} {head}"
+        return f"{self.data.name}, inverse {head}"
 
 
 @verbose
