@@ -252,6 +252,15 @@ _HEADS = tuple(
     for skull in BENCH_SKULLS
 ) + (("4-layer sphere", HeadSetup(BENCH_MONTAGE, "sphere", source_space="surface")),)
 
+#: The data-fit step's A/B; its single-map and validation twins differ in one field each.
+_DATA_FIT = Experiment(
+    "The network alone against the data-fit step, on the same held-out time courses",
+    (_crossed("evaluation", _HELD_OUT, n_sources=(1, 3, 10)),),
+    EXPERIMENT_SEEDS["data-fit"],
+    methods=("PIUNet",),
+    n_per_cell=6,
+    variants=(("network alone", dict(data_fit=False)), ("data fit", {})),
+)
 #: Every experiment the README, the model card and the benchmark page quote, by name.
 EXPERIMENTS: dict[str, Experiment] = {
     "held-out": Experiment(
@@ -314,30 +323,18 @@ EXPERIMENTS: dict[str, Experiment] = {
         n_per_cell=3,
         table=("source_space", "sweep", "value"),
     ),
-    "data-fit": Experiment(
-        "The network alone against the data-fit step, on the same held-out time courses",
-        (_crossed("evaluation", _HELD_OUT, n_sources=(1, 3, 10)),),
-        EXPERIMENT_SEEDS["data-fit"],
-        methods=("PIUNet",),
-        n_per_cell=6,
-        variants=(("network alone", dict(data_fit=False)), ("data fit", {})),
-    ),
-    "data-fit-single-maps": Experiment(
-        "The network alone against the data-fit step, on the same held-out single maps",
-        (_crossed("evaluation", _HELD_OUT, n_sources=(1, 3, 10)),),
-        EXPERIMENT_SEEDS["data-fit"],
-        methods=("PIUNet",),
-        n_per_cell=6,
+    "data-fit": _DATA_FIT,
+    "data-fit-single-maps": replace(
+        _DATA_FIT,
+        title="The network alone against the data-fit step, on the same held-out single maps",
         single=True,
-        variants=(("network alone", dict(data_fit=False)), ("data fit", {})),
     ),
-    "data-fit-validation": Experiment(
-        "Design choices of the data-fit step, on the validation setups (time courses; --single for single maps)",
-        (_crossed("evaluation", tuple((s.name, s) for s in VALIDATION_SETUPS), (5.0, 20.0), (1, 3, 10)),),
-        EXPERIMENT_SEEDS["data-fit"],
-        methods=("PIUNet",),
-        n_per_cell=6,
-        variants=(("network alone", dict(data_fit=False)), ("data fit", {})),
+    "data-fit-validation": replace(
+        _DATA_FIT,
+        title="Design choices of the data-fit step, on the validation setups (time courses; --single for single maps)",
+        groups=(
+            _crossed("evaluation", tuple((s.name, s) for s in VALIDATION_SETUPS), (5.0, 20.0), (1, 3, 10)),
+        ),
     ),
 }
 #: The experiments of the headline report, in its order.
