@@ -24,6 +24,7 @@ import torch
 
 from .grid import SourceGrid
 from .network import UNet3d, UNetConfig
+from .physics import music_spectrum
 from .utils._checks import check_option
 
 #: Precisions :func:`resolve_precision` accepts.
@@ -330,7 +331,11 @@ def context_maps(window: np.ndarray, context: str) -> np.ndarray:
 
 
 def network_inputs(
-    grid: SourceGrid, x0: np.ndarray, windows: np.ndarray | None, config: UNetConfig
+    grid: SourceGrid,
+    x0: np.ndarray,
+    windows: np.ndarray | None,
+    config: UNetConfig,
+    fit: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The network's input tensors for some maps: each map normalised, and its context.
 
@@ -346,6 +351,12 @@ def network_inputs(
         stands for its whole window.
     config : UNetConfig
         The network's context.
+    fit : array, shape (n, n_grid) | None
+        Each output's MUSIC scan of its window's data
+        (:func:`mne_piunet.physics.window_subspace_fit`), which the
+        ``"power-music"`` context takes as its second channel
+        (:func:`mne_piunet.physics.music_spectrum`). None: that channel is
+        zero (no inverse operator to scan with), and other contexts ignore it.
 
     Returns
     -------
@@ -360,7 +371,10 @@ def network_inputs(
         return dense, scale
     if windows.shape[1] == 1:
         windows = np.repeat(windows, config.window_points, axis=1)
-    channels = context_maps(x0[windows], config.context)
+    channels = context_maps(x0[windows], "power" if config.context == "power-music" else config.context)
+    if config.context == "power-music":
+        music = np.zeros(channels.shape[:2], np.float32) if fit is None else music_spectrum(fit)
+        channels = np.concatenate([channels, music[..., None]], axis=-1)
     n_ctx = channels.shape[-1]
     flat = np.zeros((len(dense), n_ctx, dense[0, 0].size), np.float32)
     flat[:, :, grid.flat_index] = np.swapaxes(channels, 1, 2)
@@ -376,6 +390,7 @@ def predict_maps(
     *,
     dtype: torch.dtype = torch.float32,
     batch_size: int | None = None,
+    fit: np.ndarray | None = None,
 ) -> np.ndarray:
     """PIUNet estimates of eLORETA maps on the grid.
 
@@ -397,6 +412,8 @@ def predict_maps(
         Autocast precision (:func:`resolve_precision`); float32 runs without autocast.
     batch_size : int | None
         Maps per network call; None for :func:`default_batch_size`.
+    fit : array, shape (n, n_grid) | None
+        Each estimate's MUSIC scan (:func:`network_inputs`).
 
     Returns
     -------
@@ -418,7 +435,9 @@ def predict_maps(
     channels_last = uses_channels_last(network, device)
     for start in range(0, len(windows), batch_size):
         stop = min(start + batch_size, len(windows))
-        dense, scale = network_inputs(grid, x0, windows[start:stop], config)
+        dense, scale = network_inputs(
+            grid, x0, windows[start:stop], config, None if fit is None else fit[start:stop]
+        )
         x = torch.from_numpy(dense).to(device)
         if channels_last:
             x = x.to(memory_format=torch.channels_last_3d)

@@ -29,7 +29,7 @@ WEIGHTS_NAME = "piunet"
 
 
 #: Extra input channels of each temporal context (:attr:`UNetConfig.context`).
-CONTEXT_CHANNELS = {"none": 0, "power": 1, "subspace": 6}
+CONTEXT_CHANNELS = {"none": 0, "power": 1, "subspace": 6, "power-music": 2}
 
 
 @dataclass
@@ -60,11 +60,13 @@ class UNetConfig:
         U-Net and unfold after it (:func:`fold_blocks`), so the U-Net runs on a
         grid ``f`` times coarser while still predicting every voxel. 2 cuts the
         cost about 4x (the model card's frontier table); 1 is the plain U-Net.
-    context : "none" | "power" | "subspace"
+    context : "none" | "power" | "subspace" | "power-music"
         What the network sees of the time course around each map, besides the
         map itself (:data:`CONTEXT_CHANNELS` extra input channels, made by
-        :func:`mne_piunet.inference.context_maps`): nothing, the window's RMS
-        amplitude per voxel, or the window's two leading principal maps.
+        :func:`mne_piunet.inference.network_inputs`): nothing, the window's RMS
+        amplitude per voxel, the window's two leading principal maps, or the
+        RMS amplitude and the MUSIC scan of the window's data through the
+        inverse operator's gain (:func:`mne_piunet.physics.music_spectrum`).
     window_s : float
         The window's length (s), centred on the map; defined in seconds so
         that it means the same at any sampling rate.
@@ -334,7 +336,9 @@ def load_weights(network: UNet3d, state: dict) -> None:
 
     How a network with a temporal context starts from one without: its
     ``context_stem`` stays at zero, so at step 0 it computes exactly what the
-    weights did, and training then learns to use the context. Any other
+    weights did, and training then learns to use the context. A context that
+    adds channels to the weights' (``"power"`` -> ``"power-music"``) keeps the
+    weights' stem for their channels, the new ones at zero. Any other
     mismatch raises, as :meth:`torch.nn.Module.load_state_dict` does.
 
     Parameters
@@ -344,6 +348,15 @@ def load_weights(network: UNet3d, state: dict) -> None:
     state : dict
         A state dict of the same architecture, with or without a context stem.
     """
+    state = dict(state)
+    stem = network.context_stem
+    old = state.get("context_stem.weight")
+    if stem is not None and old is not None and old.shape[1] < stem.weight.shape[1]:
+        # a context that adds channels to the weights' (power -> power-music): the
+        # weights' channels come first in the folded input, the new ones start at zero
+        grown = torch.zeros_like(stem.weight)
+        grown[:, : old.shape[1]] = old
+        state["context_stem.weight"] = grown
     missing, unexpected = network.load_state_dict(state, strict=False)
     if unexpected or any(k != "context_stem.weight" for k in missing):
         network.load_state_dict(state)  # raises, naming the mismatched keys

@@ -23,9 +23,12 @@ __all__ = [
     "along_orientations",
     "check_unweighted",
     "explained_variance",
+    "fit_weights",
     "grid_dipole_bases",
     "grid_to_source",
+    "kernel_prediction",
     "local_fit_weights",
+    "music_spectrum",
     "predict_whitened",
     "signal_subspace",
     "source_components",
@@ -33,6 +36,7 @@ __all__ = [
     "whitened_gain",
     "whiten",
     "window_fit_weights",
+    "window_subspace_fit",
     "DATA_FIT_POWER",
 ]
 
@@ -41,8 +45,6 @@ __all__ = [
 #: validation setups (never on held-out ones): the largest that was worse in no
 #: cell there (the model card's data-fit A/B).
 DATA_FIT_POWER = 4.0
-#: How many output maps :func:`window_fit_weights` handles at once (bounds memory).
-_FIT_CHUNK = 32
 
 
 def check_unweighted(inverse_operator) -> None:
@@ -373,6 +375,82 @@ def local_fit_weights(fit: np.ndarray, grid, power: float, reach: int = 1) -> np
     return ratio ** np.reshape(power, (-1, 1))
 
 
+def window_subspace_fit(bases: np.ndarray, data_w: np.ndarray, windows: np.ndarray) -> tuple:
+    """Each output map's MUSIC scan: every grid dipole's fit to the signal subspace of its window.
+
+    Parameters
+    ----------
+    bases : array, shape (n_grid, n_white, 3)
+        :func:`grid_dipole_bases`.
+    data_w : array, shape (n_white, n_times)
+        Whitened data (or what an estimate predicts of them).
+    windows : array of int, shape (n_out, n_points)
+        Each output map's window, as columns of ``data_w`` (one column, or
+        repeats of one, give that map's own data: a subspace of rank 1).
+
+    Returns
+    -------
+    fit : array, shape (n_out, n_grid)
+        :func:`subspace_fit` of each window's :func:`signal_subspace`.
+    ranks : array of int, shape (n_out,)
+        The rank of each window's signal subspace.
+    """
+    fit = np.empty((len(windows), bases.shape[0]))
+    ranks = np.empty(len(windows), np.int64)
+    for i, row in enumerate(windows):
+        basis = signal_subspace(data_w[:, row])
+        fit[i], ranks[i] = subspace_fit(bases, basis), basis.shape[1]
+    return fit, ranks
+
+
+def music_spectrum(fit: np.ndarray) -> np.ndarray:
+    """MUSIC's pseudo-spectrum of subspace fits, ``1 / (1 - fit)``, each map peak-normalised.
+
+    Where a dipole explains the subspace well the spectrum rises steeply, so
+    the map peaks where the data put a source and is near zero elsewhere.
+
+    Parameters
+    ----------
+    fit : array, shape (n, n_grid)
+        Subspace fits in [0, 1] (:func:`window_subspace_fit`).
+
+    Returns
+    -------
+    spectrum : array of float32, shape (n, n_grid)
+        In [0, 1], 1 at each map's best fit (all zero where a map's fits are).
+    """
+    spectrum = 1.0 / (1.0 - np.clip(fit, 0.0, 1.0 - 1e-6))
+    spectrum[fit <= 0] = 0.0  # grid points no source reaches
+    top = spectrum.max(axis=1, initial=0.0, keepdims=True)
+    return (spectrum / np.where(top > 0, top, 1.0)).astype(np.float32)
+
+
+def kernel_prediction(inverse_operator, kernel: np.ndarray) -> np.ndarray:
+    """The whitened data that an imaging kernel's estimate predicts, per channel: ``W P G K``.
+
+    What the data-fit step sees of a recording is the whitened data its
+    eLORETA estimate predicts; with the kernel, that is one matrix applied
+    to the sensor data, which the simulation uses for its samples.
+
+    Parameters
+    ----------
+    inverse_operator : mne.minimum_norm.InverseOperator
+        As made or read (not prepared for eLORETA).
+    kernel : array, shape (3 * n_src, n_chan) or (n_src, n_chan)
+        The kernel in the inverse's own frame: moment vectors (free or loose
+        orientation) or amplitudes along fixed orientations.
+
+    Returns
+    -------
+    predictor : array, shape (n_white, n_chan)
+        Whitened data predicted from sensor data.
+    """
+    nn = np.asarray(inverse_operator["source_nn"], float)
+    n_src = inverse_operator["nsource"]
+    values = kernel if len(nn) == len(kernel) == n_src else kernel.reshape(n_src, 3, -1)
+    return predict_whitened(inverse_operator, along_orientations(values, nn))
+
+
 def window_fit_weights(
     bases: np.ndarray,
     data_w: np.ndarray,
@@ -414,11 +492,29 @@ def window_fit_weights(
     """
     power = check_positive(power, "power", "the sharpness of the weights", zero=True)
     validate_type(rank_scaled, bool, "rank_scaled")
-    weights = np.empty((len(windows), bases.shape[0]))
-    for start in range(0, len(windows), _FIT_CHUNK):
-        subspaces = [signal_subspace(data_w[:, row]) for row in windows[start : start + _FIT_CHUNK]]
-        fit = np.stack([subspace_fit(bases, basis) for basis in subspaces])
-        # a subspace of rank r spreads its sharpness over r sources
-        ranks = np.array([basis.shape[1] for basis in subspaces]) if rank_scaled else 1
-        weights[start : start + len(fit)] = local_fit_weights(fit, grid, power / ranks)
-    return weights
+    fit, ranks = window_subspace_fit(bases, data_w, windows)
+    return fit_weights(fit, ranks, grid, power, rank_scaled=rank_scaled)
+
+
+def fit_weights(
+    fit: np.ndarray, ranks: np.ndarray, grid, power: float = DATA_FIT_POWER, *, rank_scaled: bool = True
+) -> np.ndarray:
+    """:func:`local_fit_weights` of window fits, at ``power`` over each subspace's rank (``rank_scaled``).
+
+    Parameters
+    ----------
+    fit, ranks : array
+        :func:`window_subspace_fit`.
+    grid : SourceGrid
+        The grid.
+    power : float
+        Sharpness (:func:`local_fit_weights`).
+    rank_scaled : bool
+        As for :func:`window_fit_weights`.
+
+    Returns
+    -------
+    weights : array, shape (n_out, n_grid)
+    """
+    # a subspace of rank r spreads its sharpness over r sources
+    return local_fit_weights(fit, grid, power / (np.asarray(ranks, float) if rank_scaled else 1.0))

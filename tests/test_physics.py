@@ -219,3 +219,40 @@ def test_physics_checks_its_arguments(operators):
         signal_subspace(np.eye(3), threshold=0)
     with pytest.raises(TypeError, match="reach must be a number of grid steps"):
         local_fit_weights(np.zeros((1, 3)), None, 4.0, reach=1.5)
+
+
+@pytest.mark.parametrize("name", ["free volume", "fixed cortex", "loose cortex"])
+def test_kernel_prediction_is_the_gain_times_mnes_kernel(operators, name):
+    """What an eLORETA estimate predicts, per channel: the gain times MNE's own kernel."""
+    from mne_piunet.physics import along_orientations, kernel_prediction
+    from mne_piunet.simulation.setups import inverse_kernel
+
+    info, _, inv, _ = operators[name]
+    kernel = inverse_kernel(inv, info, 1 / 9)  # apply_inverse of the identity, in the inverse's frame
+    predictor = kernel_prediction(inv, kernel)
+    n_src = inv["nsource"]
+    values = kernel if name == "fixed cortex" else kernel.reshape(n_src, 3, -1)
+    expected = whitened_gain(inv) @ along_orientations(values, inv["source_nn"])
+    np.testing.assert_allclose(predictor, expected, rtol=1e-8, atol=1e-10 * np.abs(expected).max())
+    # so it predicts any data's eLORETA fit as the estimate itself does
+    data = np.random.default_rng(3).standard_normal((len(info["ch_names"]), 4))
+    stc_data = (kernel @ data).reshape(values.shape[:-1] + (4,))
+    np.testing.assert_allclose(
+        predictor @ data,
+        predict_whitened(inv, along_orientations(stc_data, inv["source_nn"])),
+        rtol=1e-8,
+        atol=1e-10 * np.abs(predictor @ data).max(),
+    )
+
+
+def test_music_spectrum_peaks_where_the_fit_does():
+    from mne_piunet.physics import music_spectrum
+
+    fit = np.array([[0.2, 0.9, 0.99, 0.5, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    spectrum = music_spectrum(fit)
+    assert spectrum.dtype == np.float32 and spectrum[0].argmax() == 2 and spectrum[0, 2] == 1.0
+    # monotone in the fit and steep near a perfect fit: 0.9 is ten times further from 1 than 0.99
+    assert np.all(np.diff(spectrum[0][np.argsort(fit[0])]) >= 0)
+    assert spectrum[0, 1] == pytest.approx(0.1, rel=1e-5)
+    assert spectrum[0, 4] == 0 and not spectrum[1].any()  # unreached points, and a map of no fit
+    assert np.isfinite(music_spectrum(np.ones((1, 3)))).all()

@@ -252,3 +252,61 @@ def test_window_noise_reaches_the_requested_snr_at_the_centre():
     np.testing.assert_allclose(snr, 6.0, atol=1e-9)
     # independent over time: the noise of two time points is uncorrelated
     assert abs(np.corrcoef(noise[:, 0].ravel(), noise[:, 6].ravel())[0, 1]) < 0.05
+
+
+def test_music_context_starts_as_power_and_scans_as_apply_does(volume_setup, grid, tmp_path):
+    """'power-music': the power network it grows from at step 0; the simulated scan is apply's."""
+    from mne_piunet import PIUNetInverse
+    from mne_piunet.grid import grid_meta
+    from mne_piunet.inference import network_inputs
+    from mne_piunet.network import save_network
+    from mne_piunet.physics import music_spectrum
+    from mne_piunet.simulation import SourcePrior, simulate
+
+    torch.manual_seed(3)
+    base = dict(width=8, levels=2, heads=2, groups=4, space_to_depth=2, **WINDOW)
+    power = UNet3d(UNetConfig(**base, context="power"), torch.from_numpy(grid.mask)).eval()
+    torch.nn.init.normal_(power.out[-1].weight, std=0.05)
+    torch.nn.init.normal_(power.context_stem.weight, std=0.05)
+    config = UNetConfig(**base, context="power-music")
+    music = UNet3d(config, torch.from_numpy(grid.mask))
+    load_weights(music, power.state_dict())
+    music.eval()
+    # the power channels' stem is kept, the scan's starts at zero
+    torch.testing.assert_close(music.context_stem.weight[:, :8], power.context_stem.weight)
+    assert not music.context_stem.weight[:, 8:].any()
+    batch = simulate(
+        volume_setup,
+        3,
+        np.random.default_rng(8),
+        SourcePrior(instantaneous=0.0),
+        window=(0.02, 5),
+        music=True,
+    )
+    x0, windows = batch.network_maps(config)
+    assert batch.window_fit.shape == (3, grid.n_sources) and batch.window_fit.max() <= 1 + 1e-9
+    np.testing.assert_array_equal(
+        predict_maps(music, grid, x0, windows, fit=batch.window_fit), predict_maps(power, grid, x0, windows)
+    )
+    # the scan is the context's second channel; without one it is zero
+    inputs, _ = network_inputs(grid, x0, windows, config, batch.window_fit)
+    np.testing.assert_array_equal(
+        inputs[:, 4].reshape(3, -1)[:, grid.flat_index], music_spectrum(batch.window_fit)
+    )
+    assert not network_inputs(grid, x0, windows, config)[0][:, 4].any()
+    # apply scans each window of a recording as the simulation scanned its samples
+    torch.nn.init.normal_(music.context_stem.weight, std=0.05)
+    path = save_network(music, tmp_path / "music.pt", dict(grid=grid_meta(grid)))
+    piu = PIUNetInverse(path, device="cpu", precision="float32")
+    info = volume_setup.info.copy()
+    with info._unlock():
+        info["sfreq"] = 200.0  # 5 points over 20 ms
+    import mne_piunet.inverse as inverse
+
+    scans, real = [], inverse._window_scan
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(inverse, "_window_scan", lambda *a: scans.append(real(*a)) or scans[-1])
+        for window in batch.sensor_window:
+            evoked = mne.EvokedArray(window.T, info, tmin=-0.01, nave=1)
+            piu.apply(evoked, volume_setup.inverse_operator, volume_setup.lambda2, verbose=False)
+    np.testing.assert_allclose([fit[2] for fit, _ in scans], batch.window_fit, atol=1e-6)

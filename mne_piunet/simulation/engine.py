@@ -16,6 +16,7 @@ from scipy import sparse
 from ..grid import SourceGrid
 from ..inference import context_windows, network_inputs
 from ..network import UNetConfig
+from ..physics import window_subspace_fit
 from .setups import PreparedSetup
 from .sources import (
     SourcePrior,
@@ -65,6 +66,10 @@ class SimulatedBatch:
         its centre); the context the network sees.
     window_s : float
         The window's span (s): its points are ``window_s / (n_points - 1)`` apart.
+    window_fit : array, shape (n, n_grid) | None
+        Each sample's MUSIC scan of its window's data, as the data-fit step
+        computes it for a recording (:func:`~mne_piunet.physics.window_subspace_fit`
+        of what eLORETA predicts); made for a ``"power-music"`` context.
     """
 
     setup: str
@@ -79,6 +84,7 @@ class SimulatedBatch:
     sensor_window: np.ndarray | None = None
     eloreta_window_grid: np.ndarray | None = None
     window_s: float = 0.0
+    window_fit: np.ndarray | None = None
 
     def network_maps(self, network: UNetConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The eLORETA maps and windows that :func:`~mne_piunet.inference.predict_maps` takes.
@@ -118,6 +124,7 @@ def simulate(
     n_sources: int | None = None,
     sigma_mm: tuple[float, float] | None = None,
     window: tuple[float, int] | None = None,
+    music: bool = False,
 ) -> SimulatedBatch:
     """Simulate ``n`` samples: sources, noisy sensors and eLORETA, native and on the grid.
 
@@ -147,6 +154,9 @@ def simulate(
         centre. With probability ``prior.instantaneous`` (one draw for all
         ``n``) the window holds the centre alone, repeated. None: one time
         point per sample.
+    music : bool
+        Scan each window's data with the inverse's gain
+        (:attr:`SimulatedBatch.window_fit`); needs ``window``.
 
     Returns
     -------
@@ -198,6 +208,7 @@ def simulate(
         eloreta = (sensor @ prepared.kernel.T).reshape(sources.shape)
         eloreta_grid = prepared.grid_values(eloreta)
     return SimulatedBatch(
+        window_fit=music_scan(prepared, sensor_window) if music and sensor_window is not None else None,
         setup=prepared.name,
         sensor=sensor,
         true=sources,
@@ -211,6 +222,31 @@ def simulate(
         eloreta_window_grid=window_grid,
         window_s=0.0 if window is None else float(window[0]),
     )
+
+
+def music_scan(prepared: PreparedSetup, sensor_window: np.ndarray) -> np.ndarray:
+    """Each sample's MUSIC scan of its window, as the data-fit step scans a recording's.
+
+    The window's sensor data go to the whitened data their eLORETA estimate
+    predicts (:attr:`PreparedSetup.fit_predictor`), and every grid dipole's
+    fit to that window's signal subspace is taken
+    (:func:`~mne_piunet.physics.window_subspace_fit`).
+
+    Parameters
+    ----------
+    prepared : PreparedSetup
+        The setup the data are from.
+    sensor_window : array, shape (n, n_points, n_chan)
+        Each sample's sensor data over its window (one point: a single map).
+
+    Returns
+    -------
+    fit : array, shape (n, n_grid)
+        In [0, 1].
+    """
+    predicted = sensor_window @ prepared.fit_predictor.T  # (n, n_points, n_white)
+    every_point = np.arange(sensor_window.shape[1])[None]
+    return np.concatenate([window_subspace_fit(prepared.fit_bases, p.T, every_point)[0] for p in predicted])
 
 
 class SimulationEngine:
@@ -268,7 +304,14 @@ class SimulationEngine:
         for start in range(0, n, self.chunk):
             prepared = self.setups[self.rng.integers(len(self.setups))]
             out.append(
-                simulate(prepared, min(self.chunk, n - start), self.rng, self.prior, window=self.window)
+                simulate(
+                    prepared,
+                    min(self.chunk, n - start),
+                    self.rng,
+                    self.prior,
+                    window=self.window,
+                    music=self.network.context == "power-music",
+                )
             )
         return out
 
@@ -350,6 +393,28 @@ def batch_maps(chunks: list[SimulatedBatch], network: UNetConfig | None) -> tupl
     return np.concatenate(maps), np.concatenate(windows)
 
 
+def batch_fits(chunks: list[SimulatedBatch], network: UNetConfig | None) -> np.ndarray | None:
+    """The MUSIC scans of several batches together, for a ``"power-music"`` context (else None).
+
+    Parameters
+    ----------
+    chunks : list of SimulatedBatch
+        The batches (simulated with ``music=True``).
+    network : UNetConfig | None
+        The network's context.
+
+    Returns
+    -------
+    fit : array, shape (n, n_grid) | None
+        :attr:`SimulatedBatch.window_fit` in a row.
+    """
+    if network is None or network.context != "power-music":
+        return None
+    if any(c.window_fit is None for c in chunks):
+        raise ValueError("A 'power-music' context needs samples simulated with music=True.")
+    return np.concatenate([c.window_fit for c in chunks])
+
+
 def normalised_dense(
     grid: SourceGrid, chunks: list[SimulatedBatch], network: UNetConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -382,7 +447,7 @@ def normalised_dense(
         The divisors (an all-zero map's ``scale`` is 1).
     """
     x0, windows = batch_maps(chunks, network)
-    inputs, scale = network_inputs(grid, x0, windows, network)
+    inputs, scale = network_inputs(grid, x0, windows, network, batch_fits(chunks, network))
     scale = np.where(scale != 0, scale, 1.0)  # an all-zero map keeps its (zero) truth
     x = np.concatenate([c.true_grid for c in chunks])
     # the signed scale flips the truth with its input: the target's polarity follows the input's

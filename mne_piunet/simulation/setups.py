@@ -32,6 +32,7 @@ from ..anatomy import (
     src_fingerprint,
 )
 from ..grid import SourceGrid, get_grid, head_to_mri
+from ..physics import grid_dipole_bases, grid_to_source, kernel_prediction
 from ..utils._checks import check_forward, check_inverse_operator, check_option, has_free_orientation
 from ..utils._defaults import DEFAULT_LAMBDA2
 
@@ -308,6 +309,22 @@ class PreparedSetup:
     def eeg(self) -> np.ndarray:
         """Boolean mask of the EEG channels (average-referenced when SNRs are measured)."""
         return np.array([mne.channel_type(self.info, k) == "eeg" for k in range(len(self.info["ch_names"]))])
+
+    @cached_property
+    def fit_bases(self) -> np.ndarray:
+        """Every grid dipole's whitened fields through the inverse's gain (:func:`~mne_piunet.physics.grid_dipole_bases`)."""
+        return grid_dipole_bases(self.inverse_operator, grid_to_source(self.to_grid), self.head_to_mri)
+
+    @cached_property
+    def fit_predictor(self) -> np.ndarray:
+        """(n_white, n_chan): the whitened data the eLORETA estimate of sensor data predicts.
+
+        What the data-fit step scans of a recording
+        (:func:`~mne_piunet.physics.kernel_prediction` of the kernel in the
+        inverse's own frame).
+        """
+        kernel = _rotate_blocks(self.kernel, self.head_to_mri.T, axis=0) if self.free else self.kernel
+        return kernel_prediction(self.inverse_operator, kernel)
 
     @property
     def name(self) -> str:

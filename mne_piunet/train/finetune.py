@@ -28,7 +28,7 @@ from ..grid import DEFAULT_MINDIST_MM, grid_from_meta
 from ..inference import predict_maps, prepare_network
 from ..metrics import coarse_nemd
 from ..network import ModelBundle, bundled_weights_path, load_network, save_network
-from ..simulation import SourcePrior, network_window, prepare_user_setup, simulate
+from ..simulation import SourcePrior, music_scan, network_window, prepare_user_setup, simulate
 from ..simulation.seeds import ACCEPTANCE_SEED_OFFSET
 from ..utils._checks import check_positive, ensure_int, validate_type
 from ..utils._defaults import DEFAULT_LAMBDA2
@@ -334,17 +334,24 @@ def acceptance_groups(
                 replace(prior, snr_db=band, instantaneous=0.0),
                 n_sources=k,
                 window=network_window(start.config),
+                music=start.config.context == "power-music",
             )
+            music = start.config.context == "power-music"
             inputs = {
-                "window": batch.network_maps(start.config),
-                "single map": (batch.eloreta_grid, np.arange(len(batch.eloreta_grid))[:, None]),
+                "window": (*batch.network_maps(start.config), batch.window_fit),
+                "single map": (
+                    batch.eloreta_grid,
+                    np.arange(len(batch.eloreta_grid))[:, None],
+                    music_scan(prepared, batch.sensor[:, None]) if music else None,
+                ),
             }
             for mode in ACCEPTANCE_MODES:
+                x0, windows, fit = inputs[mode]
                 scores = {
                     name: np.array(
                         [
                             coarse_nemd(e, t, grid.pos)
-                            for e, t in zip(predict_maps(net, grid, *inputs[mode]), batch.true_grid)
+                            for e, t in zip(predict_maps(net, grid, x0, windows, fit=fit), batch.true_grid)
                         ]
                     )
                     for name, net in (("start", start), ("tuned", tuned))

@@ -46,6 +46,7 @@ from ..simulation import (
     PreparedSetup,
     SimulationEngine,
     SourcePrior,
+    batch_fits,
     batch_maps,
     network_window,
     prepare_setup,
@@ -329,7 +330,8 @@ def make_validation_set(
         ``maps`` (n_maps, n_grid, 3) and ``windows`` (n, n_points), the
         eLORETA maps the network sees (:func:`~mne_piunet.simulation.batch_maps`:
         each sample its own time course when the network has a temporal
-        context), ``eloreta`` and ``truth``, the centre maps and the truth on
+        context), ``fit``, their MUSIC scans (:func:`~mne_piunet.simulation.batch_fits`;
+        None unless the context needs them), ``eloreta`` and ``truth``, the centre maps and the truth on
         the grid, (n, n_grid, 3), and ``eloreta_nemd``, eLORETA's mean coarse
         NEMD on them.
     """
@@ -341,7 +343,14 @@ def make_validation_set(
     maps, windows = batch_maps(chunks, network)
     x0 = np.concatenate([c.eloreta_grid for c in chunks])
     x = np.concatenate([c.true_grid for c in chunks])
-    return dict(maps=maps, windows=windows, eloreta=x0, truth=x, eloreta_nemd=mean_coarse_nemd(x0, x, grid))
+    return dict(
+        maps=maps,
+        windows=windows,
+        fit=batch_fits(chunks, network),
+        eloreta=x0,
+        truth=x,
+        eloreta_nemd=mean_coarse_nemd(x0, x, grid),
+    )
 
 
 def _val_setups(config: TrainConfig, grid: SourceGrid) -> list:
@@ -398,7 +407,8 @@ def validation_nemd(network: UNet3d, val: dict, grid: SourceGrid) -> float:
         Mean NEMD on 16 mm cells (:func:`mean_coarse_nemd`).
     """
     network.eval()
-    return mean_coarse_nemd(predict_maps(network, grid, val["maps"], val["windows"]), val["truth"], grid)
+    est = predict_maps(network, grid, val["maps"], val["windows"], fit=val.get("fit"))
+    return mean_coarse_nemd(est, val["truth"], grid)
 
 
 # ------------------------------------------------------------ the training run
@@ -1158,15 +1168,21 @@ def validate_by_sources(
     if len(windows) > 1:
         raise ValueError(f"The candidates' temporal windows differ ({sorted(windows)}): compare them apart")
     window = windows.pop() if windows else None
+    music = any(net.config.context == "power-music" for net in networks.values())
     rng = np.random.default_rng(seed)
     prior = SourcePrior(**config.prior)
     out: dict[str, dict[int, float]] = {name: {} for name in ["eLORETA", *networks]}
     for k in n_sources:
-        batches = [simulate(s, n_per_setup, rng, prior, n_sources=k, window=window) for s in setups]
+        batches = [
+            simulate(s, n_per_setup, rng, prior, n_sources=k, window=window, music=music) for s in setups
+        ]
         x0 = np.concatenate([b.eloreta_grid for b in batches])
         x = np.concatenate([b.true_grid for b in batches])
         maps = {"eLORETA": x0} | {
-            name: predict_maps(net, grid, *batch_maps(batches, net.config)) for name, net in networks.items()
+            name: predict_maps(
+                net, grid, *batch_maps(batches, net.config), fit=batch_fits(batches, net.config)
+            )
+            for name, net in networks.items()
         }
         for name, est in maps.items():
             out[name][k] = mean_coarse_nemd(est, x, grid)
