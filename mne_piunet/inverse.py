@@ -44,12 +44,13 @@ from .physics import (
     along_orientations,
     check_unweighted,
     explained_variance,
+    fit_weights,
     grid_dipole_bases,
     grid_to_source,
     predict_whitened,
     source_components,
     whiten,
-    window_fit_weights,
+    window_subspace_fit,
 )
 from .utils._checks import (
     as_affine,
@@ -345,21 +346,9 @@ class PIUNetInverse:
         self._warn_short(len(evoked.times), evoked.info["sfreq"], "evoked")
         if return_residual:
             check_unweighted(inverse_operator)  # before any work, not after it
-        inv = self._eloreta_inverse(inverse_operator, prepared, evoked.nave, lambda2, method_params)
-        stc = mne.minimum_norm.apply_inverse(
-            evoked,
-            inv,
-            lambda2,
-            "eLORETA",
-            pick_ori=_eloreta_ori(inv),
-            prepared=True,
-            method_params=method_params,
-            use_cps=use_cps,
-            verbose=False,
+        refined, stc, inv, op, rot = self._apply_evoked(
+            evoked, inverse_operator, lambda2, prepared, method_params, use_cps, mni_transform, subjects_dir
         )
-        op, rot, normals, fit = self._inverse_geometry(inverse_operator, mni_transform, subjects_dir)
-        windows = self.windows(len(evoked.times), evoked.info["sfreq"])
-        refined = self._refine_array(stc.data, op, rot, normals, fit, windows)
         out = self._make_stc(refined, stc.tmin, stc.tstep, pick_ori)
         if return_residual:
             return out, _residual(evoked, inverse_operator, inv, refined, op, rot)
@@ -608,7 +597,9 @@ class PIUNetInverse:
         )
 
     # --------------------------------------------------------- for developers and the evaluation
-    def predict_grid(self, x0: np.ndarray, windows: np.ndarray | None = None) -> np.ndarray:
+    def predict_grid(
+        self, x0: np.ndarray, windows: np.ndarray | None = None, fit: np.ndarray | None = None
+    ) -> np.ndarray:
         """Run the network on eLORETA maps already on the grid.
 
         Parameters
@@ -620,6 +611,9 @@ class PIUNetInverse:
             Each estimate's temporal context as rows of ``x0``
             (:func:`mne_piunet.inference.context_windows`); None: each map
             alone, with an instantaneous context.
+        fit : array, shape (n, n_grid_sources) | None
+            Each estimate's MUSIC scan, for a ``"power-music"`` context
+            (:func:`mne_piunet.inference.network_inputs`).
 
         Returns
         -------
@@ -627,7 +621,7 @@ class PIUNetInverse:
             PIUNet moment vectors in Am (:func:`mne_piunet.inference.predict_maps`).
         """
         return predict_maps(
-            self.network, self.grid, x0, windows, dtype=self.dtype, batch_size=self.batch_size
+            self.network, self.grid, x0, windows, dtype=self.dtype, batch_size=self.batch_size, fit=fit
         )
 
     def windows(self, n_times: int, sfreq: float, rows: np.ndarray | None = None) -> np.ndarray:
@@ -652,6 +646,44 @@ class PIUNetInverse:
         return context_windows(n_times, sfreq, self.network.config, rows)
 
     # --------------------------------------------------------- the work
+    def _apply_evoked(
+        self,
+        evoked,
+        inverse_operator,
+        lambda2,
+        prepared,
+        method_params,
+        use_cps,
+        mni_transform,
+        subjects_dir,
+        rows=None,
+    ) -> tuple:
+        """:meth:`apply`'s work after its checks: (refined, eLORETA estimate, prepared inverse, op, rot).
+
+        The eLORETA estimate is of the whole Evoked, so each window keeps its
+        context; ``rows`` (array of int | None) are the time points refined
+        (default: all), so ``refined`` (n_grid, 3, len(rows)) is those
+        columns of :meth:`apply`'s vectors (to round-off: the network's
+        batches differ). The prepared inverse, ``op`` and ``rot`` are what
+        :func:`_residual` needs.
+        """
+        inv = self._eloreta_inverse(inverse_operator, prepared, evoked.nave, lambda2, method_params)
+        stc = mne.minimum_norm.apply_inverse(
+            evoked,
+            inv,
+            lambda2,
+            "eLORETA",
+            pick_ori=_eloreta_ori(inv),
+            prepared=True,
+            method_params=method_params,
+            use_cps=use_cps,
+            verbose=False,
+        )
+        op, rot, normals, fit = self._inverse_geometry(inverse_operator, mni_transform, subjects_dir)
+        windows = self.windows(len(evoked.times), evoked.info["sfreq"], rows)
+        refined = self._refine_array(stc.data, op, rot, normals, fit, windows)
+        return refined, stc, inv, op, rot
+
     def _refine_array(self, data, op, rot, normals, fit, windows: np.ndarray) -> np.ndarray:
         """(n_src, 3, n_times) vectors or (n_src, n_times) + normals -> (n_grid, 3, n_out).
 
@@ -659,9 +691,10 @@ class PIUNetInverse:
         output refines (its centre column) and takes its context from. Rotation
         and resampling are sparse products per grid component, so no
         (n_src, 3, n_times) temporary is made; the network runs on all time
-        points in batches. With ``fit`` (:meth:`_data_fit`), each
-        map is then weighted towards the grid dipoles that best explain its
-        window's data (:func:`_fit_weights`).
+        points in batches. With ``fit`` (:meth:`_data_fit`), each window's
+        data are scanned (:func:`_window_scan`): a ``"power-music"`` network
+        sees the scan, and the data-fit step weights each map towards the
+        grid dipoles that best explain its window's data.
         """
         data = data.astype(np.float32, copy=False)  # op and rot are float32 too
         if data.ndim == 2:
@@ -672,10 +705,12 @@ class PIUNetInverse:
         else:
             moved = [op @ data[:, j, :] for j in range(3)]
             grid = np.stack([sum(rot[k, j] * moved[j] for j in range(3)) for k in range(3)], axis=-1)
+        scan = None if fit is None else _window_scan(fit, data, windows)
+        music = None if scan is None or self.network.config.context != "power-music" else scan[0]
         # (n_grid, n_times, 3) -> (n_times, n_grid, 3), the maps predict_maps takes
-        refined = self.predict_grid(np.moveaxis(grid, 1, 0), windows)
-        if fit is not None:
-            weights = _fit_weights(fit, data, windows, self.grid, self._fit_rank_scaled)
+        refined = self.predict_grid(np.moveaxis(grid, 1, 0), windows, fit=music)
+        if scan is not None and self.data_fit:
+            weights = fit_weights(*scan, self.grid, rank_scaled=self._fit_rank_scaled)
             refined *= weights[..., None].astype(refined.dtype)
         return np.moveaxis(refined, 0, 2)
 
@@ -826,12 +861,13 @@ class PIUNetInverse:
         return op, rot, normals, self._data_fit(inv, op, rot)
 
     def _data_fit(self, inv, op, rot) -> tuple | None:
-        """(inverse, grid dipole bases) for the data-fit step, cached per operator and source space; or None.
+        """(inverse, grid dipole bases) to scan the data with, cached per operator and source space; or None.
 
-        None when the step is off or the operator's gain cannot be rebuilt
+        The data-fit step and a ``"power-music"`` network scan the data. None
+        when neither does, or when the operator's gain cannot be rebuilt
         (prepared for eLORETA: a warning says so).
         """
-        if not self.data_fit:
+        if not (self.data_fit or self.network.config.context == "power-music"):
             return None
         if inv["eigen_leads_weighted"]:
             warn(
@@ -875,24 +911,22 @@ class PIUNetInverse:
 
 
 # ------------------------------------------------------------------ the work's helpers
-def _fit_weights(
-    fit: tuple, data: np.ndarray, windows: np.ndarray, grid, rank_scaled: bool = True
-) -> np.ndarray:
-    """The data-fit weights (n_out, n_grid) of each output map, from what the eLORETA estimate predicts.
+def _window_scan(fit: tuple, data: np.ndarray, windows: np.ndarray) -> tuple:
+    """Each output map's MUSIC scan and subspace rank, from what the eLORETA estimate predicts.
 
     The eLORETA estimate goes through the operator's own gain back to
     whitened data (:func:`mne_piunet.physics.predict_whitened`): that is all
     the data the network's input holds, so ``refine`` of an estimate and
-    ``apply`` of its data weigh alike. Each map's weights come from the
-    signal subspace of its window (:func:`mne_piunet.physics.window_fit_weights`, with
-    ``rank_scaled``).
+    ``apply`` of its data weigh alike. Each map's scan is of the signal
+    subspace of its window (:func:`mne_piunet.physics.window_subspace_fit`):
+    the data-fit weights come from it, and a ``"power-music"`` network sees it.
     """
     inv, bases = fit
     # vectors in the source frame, or amplitudes along fixed orientations
     data_w = _predict_in_blocks(
         inv, data.shape[-1], lambda t: along_orientations(data[..., t], inv["source_nn"])
     )
-    return window_fit_weights(bases, data_w, windows, grid, rank_scaled=rank_scaled)
+    return window_subspace_fit(bases, data_w, windows)
 
 
 def _predict_in_blocks(inverse_operator, n_times: int, components: Callable, nave=None) -> np.ndarray:

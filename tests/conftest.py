@@ -86,6 +86,19 @@ def piu(tiny_weights):
     return PIUNetInverse(tiny_weights, device="cpu", precision="float32")
 
 
+@pytest.fixture
+def small_fine_tune(monkeypatch):
+    """Fine-tunes that validate on 8 samples and accept on 2 per group (users': 64 and 24).
+
+    The run, its validation and all 18 acceptance groups are still made and
+    checked; only their sample counts are the tests' own.
+    """
+    from mne_piunet.train import finetune
+
+    monkeypatch.setitem(finetune.FINE_TUNE_SETTINGS, "val_size", 8)
+    monkeypatch.setattr(finetune, "ACCEPTANCE_PER_GROUP", 2)
+
+
 @pytest.fixture(scope="session")
 def simulated_evoked():
     """A factory: ``simulated_evoked(setup, n_times=5, seed=0, snr_db=20.0)`` -> (evoked, batch)."""

@@ -28,22 +28,33 @@ def test_sparse_solvers_explain_a_focal_source(volume_setup, piu):
 
     batch = simulate(volume_setup, 1, np.random.default_rng(3), snr_db=30.0, n_sources=1, sigma_mm=(4.0, 4.0))
     runner = MethodRunner(volume_setup, methods=("eLORETA", "MxNE", "Gamma-MAP"))
+    solved, sparse = {}, runner.sparse  # each solver's output within estimate (each solved once)
+
+    def recorded(method, sensor, noise_var):
+        solved[method] = (sensor, noise_var, sparse(method, sensor, noise_var))
+        return solved[method][-1]
+
+    runner.sparse = recorded
     estimates, seconds = runner.estimate(batch, {"PIUNet": piu})
-    assert set(estimates) == set(seconds) == {"eLORETA", "MxNE", "Gamma-MAP"}
-    clean = batch.true.reshape(1, -1) @ volume_setup.leadfield.T
-    noise_var = np.var(batch.sensor - clean, axis=1)
-    for i, true in enumerate(batch.true):
-        true_peak = true[np.argmax(np.linalg.norm(true, axis=1))]
-        for method in ("MxNE", "Gamma-MAP"):
-            est = runner.sparse(method, batch.sensor[i][:, None], noise_var[i])
-            # back in place (vertex mapping) and in the MRI frame (rotation): it explains the data
-            residual = batch.sensor[i] - volume_setup.leadfield @ est.ravel()
-            assert np.linalg.norm(residual) < 0.3 * np.linalg.norm(batch.sensor[i]), method
-            peak = est[np.argmax(np.linalg.norm(est, axis=1))]
-            assert abs(peak @ true_peak) > 0.9 * np.linalg.norm(peak) * np.linalg.norm(true_peak), method
-        # Gamma-MAP finds a near-point source at 30 dB exactly (MxNE's shrinkage biases it outwards)
-        scores = score_map(estimates["Gamma-MAP"][i], batch.true_grid[i], piu.grid.pos, am=True)
-        assert not scores["empty"] and scores["ple"] < 10
+    assert set(estimates) == set(seconds) == {"eLORETA", "MxNE", "Gamma-MAP"} == set(solved) | {"eLORETA"}
+    sample, true = batch.sensor[0], batch.true[0]
+    noise_var = np.var(sample - volume_setup.leadfield @ true.ravel())
+    true_peak = true[np.argmax(np.linalg.norm(true, axis=1))]
+    for method in ("MxNE", "Gamma-MAP"):
+        sensor, var, est = solved[method]
+        # the sample's one time point (no window simulated) and its white noise variance
+        np.testing.assert_array_equal(sensor, sample[:, None])
+        np.testing.assert_allclose(var, noise_var, rtol=1e-10)
+        # what estimate scores is this solution, on the grid
+        np.testing.assert_allclose(estimates[method], volume_setup.grid_values(est[None]), rtol=1e-12)
+        # back in place (vertex mapping) and in the MRI frame (rotation): it explains the data
+        residual = sample - volume_setup.leadfield @ est.ravel()
+        assert np.linalg.norm(residual) < 0.3 * np.linalg.norm(sample), method
+        peak = est[np.argmax(np.linalg.norm(est, axis=1))]
+        assert abs(peak @ true_peak) > 0.9 * np.linalg.norm(peak) * np.linalg.norm(true_peak), method
+    # Gamma-MAP finds a near-point source at 30 dB exactly (MxNE's shrinkage biases it outwards)
+    scores = score_map(estimates["Gamma-MAP"][0], batch.true_grid[0], piu.grid.pos, am=True)
+    assert not scores["empty"] and scores["ple"] < 10
 
 
 def test_sparse_solvers_and_peers_fit_the_window_and_score_its_centre(volume_setup, piu):
@@ -206,6 +217,33 @@ def test_experiments_expand_to_their_cells():
     assert [(c.snr_db, c.n_sources) for c in quick] == [(0.0, 1), (0.0, 10), (30.0, 1), (30.0, 10)]
 
 
+def test_validation_setups_come_from_the_validation_list():
+    """The data-fit design's validation setups are two of ``eeg-meg-val``'s, as written out before."""
+    from dataclasses import asdict
+
+    from mne_piunet.bench.experiments import EXPERIMENTS, VALIDATION_SETUPS
+    from mne_piunet.simulation import SETUP_LISTS, HeadSetup
+
+    expected = (
+        HeadSetup("mgh60", "bem", (0.332, 0.0113, 0.332), "volume"),
+        HeadSetup("GSN-HydroCel-64_1.0", "bem", (0.332, 0.0113, 0.332), "surface"),
+    )
+    assert len(VALIDATION_SETUPS) == len(expected)
+    for got, want in zip(VALIDATION_SETUPS, expected):
+        assert type(got) is HeadSetup
+        assert asdict(got) == asdict(want)  # field by field, conductivity a tuple as written
+        assert isinstance(got.conductivity, tuple)
+    listed = [HeadSetup(**dict(k, conductivity=tuple(k["conductivity"]))) for k in SETUP_LISTS["eeg-meg-val"]]
+    assert all(setup in listed for setup in VALIDATION_SETUPS)
+    # the experiment the design is chosen with runs on them, in this order
+    cells = EXPERIMENTS["data-fit-validation"].cells()
+    in_order = []
+    for cell in cells:
+        if cell.setup not in in_order:
+            in_order.append(cell.setup)
+    assert in_order == list(expected)
+
+
 def test_mismatch_setup_takes_data_and_inverse_from_two_heads(grid):
     from mne_piunet.bench.evaluation import MismatchSetup, prepare_mismatch
     from mne_piunet.simulation import HeadSetup, prepare_setup
@@ -254,14 +292,14 @@ def test_variants_score_the_same_samples_as_a_user_applies_them(tiny_weights, ca
     setup = HeadSetup("easycap-M10")
     experiment = Experiment(
         "data fit",
-        (CellGroup("evaluation", (("v", setup),), (20.0,), (1, 3)),),
+        (CellGroup("evaluation", (("v", setup),), (20.0,), (3,)),),
         seed=5,
         methods=("PIUNet",),
         n_per_cell=2,
         variants=(("network alone", dict(data_fit=False)), ("data fit", {})),
     )
     rows = run_experiment(experiment, tiny_weights)
-    assert len(rows) == 2 * 2 * 2
+    assert len(rows) == 1 * 2 * 2  # cells x samples x variants
     by = {v: [r for r in rows if r["method"] == v] for v in ("network alone", "data fit")}
     assert [r["extent_mm"] for r in by["network alone"]] == [r["extent_mm"] for r in by["data fit"]]
     assert all(0 <= r["nemd"] < 2 for r in rows)
@@ -292,6 +330,42 @@ def test_runner_applies_piunet_as_predict_grid_sees_the_window(volume_setup, piu
     np.testing.assert_allclose(
         single, alone.predict_grid(batch.eloreta_grid), rtol=1e-3, atol=1e-3 * np.abs(direct).max()
     )
+
+
+def test_runner_refines_the_centre_that_apply_gives(volume_setup, piu, monkeypatch):
+    """The benchmark refines only the scored centre, with the data-fit step: apply's centre column."""
+    from mne_piunet.bench.evaluation import EVAL_WINDOW, MethodRunner
+    from mne_piunet.simulation import SourcePrior, simulate
+
+    batch = simulate(
+        volume_setup, 1, np.random.default_rng(7), SourcePrior(instantaneous=0.0), window=EVAL_WINDOW
+    )
+    # the session's model (its eLORETA preparations cached), one map per network call, so that apply's
+    # 21 maps and the centre alone run the same arithmetic: batches of 21 and of 1 differ by float32
+    # round-off (about 2e-5 of the network's peak on CPU)
+    monkeypatch.setattr(piu, "batch_size", 1)
+    assert piu.data_fit
+    runner = MethodRunner(volume_setup, ("PIUNet",))
+    centre_only = runner.piunet(piu, batch.sensor_window, batch.window_s)
+    n_times = batch.sensor_window.shape[1]
+    centre = n_times // 2
+    info = volume_setup.info.copy()
+    with info._unlock():
+        info["sfreq"] = (n_times - 1) / batch.window_s
+    evoked = mne.EvokedArray(batch.sensor_window[0].T, info, tmin=-centre / info["sfreq"], verbose=False)
+    stc = piu.apply(
+        evoked, volume_setup.inverse_operator, volume_setup.lambda2, pick_ori="vector", verbose=False
+    )
+    assert stc.data.shape[-1] == n_times and stc.times[centre] == 0
+    via_apply = stc.data[:, :, centre]
+    assert centre_only.shape == (1,) + via_apply.shape == (1, piu.grid.n_sources, 3)
+    scale = np.abs(via_apply).max()
+    assert scale > 0
+    np.testing.assert_allclose(centre_only[0], via_apply, rtol=1e-5, atol=1e-6 * scale)
+    # the data-fit step is part of what is compared: without it the map differs
+    monkeypatch.setattr(piu, "data_fit", False)
+    network_only = runner.piunet(piu, batch.sensor_window, batch.window_s)
+    assert np.abs(network_only - centre_only).max() > 1e-3 * scale
 
 
 def test_headline_report_is_dated_and_names_its_weights(tiny_weights, tmp_path, monkeypatch):

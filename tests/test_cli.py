@@ -1,5 +1,7 @@
 """The command line: demo, apply and evaluation, with an untrained network."""
 
+from functools import partial
+
 import mne
 import numpy as np
 import pytest
@@ -183,7 +185,7 @@ def test_demo_evoked_has_the_requested_snr(volume_setup):
     assert ratio**2 == pytest.approx(10.0, rel=0.05)
 
 
-def test_fine_tune_command(tiny_weights, volume_setup, tmp_path, monkeypatch, capsys):
+def test_fine_tune_command(tiny_weights, volume_setup, tmp_path, monkeypatch, capsys, small_fine_tune):
     from mne_piunet.anatomy import make_template_forward
     from mne_piunet.cli import main
     from mne_piunet.train.finetune import FINE_TUNE_SETTINGS
@@ -219,16 +221,26 @@ def test_fine_tune_command(tiny_weights, volume_setup, tmp_path, monkeypatch, ca
     assert "nothing was written" in capsys.readouterr().out and not (tmp_path / "t.pt").exists()
 
 
-def test_bench_data_and_bench_speed_commands(volume_setup, surface_setup, capsys):
+def test_bench_data_and_bench_speed_commands(volume_setup, surface_setup, capsys, monkeypatch):
+    from mne_piunet.bench import speed
     from mne_piunet.cli import main
 
     assert main(["bench-data", "--montage", "easycap-M10", "--spaces", "volume", "--samples", "64"]) == 0
     rate = capsys.readouterr().out.strip()
     assert rate.startswith("easycap-M10 volume: ") and rate.endswith(" samples/s")
     assert float(rate.split(": ")[1].split()[0].replace(",", "")) > 0
-    assert main(["bench-speed", "--epochs", "2", "--raw-minutes", "0.02"]) == 0
+    # the command's wiring and summary (every figure is checked in test_speed): 1-s data at 50 Hz, not 250,
+    # and the network's forward alone timed on one batch of 2 maps, not 8 of 16
+    bench_speed = speed.bench_speed
+    monkeypatch.setattr(
+        speed, "bench_speed", lambda *args, **kwargs: bench_speed(*args, **kwargs, sfreq=50.0)
+    )
+    monkeypatch.setattr(
+        speed, "forward_ms_per_map", partial(speed.forward_ms_per_map, batch_size=2, n_batches=1)
+    )
+    assert main(["bench-speed", "--epochs", "1", "--raw-minutes", "0.02"]) == 0
     out = capsys.readouterr().out
-    for row in ("apply_epochs", "apply_raw", "apply_inverse"):
+    for row in ("apply_epochs", "apply_raw", "apply_inverse", "1 epochs of 1 s"):
         assert row in out
 
 
@@ -241,8 +253,9 @@ def test_evaluate_command_end_to_end(tiny_weights, tmp_path, monkeypatch, capsys
     from mne_piunet.simulation import HeadSetup
 
     setup = HeadSetup("easycap-M10")
+    # one cell each (--quick: 3 samples per cell)
     tiny = {
-        name: Experiment(name, (CellGroup(sweep, (("volume", setup),), (10.0,), (1, 3)),), seed=1)
+        name: Experiment(name, (CellGroup(sweep, (("volume", setup),), (10.0,), (1,)),), seed=1)
         for name, sweep in (
             ("in-distribution", "evaluation"),
             ("held-out", "evaluation"),
@@ -264,6 +277,7 @@ def test_evaluate_command_end_to_end(tiny_weights, tmp_path, monkeypatch, capsys
 
     rows = list(csv.DictReader(open(tmp_path / "evaluation.csv")))
     assert {r["method"] for r in rows} == {"eLORETA", "PIUNet"}
+    assert len(rows) == len(tiny) * 3 * 2  # experiments x samples x methods
     assert all(0 <= float(r["nemd"]) < 2 for r in rows)
     summary = summarise(
         [dict(r, nemd=float(r["nemd"]), ple=float(r["ple"]), wcos=float(r["wcos"])) for r in rows]

@@ -31,7 +31,9 @@ def user_models(grid, volume_setup):
     return fwd, inv
 
 
-def test_fine_tune_end_to_end_records_what_it_was_tuned_on(tmp_path, user_models, tiny_weights, volume_setup):
+def test_fine_tune_end_to_end_records_what_it_was_tuned_on(
+    tmp_path, user_models, tiny_weights, volume_setup, small_fine_tune
+):
     from mne_piunet import PIUNetInverse
 
     fwd, inv = user_models
@@ -102,7 +104,9 @@ def test_fine_tune_end_to_end_records_what_it_was_tuned_on(tmp_path, user_models
         )
 
 
-def test_fine_tune_refuses_weights_no_better(tmp_path, user_models, tiny_weights, monkeypatch):
+def test_fine_tune_refuses_weights_no_better(
+    tmp_path, user_models, tiny_weights, monkeypatch, small_fine_tune
+):
     # with a zero learning rate the weights cannot move, so they validate exactly as before
     monkeypatch.setitem(FINE_TUNE_SETTINGS, "lr", 0.0)
     fwd, inv = user_models
@@ -170,12 +174,9 @@ def test_noise_is_drawn_from_a_rank_deficient_covariance(user_models):
 
 
 def test_fine_tune_with_a_rank_deficient_covariance_and_no_reference_projector(
-    tmp_path, user_models, tiny_weights, monkeypatch
+    tmp_path, user_models, tiny_weights, small_fine_tune
 ):
     """Both crashed: numpy's Cholesky, then MNE's "average reference is mandatory"."""
-    import mne_piunet.train.finetune as finetune
-
-    monkeypatch.setattr(finetune, "ACCEPTANCE_PER_GROUP", 2)
     fwd, _ = user_models
     info = montage_info("easycap-M10")
     with info._unlock():
@@ -331,12 +332,11 @@ def test_user_setup_input_is_what_the_inverse_feeds_the_network(piu_network_only
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
-def test_piunet_inverse_fine_tune_returns_itself_when_refused(piu, tmp_path, user_models, monkeypatch):
+def test_piunet_inverse_fine_tune_returns_itself_when_refused(
+    piu, tmp_path, user_models, monkeypatch, small_fine_tune
+):
     """The method behind ``piu.fine_tune``: weights that cannot move are refused, and the model is kept."""
-    import mne_piunet.train.finetune as finetune
-
     monkeypatch.setitem(FINE_TUNE_SETTINGS, "lr", 0.0)
-    monkeypatch.setattr(finetune, "ACCEPTANCE_PER_GROUP", 2)
     fwd, inv = user_models
     with pytest.warns(RuntimeWarning, match="worse in a group"):
         tuned = piu.fine_tune(inv, fwd, out=tmp_path / "m.pt", minutes=0.05, threads=1)
@@ -428,7 +428,15 @@ def test_bench_finetune_scores_the_start_and_every_accepted_tune(
             shutil.copy(weights.with_suffix(suffix), out.with_suffix(suffix))
         return out
 
+    benefit = evaluation.finetune_benefit
+
+    def corners(*args, **kwargs):
+        """The command's scoring on the corners of its default sweep (2 of its 4 SNRs and numbers of sources)."""
+        assert len(args) == 3 and not {"snrs", "n_sources"} & set(kwargs)  # the command gives the defaults
+        return benefit(*args, snrs=(0.0, 30.0), n_sources=(1, 10), **kwargs)
+
     monkeypatch.setattr(evaluation, "user_style_models", lambda *args, **kwargs: user_models)
+    monkeypatch.setattr(evaluation, "finetune_benefit", corners)
     monkeypatch.setattr(finetune, "fine_tune", fake_fine_tune)
     argv = ["bench-finetune", str(tmp_path), "1", "2", "--weights", str(tiny_weights), "--n", "1"]
     assert main(argv) == 0
@@ -437,5 +445,6 @@ def test_bench_finetune_scores_the_start_and_every_accepted_tune(
     rows = list(csv.DictReader(open(tmp_path / "finetune_benefit.csv")))
     labels = ("eLORETA", "start", "tuned 1 min")
     assert {r["method"] for r in rows} == set(labels)
-    assert len(rows) == 3 * 16  # methods x 4 SNRs x 4 numbers of sources
+    assert len(rows) == 3 * 4  # methods x 2 SNRs x 2 numbers of sources
+    assert {(float(r["snr_db"]), int(r["n_sources"])) for r in rows} == {(0, 1), (0, 10), (30, 1), (30, 10)}
     assert (tmp_path / "user-inv.fif").exists() and "NEMD tuned 1 min" in out

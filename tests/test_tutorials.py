@@ -1,8 +1,12 @@
 """The tutorials run as plain scripts (offline, Agg backend).
 
-The quickstart and the real-data tutorial run in every test session; the three
-that build extra forward models or train (minutes each on 2 cores) are marked
-``slow`` and run with ``python -m pytest tests --run-slow``.
+The quickstart runs in every test session. The real-data tutorial's pipeline
+(its template inverses for EEG, MEG and MEG+EEG and PIUNet's estimates of the
+same window means) runs in every session in ``test_real_data.py``, which checks
+where the visual P100 lies; the script itself, with MNE's own eLORETA beside
+every estimate (minutes on 2 cores), is marked ``slow`` with the three that
+build extra forward models or train. They run with
+``python -m pytest tests --run-slow``.
 """
 
 import runpy
@@ -18,7 +22,7 @@ TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
     "name",
     [
         "plot_01_quickstart.py",
-        "plot_02_real_data.py",
+        pytest.param("plot_02_real_data.py", marks=pytest.mark.slow),
         pytest.param("plot_03_your_inverse.py", marks=pytest.mark.slow),
         pytest.param("plot_04_train_your_own.py", marks=pytest.mark.slow),
         pytest.param("plot_05_meg_comparison.py", marks=pytest.mark.slow),

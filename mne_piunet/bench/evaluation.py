@@ -355,10 +355,12 @@ class MethodRunner:
     def piunet(self, piu, window: np.ndarray, window_s: float) -> np.ndarray:
         """PIUNet's maps at the centre of each sample's window, as a user gets them.
 
-        Each window is applied as an :class:`mne.EvokedArray` with
-        :meth:`~mne_piunet.PIUNetInverse.apply` and this setup's inverse
-        operator: the eLORETA step, the network and the data-fit step, exactly
-        as for a recording.
+        Each window is an :class:`mne.EvokedArray` taken through
+        :meth:`~mne_piunet.PIUNetInverse.apply`'s own steps with this setup's
+        inverse operator: eLORETA over the whole window, then the network and
+        the data-fit step, exactly as for a recording. Only the centre, the
+        time point scored, is refined (with its context from the window),
+        which gives the centre of what ``apply`` returns for the window.
 
         Parameters
         ----------
@@ -384,10 +386,21 @@ class MethodRunner:
         est = []
         for data in window:
             evoked = mne.EvokedArray(data.T, info, tmin=-centre / info["sfreq"], verbose=False)
-            with warnings.catch_warnings():  # short data: the window is all there is, as intended
+            # short data: the window is all there is, as intended; quiet, as apply(verbose=False)
+            with warnings.catch_warnings(), mne.utils.use_log_level(verbose=False):
                 warnings.simplefilter("ignore")
-                stc = piu.apply(evoked, prep.inverse_operator, prep.lambda2, pick_ori="vector", verbose=False)
-            est.append(stc.data[:, :, centre])
+                refined = piu._apply_evoked(
+                    evoked,
+                    prep.inverse_operator,
+                    prep.lambda2,
+                    prepared=False,
+                    method_params=None,
+                    use_cps=True,
+                    mni_transform=None,
+                    subjects_dir=None,
+                    rows=[centre],
+                )[0]
+            est.append(refined[:, :, 0])
         return np.stack(est)
 
     def sparse(self, method: str, sensor: np.ndarray, noise_var: float) -> np.ndarray:

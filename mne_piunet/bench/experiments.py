@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..simulation import HeadSetup, SourcePrior
+from ..simulation import HeadSetup, SourcePrior, setup_list
 from ..simulation.seeds import EXPERIMENT_SEEDS
 from ..utils._defaults import DEFAULT_LAMBDA2, N_SOURCES_SWEEP
 from ..utils._docs import fill_doc
@@ -106,10 +106,22 @@ LOOSE_SETUP = HeadSetup(HELD_OUT_EEG, "bem", BENCH_CONDUCTIVITY, "surface", loos
 #: A held-out 32-channel montage (32-channel caps gain least).
 SPARSE_MONTAGE_SETUP = HeadSetup("GSN-HydroCel-32", "bem", BENCH_CONDUCTIVITY, "surface")
 
+
+def _from_setup_list(list_name: str, names: tuple[str, ...]) -> tuple[HeadSetup, ...]:
+    """The setups of a named list of :data:`~mne_piunet.simulation.SETUP_LISTS`, by name, in that order."""
+    setups = {}
+    for kwargs in setup_list(list_name):
+        if "conductivity" in kwargs:  # the lists' JSON form: a list
+            kwargs["conductivity"] = tuple(kwargs["conductivity"])
+        setup = HeadSetup(**kwargs)
+        setups[setup.name] = setup
+    return tuple(setups[name] for name in names)
+
+
 #: Validation setups of the ``temporal`` config (never held out): the data-fit step's design is chosen on them.
-VALIDATION_SETUPS = (
-    HeadSetup("mgh60", "bem", (0.332, 0.0113, 0.332), "volume"),
-    HeadSetup("GSN-HydroCel-64_1.0", "bem", (0.332, 0.0113, 0.332), "surface"),
+#: The fixed and free EEG setups of ``SETUP_LISTS["eeg-meg-val"]`` (not its loose and MEG ones).
+VALIDATION_SETUPS = _from_setup_list(
+    "eeg-meg-val", ("mgh60/bem0.0113/volume", "GSN-HydroCel-64_1.0/bem0.0113/surface")
 )
 
 #: The condition every benchmark sweep varies one factor of.

@@ -289,7 +289,7 @@ def _claim_run_dir(run_dir: Path, stamp: dict) -> None:
 
 
 def acceptance_groups(
-    start, tuned, grid, prepared, seed: int, prior: SourcePrior, per_group: int = ACCEPTANCE_PER_GROUP
+    start, tuned, grid, prepared, seed: int, prior: SourcePrior, per_group: int | None = None
 ) -> list[dict]:
     """Paired NEMD of two networks on fresh samples of one setup, per sources, SNR band and mode.
 
@@ -313,8 +313,9 @@ def acceptance_groups(
         The fine-tune's prior (extents, coloured noise); the number of
         sources and the SNR are set per group, and every sample has its
         window (no instantaneous ones).
-    per_group : int
-        Samples per group.
+    per_group : int | None
+        Samples per group; None: the module's ``ACCEPTANCE_PER_GROUP`` (24),
+        read at the call.
 
     Returns
     -------
@@ -323,6 +324,7 @@ def acceptance_groups(
         and ``tuned`` (mean NEMD), ``diff`` (their mean paired difference)
         and ``se`` (its standard error).
     """
+    per_group = ACCEPTANCE_PER_GROUP if per_group is None else per_group
     rng = np.random.default_rng(seed)
     groups = []
     for k in ACCEPTANCE_N_SOURCES:
