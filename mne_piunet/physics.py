@@ -471,12 +471,8 @@ def window_fit_weights(
 
     Parameters
     ----------
-    bases : array, shape (n_grid, n_white, 3)
-        :func:`grid_dipole_bases`.
-    data_w : array, shape (n_white, n_times)
-        Whitened data (or what an estimate predicts of them).
-    windows : array of int, shape (n_out, n_points)
-        Each output map's window, as columns of ``data_w``.
+    bases, data_w, windows : array
+        As for :func:`window_subspace_fit`.
     grid : SourceGrid
         The grid.
     power : float

@@ -531,9 +531,9 @@ def test_rank_scaling_is_a_private_switch_of_the_instance(piu, volume_case, monk
 
     evoked, inv, _ = volume_case
     seen = []
-    fit = inverse_module.window_fit_weights
+    fit = inverse_module.fit_weights
     monkeypatch.setattr(
-        inverse_module, "window_fit_weights", lambda *a, **k: seen.append(k["rank_scaled"]) or fit(*a, **k)
+        inverse_module, "fit_weights", lambda *a, **k: seen.append(k["rank_scaled"]) or fit(*a, **k)
     )
     flat = copy.copy(piu)
     flat._fit_rank_scaled = False
