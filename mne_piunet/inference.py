@@ -371,8 +371,8 @@ def network_inputs(
         return dense, scale
     if windows.shape[1] == 1:
         windows = np.repeat(windows, config.window_points, axis=1)
-    channels = context_maps(x0[windows], "power" if config.context == "power-music" else config.context)
-    if config.context == "power-music":
+    channels = context_maps(x0[windows], "power" if config.scans_data else config.context)
+    if config.scans_data:
         music = np.zeros(channels.shape[:2], np.float32) if fit is None else music_spectrum(fit)
         channels = np.concatenate([channels, music[..., None]], axis=-1)
     n_ctx = channels.shape[-1]

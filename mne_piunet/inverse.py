@@ -706,7 +706,7 @@ class PIUNetInverse:
             moved = [op @ data[:, j, :] for j in range(3)]
             grid = np.stack([sum(rot[k, j] * moved[j] for j in range(3)) for k in range(3)], axis=-1)
         scan = None if fit is None else _window_scan(fit, data, windows)
-        music = None if scan is None or self.network.config.context != "power-music" else scan[0]
+        music = None if scan is None or not self.network.config.scans_data else scan[0]
         # (n_grid, n_times, 3) -> (n_times, n_grid, 3), the maps predict_maps takes
         refined = self.predict_grid(np.moveaxis(grid, 1, 0), windows, fit=music)
         if scan is not None and self.data_fit:
@@ -867,7 +867,7 @@ class PIUNetInverse:
         when neither does, or when the operator's gain cannot be rebuilt
         (prepared for eLORETA: a warning says so).
         """
-        if not (self.data_fit or self.network.config.context == "power-music"):
+        if not (self.data_fit or self.network.config.scans_data):
             return None
         if inv["eigen_leads_weighted"]:
             warn(

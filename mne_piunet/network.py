@@ -86,6 +86,11 @@ class UNetConfig:
     window_s: float = 0.0
     window_points: int = 1
 
+    @property
+    def scans_data(self) -> bool:
+        """Whether the network's input holds the MUSIC scan of the window's data (``"power-music"``)."""
+        return self.context == "power-music"
+
     def __post_init__(self):
         if self.context not in CONTEXT_CHANNELS:
             raise ValueError(

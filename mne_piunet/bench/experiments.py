@@ -109,12 +109,7 @@ SPARSE_MONTAGE_SETUP = HeadSetup("GSN-HydroCel-32", "bem", BENCH_CONDUCTIVITY, "
 
 def _from_setup_list(list_name: str, names: tuple[str, ...]) -> tuple[HeadSetup, ...]:
     """The setups of a named list of :data:`~mne_piunet.simulation.SETUP_LISTS`, by name, in that order."""
-    setups = {}
-    for kwargs in setup_list(list_name):
-        if "conductivity" in kwargs:  # the lists' JSON form: a list
-            kwargs["conductivity"] = tuple(kwargs["conductivity"])
-        setup = HeadSetup(**kwargs)
-        setups[setup.name] = setup
+    setups = {setup.name: setup for setup in map(HeadSetup.from_dict, setup_list(list_name))}
     return tuple(setups[name] for name in names)
 
 

@@ -310,7 +310,7 @@ class SimulationEngine:
                     self.rng,
                     self.prior,
                     window=self.window,
-                    music=self.network.context == "power-music",
+                    music=self.network.scans_data,
                 )
             )
         return out
@@ -408,7 +408,7 @@ def batch_fits(chunks: list[SimulatedBatch], network: UNetConfig | None) -> np.n
     fit : array, shape (n, n_grid) | None
         :attr:`SimulatedBatch.window_fit` in a row.
     """
-    if network is None or network.context != "power-music":
+    if network is None or not network.scans_data:
         return None
     if any(c.window_fit is None for c in chunks):
         raise ValueError("A 'power-music' context needs samples simulated with music=True.")

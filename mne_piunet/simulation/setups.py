@@ -106,6 +106,24 @@ class HeadSetup:
         if not 0 <= self.n_projectors <= 8:
             raise ValueError(f"n_projectors must be 0 to 8, got {self.n_projectors!r}")
 
+    @classmethod
+    def from_dict(cls, spec: dict) -> HeadSetup:
+        """A setup from its JSON form (a config's or :data:`SETUP_LISTS`' keywords; lists become tuples).
+
+        Parameters
+        ----------
+        spec : dict
+            :class:`HeadSetup` keywords.
+
+        Returns
+        -------
+        setup : HeadSetup
+        """
+        spec = dict(spec)
+        if "conductivity" in spec:
+            spec["conductivity"] = tuple(spec["conductivity"])
+        return cls(**spec)
+
     @property
     def name(self) -> str:
         """``sensors/head/source_space`` (plus ``/loose``, ``/jitter`` and MEG parts when set), as in logs."""

@@ -336,15 +336,14 @@ def acceptance_groups(
                 replace(prior, snr_db=band, instantaneous=0.0),
                 n_sources=k,
                 window=network_window(start.config),
-                music=start.config.context == "power-music",
+                music=start.config.scans_data,
             )
-            music = start.config.context == "power-music"
             inputs = {
                 "window": (*batch.network_maps(start.config), batch.window_fit),
                 "single map": (
                     batch.eloreta_grid,
                     np.arange(len(batch.eloreta_grid))[:, None],
-                    music_scan(prepared, batch.sensor[:, None]) if music else None,
+                    music_scan(prepared, batch.sensor[:, None]) if start.config.scans_data else None,
                 ),
             }
             for mode in ACCEPTANCE_MODES:

@@ -355,10 +355,7 @@ def make_validation_set(
 
 def _val_setups(config: TrainConfig, grid: SourceGrid) -> list:
     """The config's validation setups, prepared (eLORETA at the first lambda2)."""
-    return [
-        prepare_setup(HeadSetup(**_setup_kwargs(s)), grid, lambda2=config.lambda2[0])
-        for s in config.val_setups
-    ]
+    return [prepare_setup(HeadSetup.from_dict(s), grid, lambda2=config.lambda2[0]) for s in config.val_setups]
 
 
 def mean_coarse_nemd(est: np.ndarray, truth: np.ndarray, grid: SourceGrid) -> float:
@@ -380,13 +377,6 @@ def mean_coarse_nemd(est: np.ndarray, truth: np.ndarray, grid: SourceGrid) -> fl
         (NaNs ignored).
     """
     return float(np.nanmean([coarse_nemd(e, t, grid.pos) for e, t in zip(est, truth)]))
-
-
-def _setup_kwargs(spec: dict) -> dict:
-    spec = dict(spec)
-    if "conductivity" in spec:
-        spec["conductivity"] = tuple(spec["conductivity"])
-    return spec
 
 
 def validation_nemd(network: UNet3d, val: dict, grid: SourceGrid) -> float:
@@ -703,9 +693,7 @@ def _prepare_data(run: _Run, setups: tuple[list, list] | None) -> None:
             f"preparing {len(config.train_setups)} training and {len(config.val_setups)} validation setups"
         )
         train_setups = [
-            prepare_setup(
-                HeadSetup(**_setup_kwargs(s)), run.grid, lambda2=config.lambda2[i % len(config.lambda2)]
-            )
+            prepare_setup(HeadSetup.from_dict(s), run.grid, lambda2=config.lambda2[i % len(config.lambda2)])
             for i, s in enumerate(config.train_setups)
         ]
         val_setups = _val_setups(config, run.grid) if ranks.main else None
@@ -1168,7 +1156,7 @@ def validate_by_sources(
     if len(windows) > 1:
         raise ValueError(f"The candidates' temporal windows differ ({sorted(windows)}): compare them apart")
     window = windows.pop() if windows else None
-    music = any(net.config.context == "power-music" for net in networks.values())
+    music = any(net.config.scans_data for net in networks.values())
     rng = np.random.default_rng(seed)
     prior = SourcePrior(**config.prior)
     out: dict[str, dict[int, float]] = {name: {} for name in ["eLORETA", *networks]}
