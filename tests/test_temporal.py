@@ -285,8 +285,13 @@ def test_music_context_starts_as_power_and_scans_as_apply_does(volume_setup, gri
     )
     x0, windows = batch.network_maps(config)
     assert batch.window_fit.shape == (3, grid.n_sources) and batch.window_fit.max() <= 1 + 1e-9
-    np.testing.assert_array_equal(
-        predict_maps(music, grid, x0, windows, fit=batch.window_fit), predict_maps(power, grid, x0, windows)
+    # equal to round-off: the stems sum 8 and 16 input channels, which another CPU may order differently
+    expected = predict_maps(power, grid, x0, windows)
+    np.testing.assert_allclose(
+        predict_maps(music, grid, x0, windows, fit=batch.window_fit),
+        expected,
+        rtol=1e-5,
+        atol=1e-6 * np.abs(expected).max(),
     )
     # the scan is the context's second channel; without one it is zero
     inputs, _ = network_inputs(grid, x0, windows, config, batch.window_fit)
