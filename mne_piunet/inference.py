@@ -4,7 +4,9 @@ The inverse, training's validation and the evaluation all call
 :func:`predict_maps`, so the scaling convention (divide each map by its signed
 largest moment norm, predict shape and peak ratio, multiply back), the
 temporal context (:func:`context_windows` picks each map's window in seconds,
-:func:`context_maps` turns it into input channels) and the speed choices
+:func:`context_maps` turns it into input channels), the residual pass
+(:func:`residual_inputs`: what the first pass's map leaves unexplained of the
+data, through the inverse's :class:`GridResolution`) and the speed choices
 (precision, batch size, memory layout) live here and nowhere else.
 
 bf16 autocast halves the U-Net's cost where the CPU computes bf16 natively;
@@ -337,7 +339,7 @@ def network_inputs(
     config: UNetConfig,
     fit: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The network's input tensors for some maps: each map normalised, and its context.
+    """The network's input tensors for some maps: each map normalised, its context, its residual channels.
 
     Parameters
     ----------
@@ -362,13 +364,25 @@ def network_inputs(
     -------
     inputs : array of float32, shape (n, in_channels, ``*grid.shape``)
         The centre maps normalised by :func:`normalise_inputs`, then the
-        :func:`context_maps` channels.
+        :func:`context_maps` channels, then (``residual_pass``) the centre
+        maps again: the first pass's residual channels, the residual of an
+        empty estimate (:func:`residual_inputs` fills them for the second).
     scale : array of float64, shape (n,)
         The centre maps' divisors.
     """
     dense, scale = normalise_inputs(grid, x0[windows[:, windows.shape[1] // 2]])
-    if config.context == "none":
-        return dense, scale
+    parts = [dense]
+    if config.context != "none":
+        parts.append(_context_dense(grid, x0, windows, config, fit))
+    if config.residual_pass:
+        parts.append(dense)
+    return (np.concatenate(parts, axis=1) if len(parts) > 1 else dense), scale
+
+
+def _context_dense(
+    grid: SourceGrid, x0: np.ndarray, windows: np.ndarray, config: UNetConfig, fit
+) -> np.ndarray:
+    """The context channels of :func:`network_inputs` on the dense grid, (n, n_context, ``*grid.shape``)."""
     if windows.shape[1] == 1:
         windows = np.repeat(windows, config.window_points, axis=1)
     channels = context_maps(x0[windows], "power" if config.scans_data else config.context)
@@ -376,9 +390,111 @@ def network_inputs(
         music = np.zeros(channels.shape[:2], np.float32) if fit is None else music_spectrum(fit)
         channels = np.concatenate([channels, music[..., None]], axis=-1)
     n_ctx = channels.shape[-1]
-    flat = np.zeros((len(dense), n_ctx, dense[0, 0].size), np.float32)
+    flat = np.zeros((len(windows), n_ctx, int(np.prod(grid.shape))), np.float32)
     flat[:, :, grid.flat_index] = np.swapaxes(channels, 1, 2)
-    return np.concatenate([dense, flat.reshape(len(dense), n_ctx, *grid.shape)], axis=1), scale
+    return flat.reshape(len(flat), n_ctx, *grid.shape)
+
+
+class GridResolution:
+    """A linear inverse's resolution on the grid: the estimate, on the grid, of the data a grid map produces.
+
+    ``R m = K W G m``: the grid map's moments go onto the inverse's sources
+    and through its whitened gain (``fields``,
+    :func:`mne_piunet.physics.grid_fields`), and the imaging kernel of
+    whitened data (:func:`mne_piunet.physics.whitened_kernel`), moved onto the
+    grid (``kernel``), estimates them. Applied to torch tensors on any
+    device, in float32.
+
+    Parameters
+    ----------
+    kernel : array, shape (n_white, n_grid, 3)
+        Each whitened channel's column of the kernel, as moment vectors on the grid.
+    fields : array, shape (n_white, n_grid, 3)
+        Each grid moment's whitened field.
+    """
+
+    def __init__(self, kernel: np.ndarray, fields: np.ndarray):
+        if kernel.shape != fields.shape or kernel.ndim != 3 or kernel.shape[2] != 3:
+            raise ValueError(
+                f"kernel and fields need the same shape (n_white, n_grid, 3), got {kernel.shape} and {fields.shape}"
+            )
+        n_white = len(kernel)
+        self._kernel = torch.from_numpy(np.ascontiguousarray(kernel.reshape(n_white, -1).T, np.float32))
+        self._fields = torch.from_numpy(np.ascontiguousarray(fields.reshape(n_white, -1), np.float32))
+
+    def __call__(self, maps: torch.Tensor, rows: np.ndarray | None = None) -> torch.Tensor:
+        """``R`` of each map, ``(n, n_grid, 3)`` -> ``(n, n_grid, 3)`` (``rows`` is ignored: one inverse)."""
+        if self._kernel.device != maps.device:
+            self._kernel, self._fields = self._kernel.to(maps.device), self._fields.to(maps.device)
+        flat = maps.reshape(len(maps), -1).float()
+        return ((flat @ self._fields.T) @ self._kernel.T).reshape(maps.shape)
+
+
+class PerSampleResolution:
+    """Resolutions of several inverses, one per map (simulated samples from several setups).
+
+    Parameters
+    ----------
+    resolutions : list of GridResolution
+        One per setup.
+    index : array of int, shape (n_maps,)
+        Each map's setup, as an index into ``resolutions``.
+    """
+
+    def __init__(self, resolutions: list, index: np.ndarray):
+        self.resolutions, self.index = resolutions, np.asarray(index)
+
+    def __call__(self, maps: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        """``R`` of each map with its own setup's resolution; ``rows`` index ``index``."""
+        which = self.index[rows]
+        out = torch.empty_like(maps, dtype=torch.float32)
+        for k in np.unique(which):
+            sel = torch.as_tensor(np.flatnonzero(which == k), device=maps.device)
+            out[sel] = self.resolutions[k](maps[sel])
+        return out
+
+
+def residual_inputs(
+    inputs: torch.Tensor, estimate: torch.Tensor, grid: SourceGrid, resolution, rows: np.ndarray
+) -> torch.Tensor:
+    """The second pass's inputs: the last three channels hold the eLORETA map of the first pass's residual.
+
+    The first pass's map ``m`` predicts data; eLORETA of the data minus that
+    prediction is ``x0 - a R m`` (``R``: ``resolution``), with ``x0`` the
+    input map (channels 0-2) and ``a`` the scale that best fits ``R m`` to
+    ``x0`` (least squares), so the network's amplitude does not count, only
+    what its map leaves unexplained. All in the input's units, so neither the
+    data's scale nor its polarity changes the result.
+
+    Parameters
+    ----------
+    inputs : torch.Tensor, shape (n, in_channels, ``*grid.shape``)
+        The first pass's inputs (:func:`network_inputs`).
+    estimate : torch.Tensor, shape (n, 3, ``*grid.shape``)
+        The first pass's maps, in the input's units (:meth:`UNet3d.estimate`).
+    grid : SourceGrid
+        The network's grid.
+    resolution : callable
+        ``resolution(maps, rows)``: :class:`GridResolution` or :class:`PerSampleResolution`.
+    rows : array of int, shape (n,)
+        The maps' rows, for a per-sample resolution.
+
+    Returns
+    -------
+    inputs : torch.Tensor
+        A copy of ``inputs`` with the residual channels replaced.
+    """
+    n = len(inputs)
+    index = torch.as_tensor(grid.flat_index, device=inputs.device)
+    x0 = inputs[:, :3].float().reshape(n, 3, -1)[:, :, index].transpose(1, 2)  # (n, n_grid, 3)
+    m = estimate.float().reshape(n, 3, -1)[:, :, index].transpose(1, 2)
+    rm = resolution(m, rows)
+    alpha = (x0 * rm).sum(dim=(1, 2)) / (rm * rm).sum(dim=(1, 2)).clamp_min(torch.finfo(torch.float32).tiny)
+    residual = torch.zeros(n, 3, inputs[0, 0].numel(), device=inputs.device)
+    residual[:, :, index] = (x0 - alpha[:, None, None] * rm).transpose(1, 2)
+    out = inputs.clone()
+    out[:, -3:] = residual.reshape(n, 3, *inputs.shape[2:]).to(inputs.dtype)
+    return out
 
 
 @torch.inference_mode()
@@ -391,6 +507,7 @@ def predict_maps(
     dtype: torch.dtype = torch.float32,
     batch_size: int | None = None,
     fit: np.ndarray | None = None,
+    resolution=None,
 ) -> np.ndarray:
     """PIUNet estimates of eLORETA maps on the grid.
 
@@ -414,6 +531,10 @@ def predict_maps(
         Maps per network call; None for :func:`default_batch_size`.
     fit : array, shape (n, n_grid) | None
         Each estimate's MUSIC scan (:func:`network_inputs`).
+    resolution : GridResolution | PerSampleResolution | None
+        The inverse's resolution on the grid, for a network with a residual
+        pass (:func:`residual_inputs`; rows are the estimates' indices).
+        None: the first pass alone (no inverse operator to predict data with).
 
     Returns
     -------
@@ -443,6 +564,12 @@ def predict_maps(
             x = x.to(memory_format=torch.channels_last_3d)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             pred = network.estimate(x)
+        if config.residual_pass and resolution is not None:
+            x = residual_inputs(x, pred, grid, resolution, np.arange(start, stop))
+            if channels_last:
+                x = x.to(memory_format=torch.channels_last_3d)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                pred = network.estimate(x)
         # scale 0 (an all-zero map, flat data) makes the estimate zero, not the network's bias
         out[start:stop] = grid.from_dense(pred.float().cpu().numpy()) * scale[:, None, None]
     return out

@@ -32,6 +32,7 @@ from .anatomy import template_subjects_dir
 from .grid import SourceGrid, grid_from_meta, grid_meta, to_template_space
 from .inference import (
     PRECISIONS,
+    GridResolution,
     context_margin,
     context_windows,
     dtype_name,
@@ -46,10 +47,13 @@ from .physics import (
     explained_variance,
     fit_weights,
     grid_dipole_bases,
+    grid_fields,
     grid_to_source,
     predict_whitened,
     source_components,
+    to_source_frame,
     whiten,
+    whitened_kernel,
     window_subspace_fit,
 )
 from .utils._checks import (
@@ -287,6 +291,7 @@ class PIUNetInverse:
         # per inverse operator: prepared for eLORETA, and the data fit's grid dipole bases
         self._prepared = _OperatorCache(_PREPARED_SIZE)
         self._fit_bases = _OperatorCache(_PREPARED_SIZE)
+        self._resolutions = _OperatorCache(_PREPARED_SIZE)
         logger.info(
             f"PIUNet: {sum(p.numel() for p in self.network.parameters()):,} parameters on "
             f"{self.device}, {dtype_name(self.dtype)}"
@@ -408,7 +413,7 @@ class PIUNetInverse:
             method_params=method_params,
             use_cps=use_cps,
         )
-        geometry = self._inverse_geometry(inverse_operator, mni_transform, subjects_dir)
+        geometry = self._inverse_geometry(inverse_operator, inv, mni_transform, subjects_dir)
         gen = self._refine_epochs(eloreta, geometry, pick_ori)
         if return_generator:
             return gen
@@ -460,7 +465,7 @@ class PIUNetInverse:
         span = _raw_span(raw, start, stop, buffer_size)
         self._warn_short(span[1] - span[0], raw.info["sfreq"], "Raw span")
         inv = self._eloreta_inverse(inverse_operator, prepared, nave, lambda2, method_params)
-        geometry = self._inverse_geometry(inverse_operator, mni_transform, subjects_dir)
+        geometry = self._inverse_geometry(inverse_operator, inv, mni_transform, subjects_dir)
         chunks = self._raw_chunks(raw, inv, lambda2, span, nave, method_params, use_cps, geometry)
         if return_generator:
             tstep = 1.0 / raw.info["sfreq"]
@@ -486,7 +491,9 @@ class PIUNetInverse:
         Each time point is refined with its temporal context from the
         estimate's own time course (at ``1 / stc.tstep`` Hz); a single time
         point, or an estimate shorter than the window, gets an instantaneous
-        context.
+        context. Weights with a residual pass run their first pass only:
+        the residual's eLORETA map needs the ``lambda2`` and ``nave`` the
+        estimate was made with, which an estimate does not record.
 
         Parameters
         ----------
@@ -535,7 +542,8 @@ class PIUNetInverse:
         self._warn_short(stc.shape[-1], sfreq, "estimate")
         windows = self.windows(stc.shape[-1], sfreq)
         fit = None if inv is None else self._data_fit(inv, op, rot)
-        refined = self._refine_array(stc.data, op, rot, normals, fit, windows)
+        # no lambda2 or nave to prepare a kernel with: a residual pass is not run
+        refined = self._refine_array(stc.data, op, rot, normals, fit, None, windows)
         return self._make_stc(refined, stc.tmin, stc.tstep, pick_ori)
 
     @verbose
@@ -598,7 +606,11 @@ class PIUNetInverse:
 
     # --------------------------------------------------------- for developers and the evaluation
     def predict_grid(
-        self, x0: np.ndarray, windows: np.ndarray | None = None, fit: np.ndarray | None = None
+        self,
+        x0: np.ndarray,
+        windows: np.ndarray | None = None,
+        fit: np.ndarray | None = None,
+        resolution: GridResolution | None = None,
     ) -> np.ndarray:
         """Run the network on eLORETA maps already on the grid.
 
@@ -614,6 +626,9 @@ class PIUNetInverse:
         fit : array, shape (n, n_grid_sources) | None
             Each estimate's MUSIC scan, for a ``"power-music"`` context
             (:func:`mne_piunet.inference.network_inputs`).
+        resolution : GridResolution | None
+            The inverse's resolution on the grid, for a network with a
+            residual pass (:func:`mne_piunet.inference.residual_inputs`).
 
         Returns
         -------
@@ -621,7 +636,14 @@ class PIUNetInverse:
             PIUNet moment vectors in Am (:func:`mne_piunet.inference.predict_maps`).
         """
         return predict_maps(
-            self.network, self.grid, x0, windows, dtype=self.dtype, batch_size=self.batch_size, fit=fit
+            self.network,
+            self.grid,
+            x0,
+            windows,
+            dtype=self.dtype,
+            batch_size=self.batch_size,
+            fit=fit,
+            resolution=resolution,
         )
 
     def windows(self, n_times: int, sfreq: float, rows: np.ndarray | None = None) -> np.ndarray:
@@ -679,36 +701,28 @@ class PIUNetInverse:
             use_cps=use_cps,
             verbose=False,
         )
-        op, rot, normals, fit = self._inverse_geometry(inverse_operator, mni_transform, subjects_dir)
+        geometry = self._inverse_geometry(inverse_operator, inv, mni_transform, subjects_dir)
         windows = self.windows(len(evoked.times), evoked.info["sfreq"], rows)
-        refined = self._refine_array(stc.data, op, rot, normals, fit, windows)
-        return refined, stc, inv, op, rot
+        refined = self._refine_array(stc.data, *geometry, windows)
+        return refined, stc, inv, *geometry[:2]
 
-    def _refine_array(self, data, op, rot, normals, fit, windows: np.ndarray) -> np.ndarray:
+    def _refine_array(self, data, op, rot, normals, fit, resolution, windows: np.ndarray) -> np.ndarray:
         """(n_src, 3, n_times) vectors or (n_src, n_times) + normals -> (n_grid, 3, n_out).
 
         ``windows`` (n_out, window_points) are the time points of ``data`` each
-        output refines (its centre column) and takes its context from. Rotation
-        and resampling are sparse products per grid component, so no
-        (n_src, 3, n_times) temporary is made; the network runs on all time
-        points in batches. With ``fit`` (:meth:`_data_fit`), each window's
-        data are scanned (:func:`_window_scan`): a ``"power-music"`` network
-        sees the scan, and the data-fit step weights each map towards the
-        grid dipoles that best explain its window's data.
+        output refines (its centre column) and takes its context from. The
+        network runs on all time points in batches. With ``fit``
+        (:meth:`_data_fit`), each window's data are scanned
+        (:func:`_window_scan`): a ``"power-music"`` network sees the scan, and
+        the data-fit step weights each map towards the grid dipoles that best
+        explain its window's data. With ``resolution``
+        (:meth:`_resolution`), a network with a residual pass runs it.
         """
-        data = data.astype(np.float32, copy=False)  # op and rot are float32 too
-        if data.ndim == 2:
-            nn = (normals @ rot.T).astype(np.float32)  # normals in the grid frame
-            # fold each normal component into the sparse operator's columns
-            # (O(nnz)) rather than scaling a dense (n_src, n_times) copy per component
-            grid = np.stack([(op @ sparse.diags(nn[:, k])) @ data for k in range(3)], axis=-1)
-        else:
-            moved = [op @ data[:, j, :] for j in range(3)]
-            grid = np.stack([sum(rot[k, j] * moved[j] for j in range(3)) for k in range(3)], axis=-1)
+        grid = _onto_grid(data.astype(np.float32, copy=False), op, rot, normals)  # op and rot are float32
         scan = None if fit is None else _window_scan(fit, data, windows)
         music = None if scan is None or not self.network.config.scans_data else scan[0]
         # (n_grid, n_times, 3) -> (n_times, n_grid, 3), the maps predict_maps takes
-        refined = self.predict_grid(np.moveaxis(grid, 1, 0), windows, fit=music)
+        refined = self.predict_grid(np.moveaxis(grid, 1, 0), windows, fit=music, resolution=resolution)
         if scan is not None and self.data_fit:
             weights = fit_weights(*scan, self.grid, rank_scaled=self._fit_rank_scaled)
             refined *= weights[..., None].astype(refined.dtype)
@@ -854,11 +868,40 @@ class PIUNetInverse:
             "longer span and crop the estimate afterwards (stc.crop(tmin, tmax))."
         )
 
-    def _inverse_geometry(self, inv, mni_transform, subjects_dir) -> tuple:
-        """(operator, rotation, normals or None, data fit or None) of an inverse operator's source space."""
+    def _inverse_geometry(self, inv, prepared_inv, mni_transform, subjects_dir) -> tuple:
+        """(operator, rotation, normals or None, data fit or None, resolution or None) of an inverse operator.
+
+        ``prepared_inv`` is ``inv`` prepared for eLORETA at the data's ``nave``
+        and ``lambda2``: its kernel is the resolution's (:meth:`_resolution`).
+        """
         normals = None if has_free_orientation(inv) else inv["source_nn"]
         op, rot = self._operator(inv["src"], inv["mri_head_t"], mni_transform, subjects_dir)
-        return op, rot, normals, self._data_fit(inv, op, rot)
+        return (
+            op,
+            rot,
+            normals,
+            self._data_fit(inv, op, rot),
+            self._resolution(inv, prepared_inv, op, rot, normals),
+        )
+
+    def _resolution(self, inv, prepared_inv, op, rot, normals) -> GridResolution | None:
+        """eLORETA's resolution on the grid for a residual pass, cached per prepared operator; or None.
+
+        None when the network has no residual pass, or when the operator's
+        gain cannot be rebuilt (prepared for eLORETA by the caller: the data
+        fit's warning says so, and the first pass alone runs).
+        """
+        if not self.network.config.residual_pass or inv["eigen_leads_weighted"]:
+            return None
+
+        def build():
+            kernel = to_source_frame(whitened_kernel(prepared_inv), prepared_inv["source_nn"], inv["nsource"])
+            kernel_grid = _onto_grid(kernel.astype(np.float32), op, rot, normals)  # (n_grid, n_white, 3)
+            fields = grid_fields(inv, grid_to_source(op), rot.astype(np.float64), nave=prepared_inv["nave"])
+            return GridResolution(np.moveaxis(kernel_grid, 1, 0), fields), op
+
+        # the value holds the grid operator itself, so its id in the key cannot be another's
+        return self._resolutions.get(prepared_inv, (id(op),), build)[0]
 
     def _data_fit(self, inv, op, rot) -> tuple | None:
         """(inverse, grid dipole bases) to scan the data with, cached per operator and source space; or None.
@@ -867,7 +910,7 @@ class PIUNetInverse:
         when neither does, or when the operator's gain cannot be rebuilt
         (prepared for eLORETA: a warning says so).
         """
-        if not (self.data_fit or self.network.config.scans_data):
+        if not (self.data_fit or self.network.config.scans_data or self.network.config.residual_pass):
             return None
         if inv["eigen_leads_weighted"]:
             warn(
@@ -911,6 +954,21 @@ class PIUNetInverse:
 
 
 # ------------------------------------------------------------------ the work's helpers
+def _onto_grid(data: np.ndarray, op, rot: np.ndarray, normals) -> np.ndarray:
+    """(n_src, 3, n_cols) moment vectors, or (n_src, n_cols) amplitudes along ``normals``, -> (n_grid, n_cols, 3).
+
+    Rotation and resampling are sparse products per grid component, so no
+    (n_src, 3, n_cols) temporary is made.
+    """
+    if data.ndim == 2:
+        nn = (normals @ rot.T).astype(data.dtype)  # normals in the grid frame
+        # fold each normal component into the sparse operator's columns
+        # (O(nnz)) rather than scaling a dense (n_src, n_cols) copy per component
+        return np.stack([(op @ sparse.diags(nn[:, k])) @ data for k in range(3)], axis=-1)
+    moved = [op @ data[:, j, :] for j in range(3)]
+    return np.stack([sum(rot[k, j] * moved[j] for j in range(3)) for k in range(3)], axis=-1)
+
+
 def _window_scan(fit: tuple, data: np.ndarray, windows: np.ndarray) -> tuple:
     """Each output map's MUSIC scan and subspace rank, from what the eLORETA estimate predicts.
 

@@ -51,8 +51,8 @@ class UNetConfig:
     groups : int
         GroupNorm groups.
     in_channels : int | None
-        Input channels: the map's moment vector (3) and the context's
-        (:data:`CONTEXT_CHANNELS`); None: that sum.
+        Input channels: the map's moment vector (3), the context's
+        (:data:`CONTEXT_CHANNELS`) and the residual pass's (3); None: that sum.
     out_channels : int
         Channels of the output map (3: a moment vector per voxel).
     space_to_depth : int
@@ -72,6 +72,14 @@ class UNetConfig:
         that it means the same at any sampling rate.
     window_points : int
         Time points sampled evenly over the window (odd: the centre is one).
+    residual_pass : bool
+        Run the network twice: the second pass also sees the eLORETA map of
+        what the first pass's map leaves unexplained of the data
+        (:func:`mne_piunet.inference.residual_inputs`, through the inverse
+        operator's gain and kernel). Three more input channels, last; in the
+        first pass they hold the input map itself (the residual of an empty
+        estimate), so a network grown from one without them starts as that
+        network in both passes (:func:`load_weights`).
     """
 
     width: int = 16
@@ -85,6 +93,7 @@ class UNetConfig:
     context: str = "none"
     window_s: float = 0.0
     window_points: int = 1
+    residual_pass: bool = False
 
     @property
     def scans_data(self) -> bool:
@@ -97,12 +106,14 @@ class UNetConfig:
                 f"Invalid value for the 'context' parameter. Allowed values are {', '.join(map(repr, CONTEXT_CHANNELS))}, "
                 f"but got {self.context!r} instead."
             )
+        expected = 3 + CONTEXT_CHANNELS[self.context] + 3 * bool(self.residual_pass)
         if self.in_channels is None:
-            self.in_channels = 3 + CONTEXT_CHANNELS[self.context]
-        if self.in_channels != 3 + CONTEXT_CHANNELS[self.context]:
+            self.in_channels = expected
+        if self.in_channels != expected:
             raise ValueError(
-                f"context={self.context!r} needs in_channels={3 + CONTEXT_CHANNELS[self.context]} "
-                f"(the map's 3 and the context's {CONTEXT_CHANNELS[self.context]}), got {self.in_channels}"
+                f"context={self.context!r} with residual_pass={self.residual_pass} needs in_channels={expected} "
+                f"(the map's 3, the context's {CONTEXT_CHANNELS[self.context]} and the residual pass's "
+                f"{3 * bool(self.residual_pass)}), got {self.in_channels}"
             )
         if self.context != "none" and (
             self.window_s <= 0 or self.window_points < 3 or self.window_points % 2 == 0
@@ -337,13 +348,13 @@ class UNet3d(nn.Module):
 
 # ------------------------------------------------------------------ weights
 def load_weights(network: UNet3d, state: dict) -> None:
-    """Load a state dict, a temporal context the weights lack starting at zero.
+    """Load a state dict, input channels the weights lack starting at zero.
 
     How a network with a temporal context starts from one without: its
     ``context_stem`` stays at zero, so at step 0 it computes exactly what the
-    weights did, and training then learns to use the context. A context that
-    adds channels to the weights' (``"power"`` -> ``"power-music"``) keeps the
-    weights' stem for their channels, the new ones at zero. Any other
+    weights did, and training then learns to use the context. Channels added
+    after the weights' (``"power"`` -> ``"power-music"``, or a residual pass)
+    keep the weights' stem for their channels, the new ones at zero. Any other
     mismatch raises, as :meth:`torch.nn.Module.load_state_dict` does.
 
     Parameters
@@ -357,7 +368,7 @@ def load_weights(network: UNet3d, state: dict) -> None:
     stem = network.context_stem
     old = state.get("context_stem.weight")
     if stem is not None and old is not None and old.shape[1] < stem.weight.shape[1]:
-        # a context that adds channels to the weights' (power -> power-music): the
+        # channels added after the weights' (power -> power-music, a residual pass): the
         # weights' channels come first in the folded input, the new ones start at zero
         grown = torch.zeros_like(stem.weight)
         grown[:, : old.shape[1]] = old

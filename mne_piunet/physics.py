@@ -8,7 +8,10 @@ for it: ``W P G = U S V^T R^(-1/2)``, in the inverse's own source basis (one
 column per fixed orientation, or three per source along ``source_nn``). With
 it a PIUNet map, moved from the template grid back onto the inverse's sources
 (:func:`grid_to_source`), predicts the data it explains
-(:func:`predict_whitened`), and so gives MNE's residual and explained variance.
+(:func:`predict_whitened`), and so gives MNE's residual and explained variance;
+with the prepared operator's kernel of whitened data (:func:`whitened_kernel`)
+and every grid dipole's fields (:func:`grid_fields`), eLORETA's estimate of
+that residual, which a network's residual pass sees.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ __all__ = [
     "explained_variance",
     "fit_weights",
     "grid_dipole_bases",
+    "grid_fields",
     "grid_to_source",
     "kernel_prediction",
     "local_fit_weights",
@@ -33,7 +37,9 @@ __all__ = [
     "signal_subspace",
     "source_components",
     "subspace_fit",
+    "to_source_frame",
     "whitened_gain",
+    "whitened_kernel",
     "whiten",
     "window_fit_weights",
     "window_subspace_fit",
@@ -248,17 +254,54 @@ def source_components(
     return along_orientations(np.einsum("kj,ikt->ijt", rotation, moved), source_nn)
 
 
+def grid_fields(
+    inverse_operator, back: sparse.spmatrix, rotation: np.ndarray, nave: float | None = None
+) -> np.ndarray:
+    """The whitened fields of a unit moment along each template axis at every grid point.
+
+    A unit moment along template axis ``k`` at grid point ``g`` goes onto the
+    inverse's sources with ``back`` (:func:`grid_to_source`) and the inverse's
+    orientations, then through its gain (:func:`predict_whitened`, never
+    forming the dense gain).
+
+    Parameters
+    ----------
+    inverse_operator : mne.minimum_norm.InverseOperator
+        As made or read (not prepared for eLORETA).
+    back : sparse matrix, shape (n_src, n_grid)
+        :func:`grid_to_source` of the source space's resampler.
+    rotation : array, shape (3, 3)
+        The source frame -> template frame rotation the resampling used.
+    nave : float | None
+        As for :func:`whitened_gain`.
+
+    Returns
+    -------
+    fields : array, shape (n_white, n_grid, 3)
+        Zero where no source is reached (and, on a fixed cortex, along the
+        axes its normals do not span).
+    """
+    back = sparse.csr_matrix(back)
+    n_src = back.shape[0]
+    nn = np.asarray(inverse_operator["source_nn"], float)
+    repeated = back[np.repeat(np.arange(n_src), len(nn) // n_src)]  # (n_components, n_grid)
+    return np.stack(
+        [
+            predict_whitened(inverse_operator, sparse.diags(nn @ rotation[k]) @ repeated, nave)
+            for k in range(3)
+        ],
+        axis=-1,
+    )
+
+
 def grid_dipole_bases(
     inverse_operator, back: sparse.spmatrix, rotation: np.ndarray, rcond: float = 1e-3
 ) -> np.ndarray:
     """For every grid point, an orthonormal basis of the whitened fields its dipole makes.
 
-    A unit moment along template axis ``k`` at grid point ``g`` goes onto the
-    inverse's sources with ``back`` (:func:`grid_to_source`) and the inverse's
-    orientations, then through its gain (:func:`predict_whitened`, never
-    forming the dense gain). The three fields of each grid point are
-    orthonormalised (directions below ``rcond`` of its largest dropped: a
-    fixed cortex sees fewer than three orientations at some points).
+    The three :func:`grid_fields` of each grid point are orthonormalised
+    (directions below ``rcond`` of its largest dropped: a fixed cortex sees
+    fewer than three orientations at some points).
 
     Parameters
     ----------
@@ -277,18 +320,73 @@ def grid_dipole_bases(
         Orthonormal columns (zero columns where dropped); zero where no source is reached.
     """
     rcond = check_positive(rcond, "rcond", "a relative singular value")
-    back = sparse.csr_matrix(back)
-    n_src, n_grid = back.shape
-    nn = np.asarray(inverse_operator["source_nn"], float)
-    per_source = len(nn) // n_src
-    repeated = back[np.repeat(np.arange(n_src), per_source)]  # (n_components, n_grid)
-    fields = np.stack(
-        [predict_whitened(inverse_operator, sparse.diags(nn @ rotation[k]) @ repeated) for k in range(3)],
-        axis=-1,
-    )  # (n_white, n_grid, 3)
+    fields = grid_fields(inverse_operator, back, rotation)  # (n_white, n_grid, 3)
     u, sv, _ = np.linalg.svd(np.moveaxis(fields, 1, 0), full_matrices=False)  # per grid point
     keep = sv > rcond * np.maximum(sv[:, :1], np.finfo(float).tiny)
     return u * keep[:, None, :]
+
+
+def whitened_kernel(prepared_inverse) -> np.ndarray:
+    """The imaging kernel of a prepared inverse, acting on whitened data (:func:`whiten`).
+
+    MNE's kernel is this times ``whitener @ proj`` (``_assemble_kernel``), so
+    ``whitened_kernel(prepared) @ whiten(prepared, data)`` is MNE's estimate
+    of ``data``, and applied to :func:`predict_whitened` of sources it gives
+    the estimate of the data those sources would produce.
+
+    Parameters
+    ----------
+    prepared_inverse : mne.minimum_norm.InverseOperator
+        Prepared (:func:`mne.minimum_norm.prepare_inverse_operator`) for the
+        method and ``nave`` of the estimates.
+
+    Returns
+    -------
+    kernel : array, shape (n_components, n_white)
+        One row per component along ``source_nn``: (n_src, n_white) for a
+        fixed inverse, (3 * n_src, n_white) otherwise.
+    """
+    validate_type(prepared_inverse, mne.minimum_norm.InverseOperator, "prepared_inverse", "InverseOperator")
+    if "reginv" not in prepared_inverse:
+        raise ValueError(
+            "prepared_inverse is not prepared: prepare it with "
+            "mne.minimum_norm.prepare_inverse_operator(inverse_operator, nave, lambda2, method)."
+        )
+    kernel = prepared_inverse["eigen_leads"]["data"] @ (
+        prepared_inverse["reginv"][:, None] * prepared_inverse["eigen_fields"]["data"]
+    )
+    if not prepared_inverse["eigen_leads_weighted"]:  # R^(1/2) not yet in the eigen leads
+        kernel *= np.sqrt(prepared_inverse["source_cov"]["data"])[:, None]
+    return kernel
+
+
+def to_source_frame(components: np.ndarray, source_nn: np.ndarray, n_src: int) -> np.ndarray:
+    """Components along an inverse's orientations as moment vectors (the inverse of :func:`along_orientations`).
+
+    Parameters
+    ----------
+    components : array, shape (n_components, n_cols)
+        One row per orientation of ``source_nn``.
+    source_nn : array, shape (n_components, 3)
+        The inverse's orientations: one per source (fixed) or three (an
+        orthonormal frame per source: free or loose).
+    n_src : int
+        The number of sources (``inverse_operator["nsource"]``).
+
+    Returns
+    -------
+    values : array, shape (n_src, 3, n_cols) or (n_src, n_cols)
+        Moment vectors in the source space's frame (free or loose
+        orientation), or the amplitudes along fixed orientations themselves.
+    """
+    nn = np.asarray(source_nn, float)
+    if components.shape[0] != len(nn) or len(nn) not in (n_src, 3 * n_src):
+        raise ValueError(
+            f"Need one row per orientation of {n_src} sources ({len(nn)} orientations), got {components.shape[0]}"
+        )
+    if len(nn) == n_src:
+        return components
+    return np.einsum("ipj,ipt->ijt", nn.reshape(n_src, 3, 3), components.reshape(n_src, 3, -1))
 
 
 def signal_subspace(window_w: np.ndarray, threshold: float = 4.0) -> np.ndarray:

@@ -13,7 +13,20 @@ def _raw(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["train", "finetune", "distill", "robust", "balanced", "continue", "gpu", "meg", "temporal"]
+    "name",
+    [
+        "train",
+        "finetune",
+        "distill",
+        "robust",
+        "balanced",
+        "continue",
+        "gpu",
+        "meg",
+        "temporal",
+        "residual",
+        "gpu-residual",
+    ],
 )
 def test_bundled_config_is_its_parent_but_for_what_it_sets(name):
     from mne_piunet.simulation import SETUP_LISTS, setup_list

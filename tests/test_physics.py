@@ -129,7 +129,7 @@ def test_return_residual_is_the_data_minus_the_estimates_forward(piu, operators)
     np.testing.assert_array_equal(evoked.data, before)  # the caller's evoked is untouched
     assert isinstance(residual, mne.Evoked) and residual.data.shape == evoked.data.shape
     # the estimate back on the inverse's sources, then MNE's own forward
-    op, rot, _, _ = piu._inverse_geometry(inv, None, None)
+    op, rot, *_ = piu._inverse_geometry(inv, None, None, None)
     comps = source_components(stc.data, grid_to_source(op), rot, inv["source_nn"])
     moments = mne.VectorSourceEstimate(
         np.einsum("ipj,ipt->ijt", inv["source_nn"].reshape(-1, 3, 3), comps.reshape(-1, 3, 3)),

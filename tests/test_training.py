@@ -122,6 +122,28 @@ def test_temporal_training_starts_at_its_init_and_learns_the_context(tiny_run, t
     assert load_network(out / "final.pt").network.context_stem.weight.abs().max() > 0
 
 
+def test_residual_training_starts_at_its_init_and_trains_the_second_pass(tiny_run, tmp_path):
+    """A residual pass grown from weights without: step 0 scores as they do, and its stem learns (workers too)."""
+    from mne_piunet.network import load_network
+    from mne_piunet.train.training import make_validation_set, train, validation_nemd
+
+    src, _ = tiny_run
+    network = dict(width=8, levels=2, heads=2, groups=4, residual_pass=True)
+    config = _tiny_config(max_steps=4, val_every_steps=2, network=network, context_lr=1e-2, data_workers=1)
+    out = tmp_path / "residual"
+    train(config, out, init=src / "final.pt")
+    assert "simulating in 1 worker process(es)" in (out / "train.log").read_text()
+    meta = json.loads((out / "final.json").read_text())
+    assert meta["config"]["residual_pass"] and meta["config"]["in_channels"] == 6
+    # step 0 is the initial weights' (a grown network computes what they do in both passes)
+    val = make_validation_set(config, _grid(config))
+    assert val["resolution"] is not None
+    start = load_network(src / "final.pt").network
+    assert meta["curve"][0]["val_nemd"] == pytest.approx(validation_nemd(start, val, _grid(config)), rel=1e-4)
+    # the residual channels' convolution left zero
+    assert load_network(out / "final.pt").network.context_stem.weight.abs().max() > 0
+
+
 def _grid(config):
     from mne_piunet.grid import get_grid
 

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import sparse
 
 from ..grid import SourceGrid
-from ..inference import context_windows, network_inputs
+from ..inference import PerSampleResolution, context_windows, network_inputs
 from ..network import UNetConfig
 from ..physics import window_subspace_fit
 from .setups import PreparedSetup
@@ -413,6 +413,46 @@ def batch_fits(chunks: list[SimulatedBatch], network: UNetConfig | None) -> np.n
     if any(c.window_fit is None for c in chunks):
         raise ValueError("A 'power-music' context needs samples simulated with music=True.")
     return np.concatenate([c.window_fit for c in chunks])
+
+
+def sample_resolution(setups: list[PreparedSetup], names: list[str]) -> PerSampleResolution:
+    """Each sample's setup's resolution on the grid (:attr:`PreparedSetup.resolution`), for a residual pass.
+
+    Parameters
+    ----------
+    setups : list of PreparedSetup
+        The setups the samples were drawn from.
+    names : list of str
+        Each sample's setup (:attr:`SimulatedBatch.setup`).
+
+    Returns
+    -------
+    resolution : PerSampleResolution
+        Over the setups the samples use (the others are not built).
+    """
+    index_of = {}
+    for i, prepared in enumerate(setups):
+        first = setups[index_of.setdefault(prepared.name, i)]
+        if first.lambda2 != prepared.lambda2:  # everything else of a setup is in its name
+            raise ValueError(
+                f"Two setups are named {prepared.name!r} but differ in lambda2 ({first.lambda2} and "
+                f"{prepared.lambda2}), so a sample's name does not tell their resolutions apart: list each "
+                "setup once."
+            )
+    unknown = sorted(set(names) - set(index_of))
+    if unknown:
+        raise ValueError(f"Samples from setups not among the given ones: {unknown}")
+    index = np.array([index_of[name] for name in names])
+    return PerSampleResolution({i: setups[i].resolution for i in np.unique(index)}, index)
+
+
+def batch_resolution(
+    chunks: list[SimulatedBatch], setups: list[PreparedSetup], network: UNetConfig | None
+) -> PerSampleResolution | None:
+    """:func:`sample_resolution` of several batches in a row, for a network with a residual pass (else None)."""
+    if network is None or not network.residual_pass:
+        return None
+    return sample_resolution(setups, [c.setup for c in chunks for _ in range(len(c.snr_db))])
 
 
 def normalised_dense(

@@ -32,7 +32,8 @@ from ..anatomy import (
     src_fingerprint,
 )
 from ..grid import SourceGrid, get_grid, head_to_mri
-from ..physics import grid_dipole_bases, grid_to_source, kernel_prediction
+from ..inference import GridResolution
+from ..physics import grid_dipole_bases, grid_fields, grid_to_source, kernel_prediction
 from ..utils._checks import check_forward, check_inverse_operator, check_option, has_free_orientation
 from ..utils._defaults import DEFAULT_LAMBDA2
 
@@ -343,6 +344,26 @@ class PreparedSetup:
         """
         kernel = _rotate_blocks(self.kernel, self.head_to_mri.T, axis=0) if self.free else self.kernel
         return kernel_prediction(self.inverse_operator, kernel)
+
+    @cached_property
+    def resolution(self) -> GridResolution:
+        """eLORETA's resolution on the grid through the inverse, for a residual pass.
+
+        The same operator ``apply`` builds from a user's inverse
+        (:class:`~mne_piunet.inference.GridResolution`): the inverse's
+        whitened gain from the grid, and the kernel of whitened data, which
+        is the kernel times MNE's colourer (its whitener's inverse on the
+        noise's range, where the whitened gain lies).
+        """
+        prepared = mne.minimum_norm.prepare_inverse_operator(
+            self.inverse_operator, 1, self.lambda2, "MNE", verbose=False
+        )
+        kernel = self.kernel @ prepared["colorer"]  # (n_components, n_white), the template MRI frame
+        if self.free:
+            kernel = kernel.reshape(self.n_sources, 3, -1)
+        kernel_grid = self.grid_values(np.moveaxis(kernel, -1, 0))  # (n_white, n_grid, 3)
+        fields = grid_fields(self.inverse_operator, grid_to_source(self.to_grid), self.head_to_mri)
+        return GridResolution(kernel_grid, fields)
 
     @property
     def name(self) -> str:

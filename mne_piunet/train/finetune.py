@@ -346,13 +346,17 @@ def acceptance_groups(
                     music_scan(prepared, batch.sensor[:, None]) if start.config.scans_data else None,
                 ),
             }
+            resolution = prepared.resolution if start.config.residual_pass else None
             for mode in ACCEPTANCE_MODES:
                 x0, windows, fit = inputs[mode]
                 scores = {
                     name: np.array(
                         [
                             coarse_nemd(e, t, grid.pos)
-                            for e, t in zip(predict_maps(net, grid, x0, windows, fit=fit), batch.true_grid)
+                            for e, t in zip(
+                                predict_maps(net, grid, x0, windows, fit=fit, resolution=resolution),
+                                batch.true_grid,
+                            )
                         ]
                     )
                     for name, net in (("start", start), ("tuned", tuned))

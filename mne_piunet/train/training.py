@@ -30,7 +30,7 @@ from mne.utils import logger
 
 from .._cache import file_sha256
 from ..grid import DEFAULT_MINDIST_MM, DEFAULT_SPACING_MM, SourceGrid, get_grid, grid_from_meta, grid_meta
-from ..inference import cpu_has_native_bf16, predict_maps, prepare_network
+from ..inference import cpu_has_native_bf16, predict_maps, prepare_network, residual_inputs
 from ..metrics import coarse_nemd
 from ..network import (
     UNet3d,
@@ -48,8 +48,10 @@ from ..simulation import (
     SourcePrior,
     batch_fits,
     batch_maps,
+    batch_resolution,
     network_window,
     prepare_setup,
+    sample_resolution,
     setup_list,
     simulate,
 )
@@ -237,7 +239,19 @@ class TrainConfig:
 #: starts from (``"parent"``: the stage before, ``temporal`` for ``gpu``) and
 #: holds only what it changes; their setups are named
 #: :data:`~mne_piunet.simulation.SETUP_LISTS`.
-BUNDLED_CONFIGS = ("train", "finetune", "distill", "robust", "balanced", "continue", "gpu", "meg", "temporal")
+BUNDLED_CONFIGS = (
+    "train",
+    "finetune",
+    "distill",
+    "robust",
+    "balanced",
+    "continue",
+    "gpu",
+    "meg",
+    "temporal",
+    "residual",
+    "gpu-residual",
+)
 
 
 def bundled_config(name: str = "train") -> Path:
@@ -331,7 +345,9 @@ def make_validation_set(
         eLORETA maps the network sees (:func:`~mne_piunet.simulation.batch_maps`:
         each sample its own time course when the network has a temporal
         context), ``fit``, their MUSIC scans (:func:`~mne_piunet.simulation.batch_fits`;
-        None unless the context needs them), ``eloreta`` and ``truth``, the centre maps and the truth on
+        None unless the context needs them), ``resolution``, their setups' resolutions
+        (:func:`~mne_piunet.simulation.batch_resolution`; None without a residual pass),
+        ``eloreta`` and ``truth``, the centre maps and the truth on
         the grid, (n, n_grid, 3), and ``eloreta_nemd``, eLORETA's mean coarse
         NEMD on them.
     """
@@ -347,6 +363,7 @@ def make_validation_set(
         maps=maps,
         windows=windows,
         fit=batch_fits(chunks, network),
+        resolution=batch_resolution(chunks, setups, network),
         eloreta=x0,
         truth=x,
         eloreta_nemd=mean_coarse_nemd(x0, x, grid),
@@ -397,7 +414,9 @@ def validation_nemd(network: UNet3d, val: dict, grid: SourceGrid) -> float:
         Mean NEMD on 16 mm cells (:func:`mean_coarse_nemd`).
     """
     network.eval()
-    est = predict_maps(network, grid, val["maps"], val["windows"], fit=val.get("fit"))
+    est = predict_maps(
+        network, grid, val["maps"], val["windows"], fit=val.get("fit"), resolution=val.get("resolution")
+    )
     return mean_coarse_nemd(est, val["truth"], grid)
 
 
@@ -556,7 +575,7 @@ class SimulatedBatches(torch.utils.data.IterableDataset):
         )
         while True:
             inputs, targets, meta = engine.batch(self.batch_size)
-            yield inputs, targets, meta["log_ratio"]
+            yield inputs, targets, meta["log_ratio"], meta["setup"]
 
 
 @dataclass
@@ -812,23 +831,39 @@ def _start_workers(run: _Run) -> None:
     run.log(f"simulating in {config.data_workers} worker process(es)")
 
 
-def _next_batch(run: _Run) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Inputs, targets and log peak ratios of the next batch, on the run's device."""
+def _next_batch(run: _Run) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """Inputs, targets and log peak ratios of the next batch, on the run's device, and each sample's setup."""
     if run.batches is not None:
-        inputs, targets, log_ratio = next(run.batches)
+        inputs, targets, log_ratio, setups = next(run.batches)
     else:
         inputs, targets, meta = run.engine.batch(run.config.batch_size)
-        log_ratio = meta["log_ratio"]
+        log_ratio, setups = meta["log_ratio"], meta["setup"]
     non_blocking = run.device.type == "cuda"
-    return tuple(t.to(run.device, non_blocking=non_blocking) for t in (inputs, targets, log_ratio))
+    return (
+        *(t.to(run.device, non_blocking=non_blocking) for t in (inputs, targets, log_ratio)),
+        list(setups),
+    )
 
 
-def _forward(run: _Run, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The network's shape and log peak ratio, in the run's autocast precision."""
+def _residual_batch(run: _Run, inputs: torch.Tensor, setups: list[str]) -> torch.Tensor:
+    """A batch's second-pass inputs: the network's first pass (no gradient) and its residual.
+
+    The unrolled pass trains on what the network itself leaves unexplained;
+    the first pass is not differentiated through (a shared network trains
+    its first pass on the other steps).
+    """
+    with torch.no_grad():
+        estimate = _forward(run, inputs, run.network.estimate)
+    resolution = sample_resolution(run.engine.setups, setups)
+    return residual_inputs(inputs, estimate, run.grid, resolution, np.arange(len(inputs)))
+
+
+def _forward(run: _Run, inputs: torch.Tensor, call=None):
+    """The network's shape and log peak ratio (or ``call(inputs)``), in the run's layout and autocast precision."""
     if _train_channels_last(run.device, run.dtype):
         inputs = inputs.to(memory_format=torch.channels_last_3d)
     with torch.autocast(run.device.type, dtype=run.dtype, enabled=run.dtype != torch.float32):
-        return run.model(inputs)
+        return (run.model if call is None else call)(inputs)
 
 
 def _loss(run: _Run, inputs, shape, pred_log_ratio, targets, log_ratio) -> torch.Tensor:
@@ -858,7 +893,9 @@ def _optimise(run: _Run, loss: torch.Tensor) -> None:
 def _train_step(run: _Run) -> tuple[float, int]:
     """One optimiser step on a fresh batch; return its loss and number of samples."""
     run.network.train()
-    inputs, targets, log_ratio = _next_batch(run)
+    inputs, targets, log_ratio, setups = _next_batch(run)
+    if run.network.config.residual_pass and run.state["step"] % 2:  # every other step trains the second pass
+        inputs = _residual_batch(run, inputs, setups)
     shape, pred_log_ratio = _forward(run, inputs)
     loss = _loss(run, inputs, shape, pred_log_ratio, targets, log_ratio)
     _optimise(run, loss)
@@ -1168,7 +1205,11 @@ def validate_by_sources(
         x = np.concatenate([b.true_grid for b in batches])
         maps = {"eLORETA": x0} | {
             name: predict_maps(
-                net, grid, *batch_maps(batches, net.config), fit=batch_fits(batches, net.config)
+                net,
+                grid,
+                *batch_maps(batches, net.config),
+                fit=batch_fits(batches, net.config),
+                resolution=batch_resolution(batches, setups, net.config),
             )
             for name, net in networks.items()
         }
