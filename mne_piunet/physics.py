@@ -305,12 +305,8 @@ def grid_dipole_bases(
 
     Parameters
     ----------
-    inverse_operator : mne.minimum_norm.InverseOperator
-        As made or read (not prepared for eLORETA).
-    back : sparse matrix, shape (n_src, n_grid)
-        :func:`grid_to_source` of the source space's resampler.
-    rotation : array, shape (3, 3)
-        The source frame -> template frame rotation the resampling used.
+    inverse_operator, back, rotation
+        As for :func:`grid_fields`.
     rcond : float
         Relative singular value below which a direction is dropped.
 

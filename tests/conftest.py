@@ -100,6 +100,33 @@ def small_fine_tune(monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def operators(grid):
+    """(info, forward, inverse, forward in the inverse's basis) of free, fixed and loose EEG inverses."""
+    from mne_piunet.anatomy import make_cortex_src, make_template_forward, montage_info
+
+    info = montage_info("easycap-M10")
+    cov = mne.make_ad_hoc_cov(info, verbose=False)
+    vol = make_template_forward("easycap-M10", grid.src)
+    cortex = make_template_forward("easycap-M10", make_cortex_src())
+    cases = {}
+    for name, fwd, kwargs in (
+        ("free volume", vol, dict(loose=1.0, depth=None)),
+        ("fixed cortex", cortex, dict(fixed=True, depth=0.8)),
+        ("loose cortex", cortex, dict(loose=0.2, depth=0.8)),
+    ):
+        inv = mne.minimum_norm.make_inverse_operator(info, fwd, cov, verbose=False, **kwargs)
+        used = mne.convert_forward_solution(
+            fwd,
+            surf_ori=name != "free volume",
+            force_fixed=name == "fixed cortex",
+            use_cps=True,
+            verbose=False,
+        )
+        cases[name] = (info, fwd, inv, used)
+    return cases
+
+
+@pytest.fixture(scope="session")
 def simulated_evoked():
     """A factory: ``simulated_evoked(setup, n_times=5, seed=0, snr_db=20.0)`` -> (evoked, batch)."""
     return _simulated_evoked

@@ -5,6 +5,18 @@ from dataclasses import asdict, fields
 
 import pytest
 
+from mne_piunet.train.training import BUNDLED_CONFIGS
+
+
+def test_bundled_configs_are_the_config_files_beside_the_weights():
+    """Every ``NAME_config.json`` shipped with the weights is a bundled config, and none is missing."""
+    from mne_piunet.train.training import bundled_config
+
+    folder = bundled_config("train").parent
+    assert sorted(f.name.removesuffix("_config.json") for f in folder.glob("*_config.json")) == sorted(
+        BUNDLED_CONFIGS
+    )
+
 
 def _raw(name):
     from mne_piunet.train.training import bundled_config
@@ -12,27 +24,11 @@ def _raw(name):
     return json.loads(bundled_config(name).read_text())
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "train",
-        "finetune",
-        "distill",
-        "robust",
-        "balanced",
-        "continue",
-        "gpu",
-        "meg",
-        "temporal",
-        "residual",
-        "gpu-residual",
-    ],
-)
+@pytest.mark.parametrize("name", BUNDLED_CONFIGS)
 def test_bundled_config_is_its_parent_but_for_what_it_sets(name):
     from mne_piunet.simulation import SETUP_LISTS, setup_list
-    from mne_piunet.train.training import BUNDLED_CONFIGS, TrainConfig, read_config
+    from mne_piunet.train.training import TrainConfig, read_config
 
-    assert name in BUNDLED_CONFIGS
     raw, config = _raw(name), read_config(name)
     # setup lists are written once, in SETUP_LISTS: a bundled config names them
     for key in ("train_setups", "val_setups"):

@@ -4,7 +4,6 @@ import mne
 import numpy as np
 import pytest
 
-from mne_piunet.anatomy import make_cortex_src, make_template_forward, montage_info
 from mne_piunet.physics import (
     explained_variance,
     grid_to_source,
@@ -12,31 +11,6 @@ from mne_piunet.physics import (
     source_components,
     whitened_gain,
 )
-
-
-@pytest.fixture(scope="module")
-def operators(grid):
-    """(forward, inverse, forward in the inverse's basis) for free, fixed and loose inverses."""
-    info = montage_info("easycap-M10")
-    cov = mne.make_ad_hoc_cov(info, verbose=False)
-    vol = make_template_forward("easycap-M10", grid.src)
-    cortex = make_template_forward("easycap-M10", make_cortex_src())
-    cases = {}
-    for name, fwd, kwargs in (
-        ("free volume", vol, dict(loose=1.0, depth=None)),
-        ("fixed cortex", cortex, dict(fixed=True, depth=0.8)),
-        ("loose cortex", cortex, dict(loose=0.2, depth=0.8)),
-    ):
-        inv = mne.minimum_norm.make_inverse_operator(info, fwd, cov, verbose=False, **kwargs)
-        used = mne.convert_forward_solution(
-            fwd,
-            surf_ori=name != "free volume",
-            force_fixed=name == "fixed cortex",
-            use_cps=True,
-            verbose=False,
-        )
-        cases[name] = (info, fwd, inv, used)
-    return cases
 
 
 def _whitener(inv, nave=1):

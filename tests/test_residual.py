@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from mne_piunet import inference
-from mne_piunet.anatomy import make_cortex_src, make_template_forward, montage_info
 from mne_piunet.inference import (
     GridResolution,
     PerSampleResolution,
@@ -22,24 +21,6 @@ from mne_piunet.network import UNet3d, UNetConfig, load_weights, save_network
 from mne_piunet.physics import along_orientations, grid_to_source, to_source_frame, whiten, whitened_kernel
 
 LAMBDA2 = 1 / 9
-
-
-@pytest.fixture(scope="module")
-def operators(grid):
-    """(info, forward, inverse) for free, fixed and loose inverses (as in test_physics)."""
-    info = montage_info("easycap-M10")
-    cov = mne.make_ad_hoc_cov(info, verbose=False)
-    vol = make_template_forward("easycap-M10", grid.src)
-    cortex = make_template_forward("easycap-M10", make_cortex_src())
-    cases = {}
-    for name, fwd, kwargs in (
-        ("free volume", vol, dict(loose=1.0, depth=None)),
-        ("fixed cortex", cortex, dict(fixed=True, depth=0.8)),
-        ("loose cortex", cortex, dict(loose=0.2, depth=0.8)),
-    ):
-        inv = mne.minimum_norm.make_inverse_operator(info, fwd, cov, verbose=False, **kwargs)
-        cases[name] = (info, fwd, inv)
-    return cases
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +59,7 @@ def _ori(inv):
 )
 def test_whitened_kernel_of_whitened_data_is_mnes_estimate(operators, eloreta_free, name, method):
     """whitened_kernel @ whiten is apply_inverse's estimate, in components and as vectors."""
-    info, _, inv = operators[name]
+    info, _, inv, _ = operators[name]
     nave = 1 if method == "eLORETA" else 4
     data = np.random.default_rng(0).standard_normal((len(info["ch_names"]), 3)) * 1e-6
     evoked = mne.EvokedArray(data, info, nave=nave, verbose=False)
@@ -141,7 +122,7 @@ def test_resolution_is_mnes_estimate_of_the_data_a_grid_map_makes(
     """
     from mne_piunet.inverse import _onto_grid
 
-    info, fwd, inv = operators[name]
+    info, fwd, inv, _ = operators[name]
     if method == "eLORETA":
         prepared = eloreta_free
         op, rot, normals, _, resolution = grown._inverse_geometry(inv, prepared, None, None)
@@ -361,7 +342,7 @@ def test_a_grown_network_starts_as_the_network_it_came_from(
         )
     assert calls == [4]  # the second pass ran, once, where a resolution was given
     # apply: the resolution comes from the user's inverse (5 points at 50 Hz: no short-data warning)
-    info, fwd, inv = operators["free volume"]
+    info, fwd, inv, _ = operators["free volume"]
     rng = np.random.default_rng(10)
     moments = np.zeros((fwd["nsource"], 3, 5))
     moments[rng.integers(fwd["nsource"])] = np.outer(rng.standard_normal(3), [0.2, 0.6, 1.0, 0.6, 0.2]) * 1e-8
