@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import platform
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -419,15 +420,35 @@ class GridResolution:
                 f"kernel and fields need the same shape (n_white, n_grid, 3), got {kernel.shape} and {fields.shape}"
             )
         n_white = len(kernel)
-        self._kernel = torch.from_numpy(np.ascontiguousarray(kernel.reshape(n_white, -1).T, np.float32))
-        self._fields = torch.from_numpy(np.ascontiguousarray(fields.reshape(n_white, -1), np.float32))
+        cpu = (
+            torch.from_numpy(np.ascontiguousarray(kernel.reshape(n_white, -1).T, np.float32)),
+            torch.from_numpy(np.ascontiguousarray(fields.reshape(n_white, -1), np.float32)),
+        )
+        # one copy per device, made once (a cached operator may serve several threads and devices)
+        self._on = {torch.device("cpu"): cpu}
+        self._lock = threading.Lock()
 
     def __call__(self, maps: torch.Tensor, rows: np.ndarray | None = None) -> torch.Tensor:
-        """``R`` of each map, ``(n, n_grid, 3)`` -> ``(n, n_grid, 3)`` (``rows`` is ignored: one inverse)."""
-        if self._kernel.device != maps.device:
-            self._kernel, self._fields = self._kernel.to(maps.device), self._fields.to(maps.device)
+        """``R`` of each map.
+
+        Parameters
+        ----------
+        maps : torch.Tensor, shape (n, n_grid, 3)
+            Moment vectors on the grid.
+        rows : array of int | None
+            Ignored (one inverse for every map): the signature of :class:`PerSampleResolution`.
+
+        Returns
+        -------
+        estimate : torch.Tensor of float32, shape (n, n_grid, 3)
+            On the maps' device.
+        """
+        with self._lock:
+            if maps.device not in self._on:
+                self._on[maps.device] = tuple(t.to(maps.device) for t in self._on[torch.device("cpu")])
+            kernel, fields = self._on[maps.device]
         flat = maps.reshape(len(maps), -1).float()
-        return ((flat @ self._fields.T) @ self._kernel.T).reshape(maps.shape)
+        return ((flat @ fields.T) @ kernel.T).reshape(maps.shape)
 
 
 class PerSampleResolution:
@@ -435,17 +456,29 @@ class PerSampleResolution:
 
     Parameters
     ----------
-    resolutions : list of GridResolution
-        One per setup.
+    resolutions : list or dict of GridResolution
+        By setup index.
     index : array of int, shape (n_maps,)
-        Each map's setup, as an index into ``resolutions``.
+        Each map's setup, as a key of ``resolutions``.
     """
 
-    def __init__(self, resolutions: list, index: np.ndarray):
+    def __init__(self, resolutions, index: np.ndarray):
         self.resolutions, self.index = resolutions, np.asarray(index)
 
     def __call__(self, maps: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
-        """``R`` of each map with its own setup's resolution; ``rows`` index ``index``."""
+        """``R`` of each map with its own setup's resolution.
+
+        Parameters
+        ----------
+        maps : torch.Tensor, shape (n, n_grid, 3)
+            Moment vectors on the grid.
+        rows : array of int, shape (n,)
+            The maps' rows of ``index``.
+
+        Returns
+        -------
+        estimate : torch.Tensor of float32, shape (n, n_grid, 3)
+        """
         which = self.index[rows]
         out = torch.empty_like(maps, dtype=torch.float32)
         for k in np.unique(which):

@@ -13,6 +13,7 @@ time points (and across epochs) ->
 from __future__ import annotations
 
 import copy
+import hashlib
 import inspect
 import logging
 import threading
@@ -888,10 +889,19 @@ class PIUNetInverse:
         """eLORETA's resolution on the grid for a residual pass, cached per prepared operator; or None.
 
         None when the network has no residual pass, or when the operator's
-        gain cannot be rebuilt (prepared for eLORETA by the caller: the data
-        fit's warning says so, and the first pass alone runs).
+        gain cannot be rebuilt (prepared for eLORETA by the caller: a warning
+        says so, and the first pass alone runs). The key holds the prepared
+        operator's regularisation too, which an operator re-prepared in place
+        at another ``lambda2`` changes.
         """
-        if not self.network.config.residual_pass or inv["eigen_leads_weighted"]:
+        if not self.network.config.residual_pass:
+            return None
+        if inv["eigen_leads_weighted"]:
+            warn(
+                "The inverse operator is prepared for eLORETA, so its gain cannot be rebuilt and the network's "
+                "residual pass is skipped: the map is its first pass alone. Pass the operator as made or read "
+                "(prepared=False); PIUNet caches the prepared one itself."
+            )
             return None
 
         def build():
@@ -901,7 +911,8 @@ class PIUNetInverse:
             return GridResolution(np.moveaxis(kernel_grid, 1, 0), fields), op
 
         # the value holds the grid operator itself, so its id in the key cannot be another's
-        return self._resolutions.get(prepared_inv, (id(op),), build)[0]
+        reginv = hashlib.sha256(np.ascontiguousarray(prepared_inv["reginv"]).tobytes()).hexdigest()
+        return self._resolutions.get(prepared_inv, (id(op), reginv), build)[0]
 
     def _data_fit(self, inv, op, rot) -> tuple | None:
         """(inverse, grid dipole bases) to scan the data with, cached per operator and source space; or None.
@@ -910,7 +921,7 @@ class PIUNetInverse:
         when neither does, or when the operator's gain cannot be rebuilt
         (prepared for eLORETA: a warning says so).
         """
-        if not (self.data_fit or self.network.config.scans_data or self.network.config.residual_pass):
+        if not (self.data_fit or self.network.config.scans_data):
             return None
         if inv["eigen_leads_weighted"]:
             warn(

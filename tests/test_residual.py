@@ -290,7 +290,7 @@ def test_simulated_samples_get_their_setups_resolutions(grid, volume_setup, surf
         sample_resolution(setups, [volume_setup.name, "nowhere"])
     twin = copy.copy(volume_setup)
     twin.lambda2 = volume_setup.lambda2 / 2  # a name does not tell these two apart
-    with pytest.raises(ValueError, match="differ in lambda2"):
+    with pytest.raises(ValueError, match="Two setups are named"):
         sample_resolution([volume_setup, twin], [volume_setup.name])
     chunks = [
         simulate(surface_setup, 2, np.random.default_rng(7), n_sources=1),
@@ -358,6 +358,11 @@ def test_a_grown_network_starts_as_the_network_it_came_from(
     refined = grown.apply(evoked, inv, LAMBDA2, pick_ori="vector", verbose=False).data
     assert calls == [5]
     np.testing.assert_allclose(refined, bundled, rtol=1e-5, atol=1e-6 * np.abs(bundled).max())
+    # an operator the caller prepared for eLORETA has no gain to rebuild: the first pass alone, and a warning
+    calls.clear()
+    with pytest.warns(RuntimeWarning, match="residual pass is skipped"):
+        grown.apply(evoked, eloreta_free, LAMBDA2, prepared=True, pick_ori="vector", verbose=False)
+    assert calls == []
 
 
 def test_the_second_pass_sees_the_residual_once_its_stem_is_trained(

@@ -122,16 +122,22 @@ def test_temporal_training_starts_at_its_init_and_learns_the_context(tiny_run, t
     assert load_network(out / "final.pt").network.context_stem.weight.abs().max() > 0
 
 
-def test_residual_training_starts_at_its_init_and_trains_the_second_pass(tiny_run, tmp_path):
-    """A residual pass grown from weights without: step 0 scores as they do, and its stem learns (workers too)."""
+def test_residual_training_starts_at_its_init_and_trains_the_second_pass(tiny_run, tmp_path, monkeypatch):
+    """A residual pass grown from weights without: step 0 scores as they do; every other step is a second pass."""
     from mne_piunet.network import load_network
+    from mne_piunet.train import training
     from mne_piunet.train.training import make_validation_set, train, validation_nemd
 
+    second_passes, real = [], training.residual_inputs
+    monkeypatch.setattr(
+        training, "residual_inputs", lambda inputs, *a: second_passes.append(len(inputs)) or real(inputs, *a)
+    )
     src, _ = tiny_run
     network = dict(width=8, levels=2, heads=2, groups=4, residual_pass=True)
     config = _tiny_config(max_steps=4, val_every_steps=2, network=network, context_lr=1e-2, data_workers=1)
     out = tmp_path / "residual"
     train(config, out, init=src / "final.pt")
+    assert second_passes == [config.batch_size] * 2  # steps 2 and 4 of 4, on the network's own first pass
     assert "simulating in 1 worker process(es)" in (out / "train.log").read_text()
     meta = json.loads((out / "final.json").read_text())
     assert meta["config"]["residual_pass"] and meta["config"]["in_channels"] == 6

@@ -432,13 +432,13 @@ def sample_resolution(setups: list[PreparedSetup], names: list[str]) -> PerSampl
     """
     index_of = {}
     for i, prepared in enumerate(setups):
-        first = setups[index_of.setdefault(prepared.name, i)]
-        if first.lambda2 != prepared.lambda2:  # everything else of a setup is in its name
+        if prepared.name in index_of:  # a sample names its setup: the names must tell them apart
             raise ValueError(
-                f"Two setups are named {prepared.name!r} but differ in lambda2 ({first.lambda2} and "
-                f"{prepared.lambda2}), so a sample's name does not tell their resolutions apart: list each "
-                "setup once."
+                f"Two setups are named {prepared.name!r}, so a sample's name does not say which one's "
+                "resolution it needs: list each setup once (setups differing only in conductivity or "
+                "lambda2 share a name)."
             )
+        index_of[prepared.name] = i
     unknown = sorted(set(names) - set(index_of))
     if unknown:
         raise ValueError(f"Samples from setups not among the given ones: {unknown}")

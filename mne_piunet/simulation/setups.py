@@ -362,7 +362,7 @@ class PreparedSetup:
         if self.free:
             kernel = kernel.reshape(self.n_sources, 3, -1)
         kernel_grid = self.grid_values(np.moveaxis(kernel, -1, 0))  # (n_white, n_grid, 3)
-        fields = grid_fields(self.inverse_operator, grid_to_source(self.to_grid), self.head_to_mri)
+        fields = grid_fields(self.inverse_operator, grid_to_source(self.to_grid), self.head_to_mri, nave=1)
         return GridResolution(kernel_grid, fields)
 
     @property

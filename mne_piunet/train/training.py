@@ -858,7 +858,7 @@ def _residual_batch(run: _Run, inputs: torch.Tensor, setups: list[str]) -> torch
     return residual_inputs(inputs, estimate, run.grid, resolution, np.arange(len(inputs)))
 
 
-def _forward(run: _Run, inputs: torch.Tensor, call=None):
+def _forward(run: _Run, inputs: torch.Tensor, call=None) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
     """The network's shape and log peak ratio (or ``call(inputs)``), in the run's layout and autocast precision."""
     if _train_channels_last(run.device, run.dtype):
         inputs = inputs.to(memory_format=torch.channels_last_3d)
