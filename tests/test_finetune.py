@@ -366,7 +366,7 @@ def test_acceptance_scores_single_maps_where_a_tune_can_lose_them(grid, volume_s
     config = UNetConfig(width=8, levels=2, heads=2, groups=4, context="power", window_s=0.08, window_points=5)
     start, tuned = (UNet3d(config, torch.from_numpy(grid.mask)).eval() for _ in range(2))
 
-    def predict(net, grid_, x0, windows, fit=None):
+    def predict(net, grid_, x0, windows, fit=None, resolution=None):
         """Both networks' maps, off the truth by some voxels: the tuned one exact on windows, far off alone."""
         shift = 1 if net is start else (0 if windows.shape[1] > 1 else 40)
         return np.roll(truth, shift, axis=1)
