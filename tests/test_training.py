@@ -351,8 +351,10 @@ def test_bundled_configs_reproduce_the_shipped_weights():
     from mne_piunet.network import load_network
     from mne_piunet.train.training import BUNDLED_CONFIGS, TrainConfig, read_config
 
+    configs = {name: read_config(name) for name in BUNDLED_CONFIGS}
     stage1, stage2, distilled, robust, balanced, continued, gpu, meg, temporal = (
-        read_config(n) for n in BUNDLED_CONFIGS
+        configs[n]
+        for n in ("train", "finetune", "distill", "robust", "balanced", "continue", "gpu", "meg", "temporal")
     )
     assert stage1.transport_weight == 0 and stage2.transport_weight > 0
     assert stage1.network == stage2.network  # stage 2 fine-tuned stage 1's network
@@ -376,6 +378,10 @@ def test_bundled_configs_reproduce_the_shipped_weights():
     assert gpu.train_setups == temporal.train_setups and gpu.val_setups == temporal.val_setups
     assert gpu.prior == temporal.prior and gpu.network == temporal.network
     assert gpu.device == "cuda" and gpu.data_workers > 0 and continued.data_workers == 0
+    # the residual pass's A/B run: stage 8's network with the pass; its GPU recipe keeps stage 8's prior
+    residual, gpu_residual = configs["residual"], configs["gpu-residual"]
+    assert residual.network == {**temporal.network, "residual_pass": True} == gpu_residual.network
+    assert residual.train_setups == temporal.train_setups and gpu_residual.prior == gpu.prior
     meta = load_network().meta
     # the shipped file is stage 8: trained with the bundled config, from weights whose sha256 it names
     assert json.loads(json.dumps(asdict(TrainConfig(**meta["train_config"])))) == json.loads(
