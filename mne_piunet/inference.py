@@ -596,13 +596,14 @@ def predict_maps(
         if channels_last:
             x = x.to(memory_format=torch.channels_last_3d)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            pred = network.estimate(x)
+            first = network(x)
+        pred = network.scale(*first)
         if config.residual_pass and resolution is not None:
             x = residual_inputs(x, pred, grid, resolution, np.arange(start, stop))
             if channels_last:
                 x = x.to(memory_format=torch.channels_last_3d)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-                pred = network.estimate(x)
+                pred = network.estimate(x, first)
         # scale 0 (an all-zero map, flat data) makes the estimate zero, not the network's bias
         out[start:stop] = grid.from_dense(pred.float().cpu().numpy()) * scale[:, None, None]
     return out

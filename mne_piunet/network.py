@@ -80,6 +80,14 @@ class UNetConfig:
         first pass they hold the input map itself (the residual of an empty
         estimate), so a network grown from one without them starts as that
         network in both passes (:func:`load_weights`).
+    correction_width : int
+        Who runs the residual pass's second pass. 0: the same network (its
+        stem sees the residual channels). > 0: a small correction network of
+        this width (:class:`ResidualCorrection`), which sees the input map,
+        the first pass's map and its residual and corrects the first pass's
+        shape and peak ratio; the first pass's network then never sees the
+        residual channels, and the correction starts at zero (a network
+        grown from one without it starts as that network).
     """
 
     width: int = 16
@@ -94,6 +102,7 @@ class UNetConfig:
     window_s: float = 0.0
     window_points: int = 1
     residual_pass: bool = False
+    correction_width: int = 0
 
     @property
     def scans_data(self) -> bool:
@@ -129,6 +138,14 @@ class UNetConfig:
             )
         if self.space_to_depth < 1:
             raise ValueError(f"space_to_depth must be >= 1, got {self.space_to_depth}")
+        if self.correction_width and (
+            not self.residual_pass or self.correction_width < 0 or self.correction_width % self.groups
+        ):
+            raise ValueError(
+                f"A correction network needs residual_pass=True and a correction_width that is a positive multiple "
+                f"of groups ({self.groups}); got residual_pass={self.residual_pass}, "
+                f"correction_width={self.correction_width}"
+            )
 
 
 def fold_blocks(x: torch.Tensor, f: int) -> torch.Tensor:
@@ -230,6 +247,57 @@ class Attention(nn.Module):
         return x + self.proj(out.transpose(-1, -2).reshape(b, c, *spatial))
 
 
+class ResidualCorrection(nn.Module):
+    """The residual pass's small correction network: a two-level U-Net without attention.
+
+    It sees the input map, the first pass's map and the eLORETA map of that
+    map's residual (9 channels, folded as the main network folds them) and
+    returns a correction of the first pass's shape and of its log peak ratio.
+    Both start at zero.
+
+    Parameters
+    ----------
+    width : int
+        Channels at the finer level (doubled at the coarser); a multiple of ``groups``.
+    groups : int
+        GroupNorm groups.
+    space_to_depth : int
+        The main network's block folding (:func:`fold_blocks`).
+    """
+
+    def __init__(self, width: int, groups: int, space_to_depth: int):
+        super().__init__()
+        self.space_to_depth = space_to_depth
+        fold = space_to_depth**3
+        self.stem = nn.Conv3d(9 * fold, width, 3, padding=1)
+        self.down = ResBlock(width, width, groups)
+        self.pool = nn.Conv3d(width, 2 * width, 3, stride=2, padding=1)
+        self.middle = ResBlock(2 * width, 2 * width, groups)
+        self.up = ResBlock(3 * width, width, groups)
+        self.out = nn.Sequential(
+            nn.GroupNorm(groups, width), nn.SiLU(), nn.Conv3d(width, 3 * fold, 3, padding=1)
+        )
+        self.amplitude = nn.Linear(2 * width, 1)
+        for layer in (self.out[-1], self.amplitude):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Corrections of the shape, ``(batch, 3, D, H, W)``, and of the log peak ratio, ``(batch,)``.
+
+        Parameters
+        ----------
+        x : torch.Tensor, shape (batch, 9, D, H, W)
+            The input map, the first pass's shape and the residual's map.
+        """
+        f = self.space_to_depth
+        skip = self.down(self.stem(fold_blocks(x, f)))
+        h = self.middle(self.pool(skip))
+        log_ratio = self.amplitude(h.float().mean(dim=(2, 3, 4)))[:, 0]
+        h = F.interpolate(h, size=skip.shape[-3:], mode="nearest")
+        return unfold_blocks(self.out(self.up(torch.cat([h, skip], dim=1))), f), log_ratio
+
+
 class UNet3d(nn.Module):
     """3-D U-Net mapping eLORETA maps to moment maps, both ``(batch, 3, *grid.shape)``.
 
@@ -262,7 +330,9 @@ class UNet3d(nn.Module):
         # the temporal context enters through its own convolution, added to the map's; it
         # starts at zero, so a network with context starts as the one without it
         # (load_weights), and training can give it its own learning rate
-        n_context = config.in_channels - 3
+        # the residual channels reach the main network only when it runs the second pass itself
+        n_context = config.in_channels - 3 - 3 * bool(config.correction_width)
+        self.n_context = n_context
         self.context_stem = nn.Conv3d(n_context * fold, w, 3, padding=1, bias=False) if n_context else None
         if self.context_stem is not None:
             nn.init.zeros_(self.context_stem.weight)
@@ -296,14 +366,35 @@ class UNet3d(nn.Module):
         self.amplitude = nn.Linear(widths[-1], 1)
         nn.init.zeros_(self.amplitude.weight)
         nn.init.constant_(self.amplitude.bias, 2.0)  # typical log peak ratio
+        self.correction = (
+            ResidualCorrection(config.correction_width, g, config.space_to_depth)
+            if config.correction_width
+            else None
+        )
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the map's shape, ``(batch, 3, *grid.shape)``, and its log peak ratio, ``(batch,)``."""
-        f = self.config.space_to_depth
+    def forward(
+        self, x: torch.Tensor, first: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the map's shape, ``(batch, 3, *grid.shape)``, and its log peak ratio, ``(batch,)``.
+
+        Parameters
+        ----------
+        x : torch.Tensor, shape (batch, in_channels, ``*grid.shape``)
+            The inputs (:func:`mne_piunet.inference.network_inputs`).
+        first : tuple of torch.Tensor | None
+            The first pass's shape and log peak ratio, when ``x`` is a second
+            pass's input (:func:`mne_piunet.inference.residual_inputs`): a
+            correction network corrects them; a network without one ignores them.
+        """
         x = x * self.mask
+        if self.correction is not None and first is not None:
+            shape, log_ratio = first
+            d_shape, d_log_ratio = self.correction(torch.cat([x[:, :3], shape.to(x.dtype), x[:, -3:]], dim=1))
+            return (shape + d_shape) * self.mask, log_ratio + d_log_ratio
+        f = self.config.space_to_depth
         h = self.stem(fold_blocks(x[:, :3], f))
         if self.context_stem is not None:
-            h = h + self.context_stem(fold_blocks(x[:, 3:], f))
+            h = h + self.context_stem(fold_blocks(x[:, 3 : 3 + self.n_context], f))
         skips = []
         for i, block in enumerate(self.down):
             h = block(h)
@@ -318,7 +409,9 @@ class UNet3d(nn.Module):
             h = block(torch.cat([h, skip], dim=1))
         return unfold_blocks(self.out(h), self.config.space_to_depth) * self.mask, log_ratio
 
-    def estimate(self, x: torch.Tensor) -> torch.Tensor:
+    def estimate(
+        self, x: torch.Tensor, first: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """The source map in input units: the shape, scaled to peak 1, times the predicted peak ratio.
 
         Where the sources' place is uncertain, the shape regresses towards a
@@ -329,8 +422,11 @@ class UNet3d(nn.Module):
 
         Parameters
         ----------
-        x : torch.Tensor, shape (batch, 3, ``*grid.shape``)
-            eLORETA maps, each divided by its largest moment norm.
+        x : torch.Tensor, shape (batch, in_channels, ``*grid.shape``)
+            eLORETA maps, each divided by its largest moment norm, and their
+            other input channels.
+        first : tuple of torch.Tensor | None
+            The first pass's shape and log peak ratio (see :meth:`forward`).
 
         Returns
         -------
@@ -338,7 +434,11 @@ class UNet3d(nn.Module):
             Moment maps in the input's units (multiply by each map's divisor
             for Am).
         """
-        shape, log_ratio = self(x)
+        return self.scale(*self(x, first))
+
+    @staticmethod
+    def scale(shape: torch.Tensor, log_ratio: torch.Tensor) -> torch.Tensor:
+        """The source map in input units from the network's shape and log peak ratio (:meth:`estimate`)."""
         shape = shape.float()
         # the largest moment norm; square-sum-sqrt, since torch.linalg.vector_norm
         # over 3 channels is two orders of magnitude slower on the CPU
@@ -354,15 +454,18 @@ def load_weights(network: UNet3d, state: dict) -> None:
     ``context_stem`` stays at zero, so at step 0 it computes exactly what the
     weights did, and training then learns to use the context. Channels added
     after the weights' (``"power"`` -> ``"power-music"``, or a residual pass)
-    keep the weights' stem for their channels, the new ones at zero. Any other
-    mismatch raises, as :meth:`torch.nn.Module.load_state_dict` does.
+    keep the weights' stem for their channels, the new ones at zero. A
+    correction network the weights lack (:class:`ResidualCorrection`) starts
+    at zero. Any other mismatch raises, as
+    :meth:`torch.nn.Module.load_state_dict` does.
 
     Parameters
     ----------
     network : UNet3d
         The network to fill.
     state : dict
-        A state dict of the same architecture, with or without a context stem.
+        A state dict of the same architecture, with or without a context
+        stem or a correction network.
     """
     state = dict(state)
     stem = network.context_stem
@@ -374,10 +477,22 @@ def load_weights(network: UNet3d, state: dict) -> None:
         grown[:, : old.shape[1]] = old
         state["context_stem.weight"] = grown
     missing, unexpected = network.load_state_dict(state, strict=False)
-    if unexpected or any(k != "context_stem.weight" for k in missing):
+    correction = [k for k in missing if k.startswith("correction.")]
+    all_correction = network.correction is not None and len(correction) == len(
+        network.correction.state_dict()
+    )
+    if (
+        unexpected
+        or (correction and not all_correction)
+        or set(missing) - set(correction) - {"context_stem.weight"}
+    ):
         network.load_state_dict(state)  # raises, naming the mismatched keys
-    if missing:
+    if "context_stem.weight" in missing:
         nn.init.zeros_(network.context_stem.weight)
+    if correction:  # weights without a correction network: it starts at zero
+        for layer in (network.correction.out[-1], network.correction.amplitude):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
 
 @dataclass

@@ -400,3 +400,69 @@ def test_the_second_pass_sees_the_residual_once_its_stem_is_trained(
     expected = np.where(index[:, None, None] == 0, second, other)
     # to round-off: batches of 3 and 1 run other convolution kernels than one of 4
     np.testing.assert_allclose(mixed, expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
+
+
+def test_a_correction_network_needs_the_residual_pass_and_a_width_of_whole_groups():
+    assert (
+        UNetConfig(residual_pass=True, correction_width=8).in_channels == 6
+    )  # the same inputs as a shared pass
+    for bad in (
+        dict(correction_width=8),
+        dict(residual_pass=True, correction_width=12),
+        dict(correction_width=-8),
+    ):
+        with pytest.raises(ValueError, match="A correction network needs residual_pass=True"):
+            UNetConfig(**bad)
+
+
+def test_a_correction_network_starts_at_zero_and_corrects_the_first_pass(
+    grid, shipped, volume_setup, maps_and_windows, monkeypatch, tmp_path
+):
+    """Grown from the bundled weights it computes their maps; trained, it changes the second pass only."""
+    from mne_piunet.network import load_network
+
+    config = replace(shipped.network.config, residual_pass=True, in_channels=None, correction_width=16)
+    net = UNet3d(config, shipped.network.mask[0, 0] > 0)
+    torch.manual_seed(12)
+    with torch.no_grad():  # whatever it held before, a correction the weights lack starts at zero
+        for p in net.correction.parameters():
+            p.normal_()
+    load_weights(net, shipped.bundle.network.state_dict())
+    main = {k: v for k, v in net.state_dict().items() if not k.startswith("correction.")}
+    torch.testing.assert_close(main, shipped.bundle.network.state_dict(), rtol=0, atol=0)
+    x0, windows = maps_and_windows
+    expected = predict_maps(shipped.network, grid, x0, windows)
+    calls = _spy_on_residual_inputs(monkeypatch)
+    tol = dict(rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+    np.testing.assert_allclose(
+        predict_maps(net, grid, x0, windows, resolution=volume_setup.resolution), expected, **tol
+    )
+    assert calls == [4]
+    # a trained correction: the first pass is still the bundled network's, the second is corrected
+    with torch.no_grad():
+        torch.nn.init.normal_(net.correction.out[-1].weight, std=0.05)
+        net.correction.amplitude.bias.fill_(0.3)
+    np.testing.assert_allclose(predict_maps(net, grid, x0, windows), expected, **tol)
+    second = predict_maps(net, grid, x0, windows, resolution=volume_setup.resolution)
+    assert np.abs(second - expected).max() > 5e-3 * np.abs(expected).max()
+    # the second pass: the correction of the first pass's shape and peak ratio, from its residual
+    inputs, scale = network_inputs(grid, x0, windows, net.config)
+    x = torch.from_numpy(inputs)
+    with torch.no_grad():
+        shape, log_ratio = net(x)
+        second_inputs = residual_inputs(
+            x, net.scale(shape, log_ratio), grid, volume_setup.resolution, np.arange(4)
+        )
+        d_shape, d_log_ratio = net.correction(torch.cat([x[:, :3], shape, second_inputs[:, -3:]], dim=1))
+        torch.testing.assert_close(d_log_ratio, torch.full((4,), 0.3))
+        again = net.scale((shape + d_shape) * net.mask, log_ratio + d_log_ratio)
+    np.testing.assert_allclose(grid.from_dense(again.numpy()) * scale[:, None, None], second, **tol)
+    # saved and loaded with its correction
+    path = save_network(net, tmp_path / "corrected.pt", dict(shipped.bundle.meta))
+    loaded = load_network(path).network
+    assert loaded.config.correction_width == 16
+    torch.testing.assert_close(loaded.state_dict(), net.state_dict(), rtol=0, atol=0)
+    # part of a correction network is a mismatch, not a fresh start
+    state = {k: v for k, v in net.state_dict().items() if k != "correction.stem.weight"}
+    with pytest.raises(RuntimeError, match="correction.stem.weight"):
+        load_weights(UNet3d(config, shipped.network.mask[0, 0] > 0), state)

@@ -122,7 +122,10 @@ def test_temporal_training_starts_at_its_init_and_learns_the_context(tiny_run, t
     assert load_network(out / "final.pt").network.context_stem.weight.abs().max() > 0
 
 
-def test_residual_training_starts_at_its_init_and_trains_the_second_pass(tiny_run, tmp_path, monkeypatch):
+@pytest.mark.parametrize("correction_width", [0, 4], ids=["shared", "correction"])
+def test_residual_training_starts_at_its_init_and_trains_the_second_pass(
+    tiny_run, tmp_path, monkeypatch, correction_width
+):
     """A residual pass grown from weights without: step 0 scores as they do; every other step is a second pass."""
     from mne_piunet.network import load_network
     from mne_piunet.train import training
@@ -133,7 +136,9 @@ def test_residual_training_starts_at_its_init_and_trains_the_second_pass(tiny_ru
         training, "residual_inputs", lambda inputs, *a: second_passes.append(len(inputs)) or real(inputs, *a)
     )
     src, _ = tiny_run
-    network = dict(width=8, levels=2, heads=2, groups=4, residual_pass=True)
+    network = dict(
+        width=8, levels=2, heads=2, groups=4, residual_pass=True, correction_width=correction_width
+    )
     config = _tiny_config(max_steps=4, val_every_steps=2, network=network, context_lr=1e-2, data_workers=1)
     out = tmp_path / "residual"
     train(config, out, init=src / "final.pt")
@@ -146,8 +151,12 @@ def test_residual_training_starts_at_its_init_and_trains_the_second_pass(tiny_ru
     assert val["resolution"] is not None
     start = load_network(src / "final.pt").network
     assert meta["curve"][0]["val_nemd"] == pytest.approx(validation_nemd(start, val, _grid(config)), rel=1e-4)
-    # the residual channels' convolution left zero
-    assert load_network(out / "final.pt").network.context_stem.weight.abs().max() > 0
+    trained = load_network(out / "final.pt").network
+    if correction_width:  # the correction network left zero; the first pass's network never sees the residual
+        assert trained.context_stem is None
+        assert trained.correction.out[-1].weight.abs().max() > 0
+    else:  # the residual channels' convolution left zero
+        assert trained.context_stem.weight.abs().max() > 0
 
 
 def _grid(config):

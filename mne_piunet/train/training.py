@@ -127,10 +127,13 @@ class TrainConfig:
     lr : float
         AdamW's learning rate after the warm-up.
     context_lr : float | None
-        The learning rate of the temporal context's input convolution
-        (:attr:`~mne_piunet.network.UNet3d.context_stem`); None: ``lr``. It
-        starts at zero on weights trained without context, and a higher rate
-        lets it catch up with the rest of the network.
+        The learning rate of the parts a network grows on trained weights:
+        the temporal context's input convolution
+        (:attr:`~mne_piunet.network.UNet3d.context_stem`) and the residual
+        pass's correction network
+        (:class:`~mne_piunet.network.ResidualCorrection`); None: ``lr``.
+        They start at zero, and a higher rate lets them catch up with the
+        rest of the network.
     weight_decay : float
         AdamW's weight decay.
     warmup_steps : int
@@ -671,8 +674,13 @@ def _start_run(config: TrainConfig, out: Path, init) -> _Run:
         # still syncs at init, which a channels_last (1, 1, D, H, W) mask cannot.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
+            # a correction network sits out its first-pass steps, and the first pass's network
+            # its second-pass steps
             model = DistributedDataParallel(
-                network, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+                network,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                broadcast_buffers=False,
+                find_unused_parameters=network.correction is not None,
             )
     transport = _make_transport(config, grid, device)
     peak = (
@@ -681,10 +689,11 @@ def _start_run(config: TrainConfig, out: Path, init) -> _Run:
         else None
     )
     teacher = _load_teacher(config, device)
-    context = [] if network.context_stem is None else list(network.context_stem.parameters())
-    groups = [dict(params=[p for p in network.parameters() if all(p is not c for c in context)])]
-    if context:
-        groups.append(dict(params=context, lr=config.lr if config.context_lr is None else config.context_lr))
+    grown = [m for m in (network.context_stem, network.correction) if m is not None]
+    new = [p for m in grown for p in m.parameters()]
+    groups = [dict(params=[p for p in network.parameters() if all(p is not c for c in new)])]
+    if new:
+        groups.append(dict(params=new, lr=config.lr if config.context_lr is None else config.context_lr))
     opt = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, config))
     run = _Run(config, out, device, grid, network, model, ranks, opt, sched, transport, teacher, peak)
@@ -845,25 +854,31 @@ def _next_batch(run: _Run) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, li
     )
 
 
-def _residual_batch(run: _Run, inputs: torch.Tensor, setups: list[str]) -> torch.Tensor:
-    """A batch's second-pass inputs: the network's first pass (no gradient) and its residual.
+def _residual_batch(
+    run: _Run, inputs: torch.Tensor, setups: list[str]
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """A batch's second-pass inputs, and the network's first pass (no gradient) whose residual they hold.
 
     The unrolled pass trains on what the network itself leaves unexplained;
-    the first pass is not differentiated through (a shared network trains
-    its first pass on the other steps).
+    the first pass is not differentiated through (the first pass's network
+    trains on the other steps).
     """
     with torch.no_grad():
-        estimate = _forward(run, inputs, run.network.estimate)
+        first = _forward(run, inputs)
     resolution = sample_resolution(run.engine.setups, setups)
-    return residual_inputs(inputs, estimate, run.grid, resolution, np.arange(len(inputs)))
+    second = residual_inputs(inputs, run.network.scale(*first), run.grid, resolution, np.arange(len(inputs)))
+    return second, first
 
 
-def _forward(run: _Run, inputs: torch.Tensor, call=None) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
-    """The network's shape and log peak ratio (or ``call(inputs)``), in the run's layout and autocast precision."""
+def _forward(run: _Run, inputs: torch.Tensor, first=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network's shape and log peak ratio, in the run's layout and autocast precision.
+
+    ``first``: the first pass's, when ``inputs`` are a second pass's (:meth:`UNet3d.forward`).
+    """
     if _train_channels_last(run.device, run.dtype):
         inputs = inputs.to(memory_format=torch.channels_last_3d)
     with torch.autocast(run.device.type, dtype=run.dtype, enabled=run.dtype != torch.float32):
-        return (run.model if call is None else call)(inputs)
+        return run.model(inputs) if first is None else run.model(inputs, first)
 
 
 def _loss(run: _Run, inputs, shape, pred_log_ratio, targets, log_ratio) -> torch.Tensor:
@@ -894,9 +909,10 @@ def _train_step(run: _Run) -> tuple[float, int]:
     """One optimiser step on a fresh batch; return its loss and number of samples."""
     run.network.train()
     inputs, targets, log_ratio, setups = _next_batch(run)
+    first = None
     if run.network.config.residual_pass and run.state["step"] % 2:  # every other step trains the second pass
-        inputs = _residual_batch(run, inputs, setups)
-    shape, pred_log_ratio = _forward(run, inputs)
+        inputs, first = _residual_batch(run, inputs, setups)
+    shape, pred_log_ratio = _forward(run, inputs, first)
     loss = _loss(run, inputs, shape, pred_log_ratio, targets, log_ratio)
     _optimise(run, loss)
     run.state["step"] += 1
