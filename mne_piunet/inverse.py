@@ -542,7 +542,7 @@ class PIUNetInverse:
         sfreq = 1.0 / stc.tstep if stc.tstep > 0 else 0.0
         self._warn_short(stc.shape[-1], sfreq, "estimate")
         windows = self.windows(stc.shape[-1], sfreq)
-        fit = None if inv is None else self._data_fit(inv, op, rot)
+        fit = None if inv is None else self._data_fit(inv, op, _lazy_grid_fields(inv, op, rot, None))
         # no lambda2 or nave to prepare a kernel with: a residual pass is not run
         refined = self._refine_array(stc.data, op, rot, normals, fit, None, windows)
         return self._make_stc(refined, stc.tmin, stc.tstep, pick_ori)
@@ -877,22 +877,24 @@ class PIUNetInverse:
         """
         normals = None if has_free_orientation(inv) else inv["source_nn"]
         op, rot = self._operator(inv["src"], inv["mri_head_t"], mni_transform, subjects_dir)
+        fields = _lazy_grid_fields(inv, op, rot, None if prepared_inv is None else prepared_inv["nave"])
         return (
             op,
             rot,
             normals,
-            self._data_fit(inv, op, rot),
-            self._resolution(inv, prepared_inv, op, rot, normals),
+            self._data_fit(inv, op, fields),
+            self._resolution(inv, prepared_inv, op, rot, normals, fields),
         )
 
-    def _resolution(self, inv, prepared_inv, op, rot, normals) -> GridResolution | None:
+    def _resolution(self, inv, prepared_inv, op, rot, normals, fields) -> GridResolution | None:
         """eLORETA's resolution on the grid for a residual pass, cached per prepared operator; or None.
 
         None when the network has no residual pass, or when the operator's
         gain cannot be rebuilt (prepared for eLORETA by the caller: a warning
         says so, and the first pass alone runs). The key holds the prepared
         operator's regularisation too, which an operator re-prepared in place
-        at another ``lambda2`` changes.
+        at another ``lambda2`` changes. ``fields``: :func:`_lazy_grid_fields`
+        at the prepared operator's ``nave``.
         """
         if not self.network.config.residual_pass:
             return None
@@ -907,19 +909,19 @@ class PIUNetInverse:
         def build():
             kernel = to_source_frame(whitened_kernel(prepared_inv), prepared_inv["source_nn"], inv["nsource"])
             kernel_grid = _onto_grid(kernel.astype(np.float32), op, rot, normals)  # (n_grid, n_white, 3)
-            fields = grid_fields(inv, grid_to_source(op), rot.astype(np.float64), nave=prepared_inv["nave"])
-            return GridResolution(np.moveaxis(kernel_grid, 1, 0), fields), op
+            return GridResolution(np.moveaxis(kernel_grid, 1, 0), fields()), op
 
         # the value holds the grid operator itself, so its id in the key cannot be another's
         reginv = hashlib.sha256(np.ascontiguousarray(prepared_inv["reginv"]).tobytes()).hexdigest()
         return self._resolutions.get(prepared_inv, (id(op), reginv), build)[0]
 
-    def _data_fit(self, inv, op, rot) -> tuple | None:
+    def _data_fit(self, inv, op, fields) -> tuple | None:
         """(inverse, grid dipole bases) to scan the data with, cached per operator and source space; or None.
 
         The data-fit step and a ``"power-music"`` network scan the data. None
         when neither does, or when the operator's gain cannot be rebuilt
-        (prepared for eLORETA: a warning says so).
+        (prepared for eLORETA: a warning says so). ``fields``:
+        :func:`_lazy_grid_fields` (at any ``nave``: the bases do not depend on it).
         """
         if not (self.data_fit or self.network.config.scans_data):
             return None
@@ -931,9 +933,7 @@ class PIUNetInverse:
             )
             return None
         # the value holds the grid operator itself, so its id in the key cannot be another's
-        bases, _ = self._fit_bases.get(
-            inv, (id(op),), lambda: (grid_dipole_bases(inv, grid_to_source(op), rot.astype(np.float64)), op)
-        )
+        bases, _ = self._fit_bases.get(inv, (id(op),), lambda: (grid_dipole_bases(fields()), op))
         return inv, bases
 
     def _check_tuned_on(self, inv) -> None:
@@ -965,6 +965,24 @@ class PIUNetInverse:
 
 
 # ------------------------------------------------------------------ the work's helpers
+def _lazy_grid_fields(inv, op, rot, nave: float | None) -> Callable[[], np.ndarray]:
+    """:func:`~mne_piunet.physics.grid_fields` of an inverse on the grid, computed on the first call only.
+
+    The data fit's bases and the residual pass's resolution both need the
+    grid dipoles' fields, each only when its cache misses; one inverse's
+    geometry computes them at most once for both.
+    """
+    fields = None
+
+    def get() -> np.ndarray:
+        nonlocal fields
+        if fields is None:
+            fields = grid_fields(inv, grid_to_source(op), rot.astype(np.float64), nave=nave)
+        return fields
+
+    return get
+
+
 def _onto_grid(data: np.ndarray, op, rot: np.ndarray, normals) -> np.ndarray:
     """(n_src, 3, n_cols) moment vectors, or (n_src, n_cols) amplitudes along ``normals``, -> (n_grid, n_cols, 3).
 

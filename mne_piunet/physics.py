@@ -294,19 +294,18 @@ def grid_fields(
     )
 
 
-def grid_dipole_bases(
-    inverse_operator, back: sparse.spmatrix, rotation: np.ndarray, rcond: float = 1e-3
-) -> np.ndarray:
+def grid_dipole_bases(fields: np.ndarray, rcond: float = 1e-3) -> np.ndarray:
     """For every grid point, an orthonormal basis of the whitened fields its dipole makes.
 
     The three :func:`grid_fields` of each grid point are orthonormalised
     (directions below ``rcond`` of its largest dropped: a fixed cortex sees
-    fewer than three orientations at some points).
+    fewer than three orientations at some points). The basis does not depend
+    on the fields' scale, so fields whitened for any ``nave`` give it.
 
     Parameters
     ----------
-    inverse_operator, back, rotation
-        As for :func:`grid_fields`.
+    fields : array, shape (n_white, n_grid, 3)
+        :func:`grid_fields`.
     rcond : float
         Relative singular value below which a direction is dropped.
 
@@ -316,7 +315,6 @@ def grid_dipole_bases(
         Orthonormal columns (zero columns where dropped); zero where no source is reached.
     """
     rcond = check_positive(rcond, "rcond", "a relative singular value")
-    fields = grid_fields(inverse_operator, back, rotation)  # (n_white, n_grid, 3)
     u, sv, _ = np.linalg.svd(np.moveaxis(fields, 1, 0), full_matrices=False)  # per grid point
     keep = sv > rcond * np.maximum(sv[:, :1], np.finfo(float).tiny)
     return u * keep[:, None, :]

@@ -131,6 +131,7 @@ def test_a_single_grid_dipole_fits_its_own_data_best(grid, operators):
     from mne_piunet.grid import to_template_space
     from mne_piunet.physics import (
         grid_dipole_bases,
+        grid_fields,
         local_fit_weights,
         signal_subspace,
         subspace_fit,
@@ -141,7 +142,7 @@ def test_a_single_grid_dipole_fits_its_own_data_best(grid, operators):
     affine, rot = to_template_space(inv["src"], mri_head_t=inv["mri_head_t"])
     rr = mne.transforms.apply_trans(affine, np.concatenate([s["rr"][s["vertno"]] for s in inv["src"]]))
     back = grid_to_source(grid.resampler(rr))
-    bases = grid_dipole_bases(inv, back, rot)
+    bases = grid_dipole_bases(grid_fields(inv, back, rot))
     assert bases.shape[:2] == (grid.n_sources, whitened_gain(inv).shape[0])
     gram = np.einsum("gwk,gwl->gkl", bases, bases)
     np.testing.assert_allclose(gram, np.broadcast_to(np.eye(3), gram.shape), atol=1e-8)

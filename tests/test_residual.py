@@ -49,6 +49,24 @@ def eloreta_free(operators, grown):
     return grown._prepared_eloreta(operators["free volume"][2], 1.0, LAMBDA2, None)
 
 
+def test_one_inverse_computes_its_grid_fields_once(grown, operators, eloreta_free, monkeypatch):
+    """The data fit's bases and the residual pass's resolution share the grid dipoles' fields."""
+    from mne_piunet import PIUNetInverse
+    from mne_piunet import inverse as inverse_module
+
+    calls, real = [], inverse_module.grid_fields
+    monkeypatch.setattr(
+        inverse_module, "grid_fields", lambda *a, **k: calls.append(k["nave"]) or real(*a, **k)
+    )
+    fresh = PIUNetInverse(grown.weights_path, device="cpu", precision="float32")
+    assert fresh.data_fit and fresh.network.config.residual_pass
+    inv = operators["free volume"][2]
+    *_, fit, resolution = fresh._inverse_geometry(inv, eloreta_free, None, None)
+    assert fit is not None and resolution is not None and calls == [eloreta_free["nave"]]
+    fresh._inverse_geometry(inv, eloreta_free, None, None)
+    assert len(calls) == 1  # both cached
+
+
 def _ori(inv):
     return None if len(inv["source_nn"]) == inv["nsource"] else "vector"
 
@@ -120,20 +138,21 @@ def test_resolution_is_mnes_estimate_of_the_data_a_grid_map_makes(
     apply builds R with eLORETA's kernel; R is the same product for any
     linear kernel, so the cortex inverses use MNE's (eLORETA takes minutes there).
     """
-    from mne_piunet.inverse import _onto_grid
+    from mne_piunet.inverse import _lazy_grid_fields, _onto_grid
 
     info, fwd, inv, _ = operators[name]
     if method == "eLORETA":
         prepared = eloreta_free
         op, rot, normals, _, resolution = grown._inverse_geometry(inv, prepared, None, None)
-        assert grown._resolution(inv, prepared, op, rot, normals) is resolution  # cached
-        assert shipped._resolution(inv, prepared, op, rot, normals) is None  # no residual pass: none
+        fields = _lazy_grid_fields(inv, op, rot, prepared["nave"])
+        assert grown._resolution(inv, prepared, op, rot, normals, fields) is resolution  # cached
+        assert shipped._resolution(inv, prepared, op, rot, normals, fields) is None  # no residual pass: none
     else:
         # and averaged data: the kernel and the fields are whitened for the same nave
         prepared = mne.minimum_norm.prepare_inverse_operator(inv, 4, LAMBDA2, method, verbose=False)
         op, rot = grown._operator(inv["src"], inv["mri_head_t"], None, None)
         normals = inv["source_nn"] if name == "fixed cortex" else None
-        resolution = grown._resolution(inv, prepared, op, rot, normals)
+        resolution = grown._resolution(inv, prepared, op, rot, normals, _lazy_grid_fields(inv, op, rot, 4))
     assert isinstance(resolution, GridResolution)
     back = grid_to_source(op)
     reached = np.flatnonzero(np.asarray(back.sum(axis=0)).ravel() > 0)  # grid points with sources
