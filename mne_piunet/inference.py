@@ -504,7 +504,7 @@ def residual_inputs(
     inputs : torch.Tensor, shape (n, in_channels, ``*grid.shape``)
         The first pass's inputs (:func:`network_inputs`).
     estimate : torch.Tensor, shape (n, 3, ``*grid.shape``)
-        The first pass's maps, in the input's units (:meth:`UNet3d.estimate`).
+        The first pass's maps, in the input's units (:meth:`UNet3d.scale` of its output).
     grid : SourceGrid
         The network's grid.
     resolution : callable

@@ -73,7 +73,8 @@ class UNetConfig:
     window_points : int
         Time points sampled evenly over the window (odd: the centre is one).
     residual_pass : bool
-        Run the network twice: the second pass also sees the eLORETA map of
+        Run a second pass (the network again, or its correction network:
+        ``correction_width``), which also sees the eLORETA map of
         what the first pass's map leaves unexplained of the data
         (:func:`mne_piunet.inference.residual_inputs`, through the inverse
         operator's gain and kernel). Three more input channels, last; in the
@@ -386,11 +387,17 @@ class UNet3d(nn.Module):
             pass's input (:func:`mne_piunet.inference.residual_inputs`): a
             correction network corrects them; a network without one ignores them.
         """
+        if x.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"The network takes {self.config.in_channels} input channels, got {x.shape[1]}: make its inputs "
+                "with mne_piunet.inference.network_inputs for its own config"
+            )
         x = x * self.mask
         if self.correction is not None and first is not None:
             shape, log_ratio = first
             d_shape, d_log_ratio = self.correction(torch.cat([x[:, :3], shape.to(x.dtype), x[:, -3:]], dim=1))
-            return (shape + d_shape) * self.mask, log_ratio + d_log_ratio
+            # in float32: a small amplitude correction is below bf16's step near the typical log ratio
+            return (shape + d_shape) * self.mask, log_ratio.float() + d_log_ratio.float()
         f = self.config.space_to_depth
         h = self.stem(fold_blocks(x[:, :3], f))
         if self.context_stem is not None:
@@ -456,7 +463,9 @@ def load_weights(network: UNet3d, state: dict) -> None:
     after the weights' (``"power"`` -> ``"power-music"``, or a residual pass)
     keep the weights' stem for their channels, the new ones at zero. A
     correction network the weights lack (:class:`ResidualCorrection`) starts
-    at zero. Any other mismatch raises, as
+    at zero; only weights without a residual pass grow one (a shared
+    network's residual channels have no place in it). Any other mismatch
+    raises, as
     :meth:`torch.nn.Module.load_state_dict` does.
 
     Parameters

@@ -142,7 +142,8 @@ def test_a_single_grid_dipole_fits_its_own_data_best(grid, operators):
     affine, rot = to_template_space(inv["src"], mri_head_t=inv["mri_head_t"])
     rr = mne.transforms.apply_trans(affine, np.concatenate([s["rr"][s["vertno"]] for s in inv["src"]]))
     back = grid_to_source(grid.resampler(rr))
-    bases = grid_dipole_bases(grid_fields(inv, back, rot))
+    fields = grid_fields(inv, back, rot)
+    bases = grid_dipole_bases(fields)
     assert bases.shape[:2] == (grid.n_sources, whitened_gain(inv).shape[0])
     gram = np.einsum("gwk,gwl->gkl", bases, bases)
     np.testing.assert_allclose(gram, np.broadcast_to(np.eye(3), gram.shape), atol=1e-8)
@@ -152,6 +153,10 @@ def test_a_single_grid_dipole_fits_its_own_data_best(grid, operators):
     data_w = predict_whitened(inv, source_components(moment, back, rot, inv["source_nn"]))
     fit = subspace_fit(bases, signal_subspace(data_w))[None]  # the map's own data: a rank-1 subspace
     assert fit[0, g] == pytest.approx(1.0) and fit.max() == pytest.approx(1.0) and fit.min() >= 0
+    # fields whitened for another nave (a scale) span the same subspaces: the same fit
+    np.testing.assert_allclose(
+        subspace_fit(grid_dipole_bases(3.7 * fields), signal_subspace(data_w)), fit[0], atol=1e-10
+    )
     weights = local_fit_weights(fit, grid, 4.0)
     assert weights[0, g] == pytest.approx(1.0) and weights.max() <= 1 + 1e-12
     np.testing.assert_array_equal(local_fit_weights(fit, grid, 0.0)[fit > 0], 1.0)  # power 0: unchanged

@@ -428,7 +428,7 @@ def test_a_correction_network_needs_the_residual_pass_and_a_width_of_whole_group
     for bad in (
         dict(correction_width=8),
         dict(residual_pass=True, correction_width=12),
-        dict(correction_width=-8),
+        dict(residual_pass=True, correction_width=-8),
     ):
         with pytest.raises(ValueError, match="A correction network needs residual_pass=True"):
             UNetConfig(**bad)
@@ -464,7 +464,7 @@ def test_a_correction_network_starts_at_zero_and_corrects_the_first_pass(
     np.testing.assert_allclose(predict_maps(net, grid, x0, windows), expected, **tol)
     second = predict_maps(net, grid, x0, windows, resolution=volume_setup.resolution)
     assert np.abs(second - expected).max() > 5e-3 * np.abs(expected).max()
-    # the second pass: the correction of the first pass's shape and peak ratio, from its residual
+    # the second pass: predict_maps hands the correction the first pass's shape and peak ratio and its residual
     inputs, scale = network_inputs(grid, x0, windows, net.config)
     x = torch.from_numpy(inputs)
     with torch.no_grad():
@@ -476,6 +476,9 @@ def test_a_correction_network_starts_at_zero_and_corrects_the_first_pass(
         torch.testing.assert_close(d_log_ratio, torch.full((4,), 0.3))
         again = net.scale((shape + d_shape) * net.mask, log_ratio + d_log_ratio)
     np.testing.assert_allclose(grid.from_dense(again.numpy()) * scale[:, None, None], second, **tol)
+    # inputs made for another config are refused, not silently cut
+    with pytest.raises(ValueError, match="takes 7 input channels, got 4"):
+        net(x[:, :4])
     # saved and loaded with its correction
     path = save_network(net, tmp_path / "corrected.pt", dict(shipped.bundle.meta))
     loaded = load_network(path).network

@@ -286,6 +286,23 @@ def test_blend_interpolates_weights_and_records_inputs(tmp_path, tiny_weights, g
     assert re.search("config differs.*its own fine-tune", capsys.readouterr().err)
 
 
+def test_blend_takes_weights_written_before_a_config_field_existed(tmp_path, tiny_weights):
+    """A weights file whose config lacks fields added since (their defaults) blends with a fresh save of itself."""
+    from mne_piunet.network import load_network, save_network
+    from mne_piunet.train.training import blend_weights
+
+    old = load_network(tiny_weights)
+    resaved = save_network(old.network, tmp_path / "resaved.pt", dict(old.meta))
+    older = save_network(old.network, tmp_path / "older.pt", dict(old.meta))
+    meta_file = older.with_suffix(".json")
+    meta = json.loads(meta_file.read_text())
+    for field in ("residual_pass", "correction_width"):
+        del meta["config"][field]
+    meta_file.write_text(json.dumps(meta))
+    out = blend_weights(older, resaved, 0.5, tmp_path / "blend.pt")
+    torch.testing.assert_close(load_network(out).network.state_dict(), old.network.state_dict())
+
+
 def test_validate_compares_weights_per_number_of_sources(tmp_path, tiny_weights, volume_setup, capsys):
     from dataclasses import asdict
 

@@ -331,7 +331,7 @@ class PreparedSetup:
 
     @cached_property
     def fit_bases(self) -> np.ndarray:
-        """Every grid dipole's whitened fields through the inverse's gain (:func:`~mne_piunet.physics.grid_dipole_bases`)."""
+        """For every grid dipole, an orthonormal basis of its whitened fields (:func:`~mne_piunet.physics.grid_dipole_bases`)."""
         return grid_dipole_bases(
             grid_fields(self.inverse_operator, grid_to_source(self.to_grid), self.head_to_mri)
         )

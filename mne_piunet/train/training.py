@@ -1148,10 +1148,13 @@ def blend_weights(first: str | Path, second: str | Path, alpha: float, out: str 
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     a, b = load_network(first), load_network(second)
-    for key in ("config", "grid"):
-        if a.meta[key] != b.meta[key]:
+    # the configs as dataclasses: a file written before a field existed holds its default
+    for key, (va, vb) in dict(
+        config=(a.network.config, b.network.config), grid=(a.meta["grid"], b.meta["grid"])
+    ).items():
+        if va != vb:
             raise ValueError(
-                f"Cannot blend {first} and {second}: their {key} differs ({a.meta[key]} vs {b.meta[key]}); "
+                f"Cannot blend {first} and {second}: their {key} differs ({va} vs {vb}); "
                 "blend only a model and its own fine-tune"
             )
     sa, sb = a.network.state_dict(), b.network.state_dict()
