@@ -10,13 +10,18 @@ import torch.distributed
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without torch.distributed")
-def test_torchrun_two_cpu_ranks_agree(tmp_path, volume_setup, surface_setup):
+@pytest.mark.parametrize(
+    "residual",
+    [{}, dict(residual_pass=True, correction_width=2)],
+    ids=["plain", "correction network"],  # a correction network sits out every other step on each rank
+)
+def test_torchrun_two_cpu_ranks_agree(tmp_path, volume_setup, surface_setup, residual):
     # the fixtures fill the on-disk cache, so the ranks only read it
     config = dict(
         train_setups=[dict(montage="easycap-M10")],
         val_setups=[dict(montage="biosemi64", source_space="surface")],
         prior=dict(max_sources=2, sigma_mm=[8.0, 20.0]),
-        network=dict(width=4, levels=2, heads=1, groups=2),
+        network=dict(width=4, levels=2, heads=1, groups=2, **residual),
         batch_size=2,
         warmup_steps=1,
         max_steps=4,
