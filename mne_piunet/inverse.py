@@ -13,6 +13,7 @@ time points (and across epochs) ->
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import inspect
 import logging
@@ -972,15 +973,7 @@ def _lazy_grid_fields(inv, op, rot, nave: float | None) -> Callable[[], np.ndarr
     grid dipoles' fields, each only when its cache misses; one inverse's
     geometry computes them at most once for both.
     """
-    fields = None
-
-    def get() -> np.ndarray:
-        nonlocal fields
-        if fields is None:
-            fields = grid_fields(inv, grid_to_source(op), rot.astype(np.float64), nave=nave)
-        return fields
-
-    return get
+    return functools.cache(lambda: grid_fields(inv, grid_to_source(op), rot.astype(np.float64), nave=nave))
 
 
 def _onto_grid(data: np.ndarray, op, rot: np.ndarray, normals) -> np.ndarray:

@@ -878,7 +878,7 @@ def _forward(run: _Run, inputs: torch.Tensor, first=None) -> tuple[torch.Tensor,
     if _train_channels_last(run.device, run.dtype):
         inputs = inputs.to(memory_format=torch.channels_last_3d)
     with torch.autocast(run.device.type, dtype=run.dtype, enabled=run.dtype != torch.float32):
-        return run.model(inputs) if first is None else run.model(inputs, first)
+        return run.model(inputs, first)
 
 
 def _loss(run: _Run, inputs, shape, pred_log_ratio, targets, log_ratio) -> torch.Tensor:
