@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.ndimage import correlate1d
 
 from .grid import SourceGrid
 from .network import UNet3d, UNetConfig
@@ -266,6 +267,79 @@ def context_windows(
     half = config.window_s / 2
     offsets = np.rint(np.linspace(-half, half, config.window_points) * sfreq).astype(np.int64)
     return np.clip(rows[:, None] + offsets[None], 0, n_times - 1)
+
+
+def step_kernel(sfreq: float, config: UNetConfig) -> np.ndarray:
+    """Weights of the average over one of the network's time steps, centred on a sample.
+
+    The network learnt its maps and their context ``window_s / (window_points
+    - 1)`` seconds apart (10 ms): data at that rate. Data sampled faster carry
+    noise at frequencies it never met, and picking its context's points from
+    them without a low-pass aliases that noise into the context. The kernel
+    is a boxcar one step wide, sampled at ``sfreq`` (its end samples weighted
+    by the part of them it covers), so an average with it is the data at the
+    network's rate; at that rate or slower, and without a context, it is the
+    identity.
+
+    Parameters
+    ----------
+    sfreq : float
+        The data's sampling rate (Hz); 0 for an estimate without one.
+    config : UNetConfig
+        The network's window.
+
+    Returns
+    -------
+    kernel : array, shape (2 * half + 1,)
+        Symmetric, summing to 1; ``[1.]`` for the identity.
+    """
+    if config.context == "none" or not sfreq > 0:
+        return np.ones(1)
+    width = config.window_s / (config.window_points - 1) * sfreq  # one step, in samples
+    if width <= 1:
+        return np.ones(1)
+    half = int(np.ceil(width / 2 - 0.5))
+    k = np.arange(-half, half + 1)
+    weights = np.clip(np.minimum(k + 0.5, width / 2) - np.maximum(k - 0.5, -width / 2), 0.0, 1.0)
+    return weights / weights.sum()
+
+
+def step_average(data: np.ndarray, sfreq: float, config: UNetConfig, axis: int = -1) -> np.ndarray:
+    """Each time point's data averaged over one network time step around it (:func:`step_kernel`).
+
+    Every input of the network (each map, its context's points and the
+    data-fit step's scan) is taken from data averaged so, which makes data
+    sampled faster than the network's step look like the data it learnt
+    from; the estimate keeps every time point. At the data's edges the
+    average is over the samples there are. Linear in the data, so it
+    commutes with eLORETA.
+
+    Parameters
+    ----------
+    data : array
+        Time along ``axis``; one segment (an evoked, an epoch, a stretch of
+        a recording), never several end to end.
+    sfreq : float
+        Its sampling rate (Hz); 0 for an estimate without one.
+    config : UNetConfig
+        The network's window.
+    axis : int
+        The time axis.
+
+    Returns
+    -------
+    averaged : array
+        ``data`` itself where the kernel is the identity, else a new array of its shape and dtype.
+    """
+    kernel = step_kernel(sfreq, config)
+    if len(kernel) == 1:
+        return data
+    total = correlate1d(data, kernel.astype(data.dtype), axis=axis, mode="constant")
+    # the weights inside the data at each time point: 1 but within half a kernel of an edge
+    covered = correlate1d(np.ones(data.shape[axis]), kernel, mode="constant")
+    shape = [1] * data.ndim
+    shape[axis] = -1
+    return total / covered.reshape(shape).astype(data.dtype)
 
 
 def context_margin(sfreq: float, config: UNetConfig) -> int:

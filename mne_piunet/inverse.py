@@ -41,6 +41,8 @@ from .inference import (
     predict_maps,
     prepare_network,
     resolve_precision,
+    step_average,
+    step_kernel,
 )
 from .network import bundled_weights_path, load_network, resolve_device
 from .physics import (
@@ -230,9 +232,13 @@ class PIUNetInverse:
     Each time point is refined together with its temporal context: the
     eLORETA maps of a window around it, defined in seconds by the weights
     (``piu.network.config.window_s``, 80 ms for the bundled ones), so it
-    means the same at any sampling rate. Windows stay within their recording,
-    epoch or estimate; data shorter than the window give an instantaneous
-    context.
+    means the same at any sampling rate. The network learnt maps one step of
+    that window apart (10 ms), so data sampled faster are averaged over one
+    step around each time point before it sees them
+    (:func:`mne_piunet.inference.step_average`): noise faster than the step
+    never reaches it, and every time point keeps its own map. Windows and
+    averages stay within their recording, epoch or estimate; data shorter
+    than the window give an instantaneous context.
 
     Parameters
     ----------
@@ -491,7 +497,8 @@ class PIUNetInverse:
         """Refine an eLORETA estimate you already have.
 
         Each time point is refined with its temporal context from the
-        estimate's own time course (at ``1 / stc.tstep`` Hz); a single time
+        estimate's own time course (at ``1 / stc.tstep`` Hz, averaged over
+        the network's step as :class:`PIUNetInverse` says); a single time
         point, or an estimate shorter than the window, gets an instantaneous
         context. Weights with a residual pass run their first pass only:
         the residual's eLORETA map needs the ``lambda2`` and ``nave`` the
@@ -545,7 +552,8 @@ class PIUNetInverse:
         windows = self.windows(stc.shape[-1], sfreq)
         fit = None if inv is None else self._data_fit(inv, op, _lazy_grid_fields(inv, op, rot, None))
         # no lambda2 or nave to prepare a kernel with: a residual pass is not run
-        refined = self._refine_array(stc.data, op, rot, normals, fit, None, windows)
+        data = step_average(stc.data, sfreq, self.network.config)
+        refined = self._refine_array(data, op, rot, normals, fit, None, windows)
         return self._make_stc(refined, stc.tmin, stc.tstep, pick_ori)
 
     @verbose
@@ -704,8 +712,9 @@ class PIUNetInverse:
             verbose=False,
         )
         geometry = self._inverse_geometry(inverse_operator, inv, mni_transform, subjects_dir)
-        windows = self.windows(len(evoked.times), evoked.info["sfreq"], rows)
-        refined = self._refine_array(stc.data, *geometry, windows)
+        sfreq = evoked.info["sfreq"]
+        windows = self.windows(len(evoked.times), sfreq, rows)
+        refined = self._refine_array(step_average(stc.data, sfreq, self.network.config), *geometry, windows)
         return refined, stc, inv, *geometry[:2]
 
     def _refine_array(self, data, op, rot, normals, fit, resolution, windows: np.ndarray) -> np.ndarray:
@@ -760,7 +769,9 @@ class PIUNetInverse:
         windows = np.concatenate(
             [t0 + self.windows(s.shape[-1], 1.0 / s.tstep) for s, t0 in zip(stcs, bounds[:-1])]
         )
-        refined = self._refine_array(np.concatenate([s.data for s in stcs], axis=-1), *geometry, windows)
+        # each epoch averaged over the network's step alone, never across its neighbour's edge
+        data = [step_average(s.data, 1.0 / s.tstep, self.network.config) for s in stcs]
+        refined = self._refine_array(np.concatenate(data, axis=-1), *geometry, windows)
         for stc, t0, t1 in zip(stcs, bounds[:-1], bounds[1:]):
             yield self._make_stc(refined[..., t0:t1], stc.tmin, stc.tstep, pick_ori)
 
@@ -768,13 +779,16 @@ class PIUNetInverse:
         """(first sample, refined float32 vectors) per chunk of ``span = (start, stop, step)``.
 
         Each chunk's eLORETA estimate reaches :func:`~mne_piunet.inference.context_margin`
-        samples into its neighbours (within ``start``-``stop``: the span asked
-        for is localised as if cropped), so its windows are those of one pass
-        over the span: the estimate does not change at chunk boundaries.
+        samples, and half a :func:`~mne_piunet.inference.step_kernel` more,
+        into its neighbours (within ``start``-``stop``: the span asked for is
+        localised as if cropped), so its windows and their step averages are
+        those of one pass over the span: the estimate does not change at chunk
+        boundaries.
         """
         start, stop, step = span
         sfreq = raw.info["sfreq"]
-        margin = context_margin(sfreq, self.network.config)
+        config = self.network.config
+        margin = context_margin(sfreq, config) + len(step_kernel(sfreq, config)) // 2
         check = _finite_time_func(raw, inv)  # each chunk is read once, by MNE, and checked there
         for s0 in range(start, stop, step):
             s1 = min(s0 + step, stop)
@@ -794,7 +808,7 @@ class PIUNetInverse:
                 use_cps=use_cps,
             )
             windows = start + self.windows(stop - start, sfreq, np.arange(s0 - start, s1 - start)) - r0
-            yield s0, self._refine_array(stc.data, *geometry, windows)
+            yield s0, self._refine_array(step_average(stc.data, sfreq, config), *geometry, windows)
 
     def _raw_estimate(self, raw, chunks: Iterator, span: tuple, pick_ori):
         """One float32 estimate of ``span = (start, stop, step)`` from its refined chunks."""

@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from mne_piunet.inference import context_maps, context_margin, context_windows, predict_maps
+from mne_piunet.inference import (
+    context_maps,
+    context_margin,
+    context_windows,
+    predict_maps,
+    step_average,
+    step_kernel,
+)
 from mne_piunet.network import UNet3d, UNetConfig, load_network, load_weights
 
 #: A window of 5 points over 20 ms: 2 samples either side at the test data's 250 Hz.
@@ -69,6 +76,54 @@ def test_windows_are_defined_in_seconds_and_clamped_to_the_data():
         UNetConfig(context="power", window_s=0.08, window_points=4)
     with pytest.raises(ValueError, match="in_channels=9"):
         UNetConfig(context="subspace", window_s=0.08, window_points=9, in_channels=3)
+
+
+def test_data_faster_than_the_network_step_are_averaged_over_one_step():
+    config = UNetConfig(context="power", window_s=0.08, window_points=9)  # a 10 ms step
+    # at the network's own rate or slower, without a rate, or without a context: the identity
+    for sfreq, cfg in ((100.0, config), (60.0, config), (0.0, config), (1000.0, UNetConfig())):
+        np.testing.assert_array_equal(step_kernel(sfreq, cfg), [1.0])
+        data = np.random.default_rng(0).standard_normal((3, 50))
+        assert step_average(data, sfreq, cfg) is data
+    # a boxcar 10 ms wide sampled at 1 kHz covers 9 samples and half of the two beyond
+    np.testing.assert_allclose(step_kernel(1000.0, config), np.r_[0.5, np.ones(9), 0.5] / 10)
+    for sfreq in (120.0, 250.0, 600.615, 1000.0):
+        kernel = step_kernel(sfreq, config)
+        assert kernel.sum() == pytest.approx(1.0) and len(kernel) % 2 == 1
+        np.testing.assert_allclose(kernel, kernel[::-1])
+        # its spread is that of a 10 ms boxcar (variance step^2 / 12), not more, at any rate
+        offsets = (np.arange(len(kernel)) - len(kernel) // 2) / sfreq
+        assert np.sqrt(kernel @ offsets**2) <= 0.01 / np.sqrt(12) + 0.5 / sfreq
+    # 1 kHz: an oscillation of one period per step averages away, a ramp and a constant stay
+    t = np.arange(400) / 1000.0
+    hum = np.sin(2 * np.pi * 100 * t)
+    inner = slice(5, -5)
+    np.testing.assert_allclose(step_average(hum, 1000.0, config)[inner], 0.0, atol=1e-12)
+    np.testing.assert_allclose(step_average(t, 1000.0, config)[inner], t[inner], atol=1e-12)
+    np.testing.assert_allclose(step_average(np.full(400, 3.0), 1000.0, config), 3.0)  # edges too
+    # along any axis, in the data's dtype
+    block = np.random.default_rng(1).standard_normal((4, 400, 2)).astype(np.float32)
+    along = step_average(block, 1000.0, config, axis=1)
+    assert along.dtype == np.float32
+    np.testing.assert_allclose(
+        along, np.moveaxis(step_average(np.moveaxis(block, 1, -1), 1000.0, config), -1, 1), rtol=1e-6
+    )
+
+
+def test_apply_sees_the_data_averaged_over_the_network_step(tpiu, time_course):
+    """Noise faster than the network's step (here 5 ms) never reaches it: an oscillation of one period
+    per step leaves the map where data are whole steps from the edges, though eLORETA's changes."""
+    evoked, inv = time_course
+    fast = evoked.copy().resample(1000.0, verbose=False)  # a 5-sample step
+    hum = fast.copy()
+    pattern = np.random.default_rng(3).standard_normal(len(hum.ch_names))
+    hum.data += 2 * np.abs(fast.data).max() * np.outer(pattern, np.sin(2 * np.pi * 200 * hum.times))
+    ref, hummed = (tpiu.apply(e, inv, 1 / 9).data for e in (fast, hum))
+    reach = context_margin(1000.0, tpiu.network.config) + len(step_kernel(1000.0, tpiu.network.config)) // 2
+    inner = slice(reach, -reach)
+    np.testing.assert_allclose(hummed[:, inner], ref[:, inner], rtol=1e-4, atol=1e-5 * ref.max())
+    el_ref, el_hum = (mne.minimum_norm.apply_inverse(e, inv, 1 / 9, "eLORETA").data for e in (fast, hum))
+    assert np.abs(el_hum - el_ref)[:, inner].max() > 0.5 * np.abs(el_ref).max()
 
 
 @pytest.mark.parametrize("context", ["power", "subspace"])

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import sparse
 
 from ..grid import SourceGrid
-from ..inference import PerSampleResolution, context_windows, network_inputs
+from ..inference import PerSampleResolution, context_windows, network_inputs, step_average
 from ..network import UNetConfig
 from ..physics import window_subspace_fit
 from .setups import PreparedSetup
@@ -90,8 +90,10 @@ class SimulatedBatch:
         """The eLORETA maps and windows that :func:`~mne_piunet.inference.predict_maps` takes.
 
         Each sample is its own time course: its window's maps, never another
-        sample's, are its context, picked as from a recording at the
-        window's sampling rate (:func:`~mne_piunet.inference.context_windows`).
+        sample's, are its context, averaged over the network's time step and
+        picked as from a recording at the window's sampling rate
+        (:func:`~mne_piunet.inference.step_average`,
+        :func:`~mne_piunet.inference.context_windows`).
 
         Parameters
         ----------
@@ -109,8 +111,10 @@ class SimulatedBatch:
         if self.eloreta_window_grid is None or network is None or network.context == "none":
             return self.eloreta_grid, np.arange(n)[:, None]
         n_points = self.eloreta_window_grid.shape[1]
-        centre = context_windows(n_points, (n_points - 1) / self.window_s, network, [n_points // 2])
-        x0 = self.eloreta_window_grid.reshape(n * n_points, *self.eloreta_window_grid.shape[2:])
+        sfreq = (n_points - 1) / self.window_s
+        centre = context_windows(n_points, sfreq, network, [n_points // 2])
+        maps = step_average(self.eloreta_window_grid, sfreq, network, axis=1)  # as apply averages a recording
+        x0 = maps.reshape(n * n_points, *maps.shape[2:])
         return x0, centre + n_points * np.arange(n)[:, None]
 
 
