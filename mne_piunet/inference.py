@@ -278,7 +278,7 @@ def step_kernel(sfreq: float, config: UNetConfig) -> np.ndarray:
     them without a low-pass aliases that noise into the context. The kernel
     is a boxcar one step wide, sampled at ``sfreq`` (its end samples weighted
     by the part of them it covers), so an average with it is the data at the
-    network's rate; at that rate or slower, and without a context, it is the
+    network's rate; at that rate or slower, or without a context, it is the
     identity.
 
     Parameters
@@ -290,13 +290,13 @@ def step_kernel(sfreq: float, config: UNetConfig) -> np.ndarray:
 
     Returns
     -------
-    kernel : array, shape (2 * half + 1,)
-        Symmetric, summing to 1; ``[1.]`` for the identity.
+    kernel : array, shape (n_taps,)
+        Symmetric (``n_taps`` odd), summing to 1; ``[1.]`` for the identity.
     """
     if config.context == "none" or not sfreq > 0:
         return np.ones(1)
     width = config.window_s / (config.window_points - 1) * sfreq  # one step, in samples
-    if width <= 1:
+    if width <= 1 + 1e-9:  # at the network's own rate, whatever the round-off of the step
         return np.ones(1)
     half = int(np.ceil(width / 2 - 0.5))
     k = np.arange(-half, half + 1)
@@ -334,12 +334,14 @@ def step_average(data: np.ndarray, sfreq: float, config: UNetConfig, axis: int =
     kernel = step_kernel(sfreq, config)
     if len(kernel) == 1:
         return data
-    total = correlate1d(data, kernel.astype(data.dtype), axis=axis, mode="constant")
+    dtype = np.result_type(data, np.float32)  # float32 stays float32, integers become floats
+    total = correlate1d(np.asarray(data, dtype), kernel.astype(dtype), axis=axis, mode="constant")
     # the weights inside the data at each time point: 1 but within half a kernel of an edge
     covered = correlate1d(np.ones(data.shape[axis]), kernel, mode="constant")
     shape = [1] * data.ndim
     shape[axis] = -1
-    return total / covered.reshape(shape).astype(data.dtype)
+    total /= covered.reshape(shape).astype(dtype)
+    return total
 
 
 def context_margin(sfreq: float, config: UNetConfig) -> int:
@@ -355,7 +357,8 @@ def context_margin(sfreq: float, config: UNetConfig) -> int:
     Returns
     -------
     margin : int
-        How far chunks of a recording must overlap.
+        How far a window reaches (chunks of a recording overlap by this and
+        half a :func:`step_kernel` more).
     """
     if config.context == "none" or not sfreq > 0:
         return 0

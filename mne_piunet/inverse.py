@@ -628,7 +628,10 @@ class PIUNetInverse:
         ----------
         x0 : array, shape (n_maps, n_grid_sources, 3)
             eLORETA moment vectors on the grid (template frame): the time
-            points of one recording, or independent samples.
+            points of one recording, or independent samples. Maps of data
+            sampled faster than the network's step are taken as given:
+            average them first (:func:`mne_piunet.inference.step_average`)
+            to see what :meth:`apply` sees.
         windows : array of int, shape (n, window_points) | None
             Each estimate's temporal context as rows of ``x0``
             (:func:`mne_piunet.inference.context_windows`); None: each map
@@ -879,8 +882,8 @@ class PIUNetInverse:
             return
         warn(
             f"The {what} {'has' if n_times == 1 else 'have'} {n_times} time point(s), shorter than "
-            f"PIUNet's {config.window_s * 1e3:.0f} ms temporal context, so each map is refined alone "
-            "(an instantaneous context, as for a single map). To keep the context, apply PIUNet to a "
+            f"PIUNet's {config.window_s * 1e3:.0f} ms temporal context, so each map is refined without "
+            "one (an instantaneous context, as for a single map). To keep the context, apply PIUNet to a "
             "longer span and crop the estimate afterwards (stc.crop(tmin, tmax))."
         )
 

@@ -85,6 +85,9 @@ def test_data_faster_than_the_network_step_are_averaged_over_one_step():
         np.testing.assert_array_equal(step_kernel(sfreq, cfg), [1.0])
         data = np.random.default_rng(0).standard_normal((3, 50))
         assert step_average(data, sfreq, cfg) is data
+    # at its own rate whatever the step's round-off (12 ms / 10 steps at 10 / 0.012 Hz is 1 + 2e-16 samples)
+    odd = UNetConfig(context="power", window_s=0.012, window_points=11)
+    np.testing.assert_array_equal(step_kernel(10 / 0.012, odd), [1.0])
     # a boxcar 10 ms wide sampled at 1 kHz covers 9 samples and half of the two beyond
     np.testing.assert_allclose(step_kernel(1000.0, config), np.r_[0.5, np.ones(9), 0.5] / 10)
     for sfreq in (120.0, 250.0, 600.615, 1000.0):
@@ -101,7 +104,8 @@ def test_data_faster_than_the_network_step_are_averaged_over_one_step():
     np.testing.assert_allclose(step_average(hum, 1000.0, config)[inner], 0.0, atol=1e-12)
     np.testing.assert_allclose(step_average(t, 1000.0, config)[inner], t[inner], atol=1e-12)
     np.testing.assert_allclose(step_average(np.full(400, 3.0), 1000.0, config), 3.0)  # edges too
-    # along any axis, in the data's dtype
+    # integers are averaged as floats; along any axis, in the data's float dtype
+    np.testing.assert_allclose(step_average(np.full(400, 3), 1000.0, config), 3.0)
     block = np.random.default_rng(1).standard_normal((4, 400, 2)).astype(np.float32)
     along = step_average(block, 1000.0, config, axis=1)
     assert along.dtype == np.float32

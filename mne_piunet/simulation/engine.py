@@ -69,7 +69,10 @@ class SimulatedBatch:
     window_fit : array, shape (n, n_grid) | None
         Each sample's MUSIC scan of its window's data, as the data-fit step
         computes it for a recording (:func:`~mne_piunet.physics.window_subspace_fit`
-        of what eLORETA predicts); made for a ``"power-music"`` context.
+        of what eLORETA predicts); made for a ``"power-music"`` context. Of
+        the data as simulated: at the network's own rate (training,
+        validation) that is what ``apply`` scans; of a faster window,
+        ``apply`` scans its step average instead.
     """
 
     setup: str
