@@ -200,6 +200,11 @@ def methods_table(
     return _markdown(head, body)
 
 
+def _count(n: int, noun: str) -> str:
+    """``"1 torch thread"``, ``"2 torch threads"``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _text(value) -> str:
     """A grouping column's value as a table shows it: ``20`` for 20.0 dB."""
     return f"{value:g}" if isinstance(value, float) else str(value)
@@ -428,7 +433,7 @@ def speed_summary(res: dict, montage: str, n_epochs: int, raw_minutes: float) ->
 
     p = res["precision"]
     lines = [
-        f"{platform.machine()}, {res['threads']} torch threads, default precision {p}",
+        f"{platform.machine()}, {_count(res['threads'], 'torch thread')}, default precision {p}",
         f"{montage} at 250 Hz, fsaverage5 cortex inverse (fixed orientation):",
         f"  apply_epochs end to end: {res['epochs_ms_per_map']:.2f} ms per map ({p}), "
         f"{res['epochs_ms_per_map_fp32']:.2f} ms (float32)",
@@ -496,7 +501,7 @@ def machine() -> dict[str, str]:
 
     return dict(
         date=datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
-        machine=f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, "
+        machine=f"{platform.machine()}, {os.cpu_count()} CPU cores, {_count(torch.get_num_threads(), 'torch thread')}, "
         f"mne-piunet {__version__}, torch {torch.__version__}, mne {mne.__version__}",
     )
 
