@@ -487,6 +487,7 @@ class PIUNetInverse:
         stc,
         src,
         *,
+        lambda2: float | None = None,
         pick_ori: str | None = None,
         mri_head_t=None,
         normals: np.ndarray | None = None,
@@ -500,9 +501,10 @@ class PIUNetInverse:
         estimate's own time course (at ``1 / stc.tstep`` Hz, averaged over
         the network's step as :class:`PIUNetInverse` says); a single time
         point, or an estimate shorter than the window, gets an instantaneous
-        context. Weights with a residual pass run their first pass only:
-        the residual's eLORETA map needs the ``lambda2`` and ``nave`` the
-        estimate was made with, which an estimate does not record.
+        context. With its inverse operator and the ``lambda2`` it was made
+        with, the estimate is refined as :meth:`apply` refines it; weights
+        with a residual pass need that ``lambda2`` (an estimate does not
+        record it) and run their first pass alone, with a warning, without it.
 
         Parameters
         ----------
@@ -514,6 +516,12 @@ class PIUNetInverse:
             The estimate's source space, or the inverse that made the estimate:
             then its ``mri_head_t`` and, for a fixed-orientation inverse, its
             source orientations (``source_nn``) are used.
+        lambda2 : float | None
+            The regularisation the estimate was made with (``1 / 9`` is
+            MNE's default); with an inverse operator, the residual pass's
+            eLORETA kernel is prepared with it (cached, as :meth:`apply`
+            caches it). None: weights with a residual pass run their first
+            pass alone.
         %(pick_ori)s
         mri_head_t : Transform | None
             Head <-> MRI transform when ``src`` is in head coordinates (an
@@ -539,6 +547,7 @@ class PIUNetInverse:
             fix="Pass the estimate's source space (inverse_operator['src']) or the inverse that made it.",
         )
         _check_pick_ori(pick_ori)
+        lambda2 = None if lambda2 is None else _check_lambda2(lambda2)
         _check_real(stc.data, "estimate's data")
         inv = src if isinstance(src, InverseOperator) else None
         if inv is not None:
@@ -550,10 +559,13 @@ class PIUNetInverse:
         sfreq = 1.0 / stc.tstep if stc.tstep > 0 else 0.0
         self._warn_short(stc.shape[-1], sfreq, "estimate")
         windows = self.windows(stc.shape[-1], sfreq)
-        fit = None if inv is None else self._data_fit(inv, op, _lazy_grid_fields(inv, op, rot, None))
-        # no lambda2 or nave to prepare a kernel with: a residual pass is not run
+        fit = resolution = None
+        if inv is not None:
+            fields = _lazy_grid_fields(inv, op, rot, 1.0)  # the operator is prepared at nave=1 below
+            fit = self._data_fit(inv, op, fields)
+            resolution = self._refine_resolution(inv, lambda2, op, rot, normals, fields)
         data = step_average(stc.data, sfreq, self.network.config)
-        refined = self._refine_array(data, op, rot, normals, fit, None, windows)
+        refined = self._refine_array(data, op, rot, normals, fit, resolution, windows)
         return self._make_stc(refined, stc.tmin, stc.tstep, pick_ori)
 
     @verbose
@@ -932,6 +944,25 @@ class PIUNetInverse:
         # the value holds the grid operator itself, so its id in the key cannot be another's
         reginv = hashlib.sha256(np.ascontiguousarray(prepared_inv["reginv"]).tobytes()).hexdigest()
         return self._resolutions.get(prepared_inv, (id(op), reginv), build)[0]
+
+    def _refine_resolution(self, inv, lambda2, op, rot, normals, fields) -> GridResolution | None:
+        """:meth:`refine`'s resolution for a residual pass: prepared at ``lambda2``, or None with a warning.
+
+        The resolution's scale does not count (the residual's map is fitted
+        to the input by least squares), so the operator is prepared at
+        ``nave=1`` whatever the estimate's data were averaged over.
+        """
+        if not self.network.config.residual_pass:
+            return None
+        if lambda2 is None:
+            warn(
+                "These weights have a residual pass, which needs the lambda2 the estimate was made with: "
+                "without it only their first pass runs, and the map differs from apply's. Pass "
+                "refine(stc, inverse_operator, lambda2=...) (MNE's default is 1 / 9)."
+            )
+            return None
+        prepared = self._prepared_eloreta(inv, 1.0, lambda2, None)
+        return self._resolution(inv, prepared, op, rot, normals, fields)
 
     def _data_fit(self, inv, op, fields) -> tuple | None:
         """(inverse, grid dipole bases) to scan the data with, cached per operator and source space; or None.

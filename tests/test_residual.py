@@ -24,22 +24,40 @@ LAMBDA2 = 1 / 9
 
 
 @pytest.fixture(scope="module")
-def shipped():
-    """The bundled network, in float32."""
+def pretrained(tmp_path_factory):
+    """A pretrained network without a residual pass, in float32.
+
+    The bundled network, or, where it has a residual pass, the same weights
+    without the residual channels' stem (a network of its own, not the
+    bundled one's first pass, which sees its input map there).
+    """
     from mne_piunet import PIUNetInverse
 
-    return PIUNetInverse(device="cpu", precision="float32")
+    bundled = PIUNetInverse(device="cpu", precision="float32")
+    config = bundled.network.config
+    if not config.residual_pass:
+        return bundled
+    plain = UNet3d(
+        replace(config, residual_pass=False, in_channels=None, correction_width=0),
+        bundled.network.mask[0, 0] > 0,
+    )
+    state = {k: v for k, v in bundled.bundle.network.state_dict().items() if not k.startswith("correction.")}
+    fold = config.space_to_depth**3
+    state["context_stem.weight"] = state["context_stem.weight"][:, : plain.n_context * fold]
+    plain.load_state_dict(state)
+    path = save_network(plain, tmp_path_factory.mktemp("plain") / "plain.pt", dict(bundled.bundle.meta))
+    return PIUNetInverse(path, device="cpu", precision="float32")
 
 
 @pytest.fixture(scope="module")
-def grown(shipped, tmp_path_factory):
-    """The bundled network grown into a residual pass (its new channels at zero), saved and loaded."""
+def grown(pretrained, tmp_path_factory):
+    """The pretrained network grown into a residual pass (its new channels at zero), saved and loaded."""
     from mne_piunet import PIUNetInverse
 
-    config = replace(shipped.network.config, residual_pass=True, in_channels=None)
-    net = UNet3d(config, shipped.network.mask[0, 0] > 0)
-    load_weights(net, shipped.bundle.network.state_dict())
-    path = save_network(net, tmp_path_factory.mktemp("residual") / "grown.pt", dict(shipped.bundle.meta))
+    config = replace(pretrained.network.config, residual_pass=True, in_channels=None)
+    net = UNet3d(config, pretrained.network.mask[0, 0] > 0)
+    load_weights(net, pretrained.bundle.network.state_dict())
+    path = save_network(net, tmp_path_factory.mktemp("residual") / "grown.pt", dict(pretrained.bundle.meta))
     return PIUNetInverse(path, device="cpu", precision="float32")
 
 
@@ -131,7 +149,7 @@ def test_to_source_frame_undoes_along_orientations(operators, name):
     "name, method", [("free volume", "eLORETA"), ("fixed cortex", "MNE"), ("loose cortex", "MNE")]
 )
 def test_resolution_is_mnes_estimate_of_the_data_a_grid_map_makes(
-    grid, operators, shipped, grown, eloreta_free, name, method
+    grid, operators, pretrained, grown, eloreta_free, name, method
 ):
     """R m is MNE's estimate of the data (apply_forward) of a grid map's moments, moved onto the grid as apply moves it.
 
@@ -146,7 +164,9 @@ def test_resolution_is_mnes_estimate_of_the_data_a_grid_map_makes(
         op, rot, normals, _, resolution = grown._inverse_geometry(inv, prepared, None, None)
         fields = _lazy_grid_fields(inv, op, rot, prepared["nave"])
         assert grown._resolution(inv, prepared, op, rot, normals, fields) is resolution  # cached
-        assert shipped._resolution(inv, prepared, op, rot, normals, fields) is None  # no residual pass: none
+        assert (
+            pretrained._resolution(inv, prepared, op, rot, normals, fields) is None
+        )  # no residual pass: none
     else:
         # and averaged data: the kernel and the fields are whitened for the same nave
         prepared = mne.minimum_norm.prepare_inverse_operator(inv, 4, LAMBDA2, method, verbose=False)
@@ -335,24 +355,24 @@ def _spy_on_residual_inputs(monkeypatch) -> list:
 
 
 @pytest.fixture(scope="module")
-def maps_and_windows(grid, shipped):
-    """Four random maps and their windows for the bundled network's 'power' context."""
+def maps_and_windows(grid, pretrained):
+    """Four random maps and their windows for the pretrained network's 'power' context."""
     x0 = np.random.default_rng(9).standard_normal((4, grid.n_sources, 3)).astype(np.float32)
-    return x0, context_windows(4, 250.0, shipped.network.config)
+    return x0, context_windows(4, 250.0, pretrained.network.config)
 
 
 def test_a_grown_network_starts_as_the_network_it_came_from(
-    grid, operators, shipped, grown, eloreta_free, volume_setup, maps_and_windows, monkeypatch
+    grid, operators, pretrained, grown, eloreta_free, volume_setup, maps_and_windows, monkeypatch
 ):
-    """At step 0 the grown bundled network computes the bundled one's maps, in both passes and through apply."""
+    """At step 0 the grown network computes the pretrained one's maps, in both passes and through apply."""
     config = grown.network.config
-    assert config.residual_pass and config.in_channels == shipped.network.config.in_channels + 3
+    assert config.residual_pass and config.in_channels == pretrained.network.config.in_channels + 3
     fold = config.space_to_depth**3
     stem = grown.network.context_stem.weight
-    torch.testing.assert_close(stem[:, : -3 * fold], shipped.network.context_stem.weight, rtol=0, atol=0)
+    torch.testing.assert_close(stem[:, : -3 * fold], pretrained.network.context_stem.weight, rtol=0, atol=0)
     assert stem.shape[1] == (config.in_channels - 3) * fold and not stem[:, -3 * fold :].any()
     x0, windows = maps_and_windows
-    expected = predict_maps(shipped.network, grid, x0, windows)
+    expected = predict_maps(pretrained.network, grid, x0, windows)
     calls = _spy_on_residual_inputs(monkeypatch)
     tol = dict(rtol=1e-5, atol=1e-6 * np.abs(expected).max())
     for resolution in (None, volume_setup.resolution):
@@ -370,18 +390,56 @@ def test_a_grown_network_starts_as_the_network_it_came_from(
     evoked.set_eeg_reference(projection=True, verbose=False)
     evoked.data += 0.1 * np.abs(evoked.data).max() * rng.standard_normal(evoked.data.shape)
     # the two share eLORETA's preparation (tens of seconds; grown's is made by eloreta_free)
-    monkeypatch.setattr(shipped, "_prepared", grown._prepared)
+    monkeypatch.setattr(pretrained, "_prepared", grown._prepared)
     calls.clear()
-    bundled = shipped.apply(evoked, inv, LAMBDA2, pick_ori="vector", verbose=False).data
+    expected_apply = pretrained.apply(evoked, inv, LAMBDA2, pick_ori="vector", verbose=False).data
     assert calls == []
     refined = grown.apply(evoked, inv, LAMBDA2, pick_ori="vector", verbose=False).data
     assert calls == [5]
-    np.testing.assert_allclose(refined, bundled, rtol=1e-5, atol=1e-6 * np.abs(bundled).max())
+    np.testing.assert_allclose(refined, expected_apply, rtol=1e-5, atol=1e-6 * np.abs(expected_apply).max())
     # an operator the caller prepared for eLORETA has no gain to rebuild: the first pass alone, and a warning
     calls.clear()
     with pytest.warns(RuntimeWarning, match="residual pass is skipped"):
         grown.apply(evoked, eloreta_free, LAMBDA2, prepared=True, pick_ori="vector", verbose=False)
     assert calls == []
+
+
+def test_refine_runs_the_residual_pass_with_the_estimates_lambda2(
+    grown, operators, eloreta_free, tmp_path, monkeypatch
+):
+    """refine of an eLORETA estimate with its inverse and lambda2 is apply; without lambda2, a warning and the first pass."""
+    from mne_piunet import PIUNetInverse
+
+    net = copy.deepcopy(grown.network)
+    fold = net.config.space_to_depth**3
+    torch.manual_seed(12)
+    with torch.no_grad():  # a residual stem that matters, as a trained one does
+        torch.nn.init.normal_(net.context_stem.weight[:, -3 * fold :], std=0.05)
+    piu = PIUNetInverse(
+        save_network(net, tmp_path / "trained.pt", dict(grown.bundle.meta)), precision="float32"
+    )
+    monkeypatch.setattr(piu, "_prepared", grown._prepared)  # eLORETA's preparation (nave 1) is eloreta_free's
+    info, fwd, inv, _ = operators["free volume"]
+    rng = np.random.default_rng(13)
+    moments = np.zeros((fwd["nsource"], 3, 5))
+    moments[rng.integers(fwd["nsource"])] = np.outer(rng.standard_normal(3), [0.2, 0.6, 1.0, 0.6, 0.2]) * 1e-8
+    stc = mne.VolVectorSourceEstimate(moments, [s["vertno"] for s in fwd["src"]], 0.0, 0.02)
+    evoked = mne.apply_forward(fwd, stc, info, verbose=False)
+    evoked.set_eeg_reference(projection=True, verbose=False)
+    evoked.data += 0.1 * np.abs(evoked.data).max() * rng.standard_normal(evoked.data.shape)
+    applied = piu.apply(evoked, inv, LAMBDA2, pick_ori="vector", verbose=False).data
+    eloreta = mne.minimum_norm.apply_inverse(
+        evoked, inv, LAMBDA2, "eLORETA", pick_ori="vector", verbose=False
+    )
+    tol = dict(rtol=1e-5, atol=1e-6 * np.abs(applied).max())
+    np.testing.assert_allclose(
+        piu.refine(eloreta, inv, lambda2=LAMBDA2, pick_ori="vector").data, applied, **tol
+    )
+    with pytest.warns(RuntimeWarning, match="residual pass, which needs the lambda2"):
+        first = piu.refine(eloreta, inv, pick_ori="vector").data
+    assert np.abs(first - applied).max() > 5e-3 * np.abs(applied).max()
+    with pytest.raises(ValueError, match="lambda2"):
+        piu.refine(eloreta, inv, lambda2=-1.0)
 
 
 def test_the_second_pass_sees_the_residual_once_its_stem_is_trained(
@@ -435,29 +493,29 @@ def test_a_correction_network_needs_the_residual_pass_and_a_width_of_whole_group
 
 
 def test_a_correction_network_starts_at_zero_and_corrects_the_first_pass(
-    grid, shipped, volume_setup, maps_and_windows, monkeypatch, tmp_path
+    grid, pretrained, volume_setup, maps_and_windows, monkeypatch, tmp_path
 ):
-    """Grown from the bundled weights it computes their maps; trained, it changes the second pass only."""
+    """Grown from pretrained weights it computes their maps; trained, it changes the second pass only."""
     from mne_piunet.network import load_network
 
-    config = replace(shipped.network.config, residual_pass=True, in_channels=None, correction_width=16)
-    net = UNet3d(config, shipped.network.mask[0, 0] > 0)
+    config = replace(pretrained.network.config, residual_pass=True, in_channels=None, correction_width=16)
+    net = UNet3d(config, pretrained.network.mask[0, 0] > 0)
     torch.manual_seed(12)
     with torch.no_grad():  # whatever it held before, a correction the weights lack starts at zero
         for p in net.correction.parameters():
             p.normal_()
-    load_weights(net, shipped.bundle.network.state_dict())
+    load_weights(net, pretrained.bundle.network.state_dict())
     main = {k: v for k, v in net.state_dict().items() if not k.startswith("correction.")}
-    torch.testing.assert_close(main, shipped.bundle.network.state_dict(), rtol=0, atol=0)
+    torch.testing.assert_close(main, pretrained.bundle.network.state_dict(), rtol=0, atol=0)
     x0, windows = maps_and_windows
-    expected = predict_maps(shipped.network, grid, x0, windows)
+    expected = predict_maps(pretrained.network, grid, x0, windows)
     calls = _spy_on_residual_inputs(monkeypatch)
     tol = dict(rtol=1e-5, atol=1e-6 * np.abs(expected).max())
     np.testing.assert_allclose(
         predict_maps(net, grid, x0, windows, resolution=volume_setup.resolution), expected, **tol
     )
     assert calls == [4]
-    # a trained correction: the first pass is still the bundled network's, the second is corrected
+    # a trained correction: the first pass is still the pretrained network's, the second is corrected
     with torch.no_grad():
         torch.nn.init.normal_(net.correction.out[-1].weight, std=0.05)
         net.correction.amplitude.bias.fill_(0.3)
@@ -480,11 +538,11 @@ def test_a_correction_network_starts_at_zero_and_corrects_the_first_pass(
     with pytest.raises(ValueError, match="takes 7 input channels, got 4"):
         net(x[:, :4])
     # saved and loaded with its correction
-    path = save_network(net, tmp_path / "corrected.pt", dict(shipped.bundle.meta))
+    path = save_network(net, tmp_path / "corrected.pt", dict(pretrained.bundle.meta))
     loaded = load_network(path).network
     assert loaded.config.correction_width == 16
     torch.testing.assert_close(loaded.state_dict(), net.state_dict(), rtol=0, atol=0)
     # part of a correction network is a mismatch, not a fresh start
     state = {k: v for k, v in net.state_dict().items() if k != "correction.stem.weight"}
     with pytest.raises(RuntimeError, match="correction.stem.weight"):
-        load_weights(UNet3d(config, shipped.network.mask[0, 0] > 0), state)
+        load_weights(UNet3d(config, pretrained.network.mask[0, 0] > 0), state)
