@@ -952,8 +952,9 @@ class PIUNetInverse:
         to the input by least squares), so the operator is prepared at
         ``nave=1`` whatever the estimate's data were averaged over.
         """
-        if not self.network.config.residual_pass:
-            return None
+        if not self.network.config.residual_pass or inv["eigen_leads_weighted"]:
+            # an operator prepared for eLORETA: _resolution's warning, and the first pass
+            return self._resolution(inv, inv, op, rot, normals, fields)
         if lambda2 is None:
             warn(
                 "These weights have a residual pass, which needs the lambda2 the estimate was made with: "

@@ -61,6 +61,19 @@ def grown(pretrained, tmp_path_factory):
     return PIUNetInverse(path, device="cpu", precision="float32")
 
 
+def _free_volume_evoked(operators, seed):
+    """An Evoked of one free dipole (5 points at 50 Hz: no short-data warning) with noise, and its inverse."""
+    info, fwd, inv, _ = operators["free volume"]
+    rng = np.random.default_rng(seed)
+    moments = np.zeros((fwd["nsource"], 3, 5))
+    moments[rng.integers(fwd["nsource"])] = np.outer(rng.standard_normal(3), [0.2, 0.6, 1.0, 0.6, 0.2]) * 1e-8
+    stc = mne.VolVectorSourceEstimate(moments, [s["vertno"] for s in fwd["src"]], 0.0, 0.02)
+    evoked = mne.apply_forward(fwd, stc, info, verbose=False)
+    evoked.set_eeg_reference(projection=True, verbose=False)
+    evoked.data += 0.1 * np.abs(evoked.data).max() * rng.standard_normal(evoked.data.shape)
+    return evoked, inv
+
+
 @pytest.fixture(scope="module")
 def eloreta_free(operators, grown):
     """The free volume inverse prepared for eLORETA at nave 1, as apply prepares it (tens of seconds)."""
@@ -381,14 +394,7 @@ def test_a_grown_network_starts_as_the_network_it_came_from(
         )
     assert calls == [4]  # the second pass ran, once, where a resolution was given
     # apply: the resolution comes from the user's inverse (5 points at 50 Hz: no short-data warning)
-    info, fwd, inv, _ = operators["free volume"]
-    rng = np.random.default_rng(10)
-    moments = np.zeros((fwd["nsource"], 3, 5))
-    moments[rng.integers(fwd["nsource"])] = np.outer(rng.standard_normal(3), [0.2, 0.6, 1.0, 0.6, 0.2]) * 1e-8
-    stc = mne.VolVectorSourceEstimate(moments, [s["vertno"] for s in fwd["src"]], 0.0, 0.02)
-    evoked = mne.apply_forward(fwd, stc, info, verbose=False)
-    evoked.set_eeg_reference(projection=True, verbose=False)
-    evoked.data += 0.1 * np.abs(evoked.data).max() * rng.standard_normal(evoked.data.shape)
+    evoked, inv = _free_volume_evoked(operators, seed=10)
     # the two share eLORETA's preparation (tens of seconds; grown's is made by eloreta_free)
     monkeypatch.setattr(pretrained, "_prepared", grown._prepared)
     calls.clear()
@@ -419,14 +425,10 @@ def test_refine_runs_the_residual_pass_with_the_estimates_lambda2(
         save_network(net, tmp_path / "trained.pt", dict(grown.bundle.meta)), precision="float32"
     )
     monkeypatch.setattr(piu, "_prepared", grown._prepared)  # eLORETA's preparation (nave 1) is eloreta_free's
-    info, fwd, inv, _ = operators["free volume"]
-    rng = np.random.default_rng(13)
-    moments = np.zeros((fwd["nsource"], 3, 5))
-    moments[rng.integers(fwd["nsource"])] = np.outer(rng.standard_normal(3), [0.2, 0.6, 1.0, 0.6, 0.2]) * 1e-8
-    stc = mne.VolVectorSourceEstimate(moments, [s["vertno"] for s in fwd["src"]], 0.0, 0.02)
-    evoked = mne.apply_forward(fwd, stc, info, verbose=False)
-    evoked.set_eeg_reference(projection=True, verbose=False)
-    evoked.data += 0.1 * np.abs(evoked.data).max() * rng.standard_normal(evoked.data.shape)
+    evoked, inv = _free_volume_evoked(operators, seed=13)
+    evoked.nave = (
+        4  # apply prepares eLORETA at nave 4, refine at nave 1: the resolution's scale does not count
+    )
     applied = piu.apply(evoked, inv, LAMBDA2, pick_ori="vector", verbose=False).data
     eloreta = mne.minimum_norm.apply_inverse(
         evoked, inv, LAMBDA2, "eLORETA", pick_ori="vector", verbose=False
@@ -438,6 +440,10 @@ def test_refine_runs_the_residual_pass_with_the_estimates_lambda2(
     with pytest.warns(RuntimeWarning, match="residual pass, which needs the lambda2"):
         first = piu.refine(eloreta, inv, pick_ori="vector").data
     assert np.abs(first - applied).max() > 5e-3 * np.abs(applied).max()
+    # an operator prepared for eLORETA has no gain to rebuild: the first pass, and a warning that says why
+    with pytest.warns(RuntimeWarning, match="prepared for eLORETA"):
+        prepared = piu.refine(eloreta, eloreta_free, lambda2=LAMBDA2, pick_ori="vector").data
+    assert np.abs(prepared - applied).max() > 5e-3 * np.abs(applied).max()
     with pytest.raises(ValueError, match="lambda2"):
         piu.refine(eloreta, inv, lambda2=-1.0)
 

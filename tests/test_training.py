@@ -400,21 +400,23 @@ def test_bundled_configs_reproduce_the_shipped_weights():
     assert temporal.train_setups == meg.train_setups and temporal.val_setups == meg.val_setups
     assert temporal.network == {**meg.network, "context": "power", "window_s": 0.08, "window_points": 9}
     assert temporal.prior == {**meg.prior, "instantaneous": 0.1} and temporal.context_lr > temporal.lr
-    # the GPU recipe trains stage 8's data
+    # the residual pass's A/B run and stage 9 (9a, then 9b annealing it): stage 8's network with the pass
+    residual, shared, anneal = configs["residual"], configs["residual-shared"], configs["residual-anneal"]
+    assert residual.network == {**temporal.network, "residual_pass": True} == shared.network == anneal.network
+    assert residual.train_setups == shared.train_setups == anneal.train_setups == temporal.train_setups
+    assert shared.prior == anneal.prior == temporal.prior and anneal.lr < shared.lr
+    # the GPU recipe trains the shipped network (stage 9's) on stage 8's data and prior
     assert gpu.train_setups == temporal.train_setups and gpu.val_setups == temporal.val_setups
-    assert gpu.prior == temporal.prior and gpu.network == temporal.network
+    assert gpu.prior == temporal.prior and gpu.network == shared.network
     assert gpu.device == "cuda" and gpu.data_workers > 0 and continued.data_workers == 0
-    # the residual pass's A/B run: stage 8's network with the pass; its GPU recipe keeps stage 8's prior
-    residual, gpu_residual = configs["residual"], configs["gpu-residual"]
-    assert residual.network == {**temporal.network, "residual_pass": True} == gpu_residual.network
-    assert residual.train_setups == temporal.train_setups and gpu_residual.prior == gpu.prior
     meta = load_network().meta
-    # the shipped file is stage 8: trained with the bundled config, from weights whose sha256 it names
+    # the shipped file is stage 9b: trained with the bundled config, from weights whose sha256 it names
     assert json.loads(json.dumps(asdict(TrainConfig(**meta["train_config"])))) == json.loads(
-        json.dumps(asdict(temporal))
+        json.dumps(asdict(anneal))
     )
     assert len(meta["provenance"]["init"]["sha256"]) == 64
-    assert {**temporal.network, "in_channels": 4, "out_channels": 3} == meta["config"]
+    expected = {**anneal.network, "in_channels": 7, "out_channels": 3, "correction_width": 0}
+    assert expected == meta["config"]
 
 
 def test_peak_loss_measures_the_peak_offset(grid):

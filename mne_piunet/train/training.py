@@ -236,12 +236,13 @@ class TrainConfig:
 
 
 #: The training configs shipped in ``weights/``, by name: the stages behind the
-#: bundled weights (model card), ``continue`` (more training from the bundled
-#: weights on the same data, on the CPU) and ``gpu`` (the same on a CUDA device,
-#: simulating in worker processes). Each but ``train`` names the config it
-#: starts from (``"parent"``: the stage before, ``temporal`` for ``gpu``) and
-#: holds only what it changes; their setups are named
-#: :data:`~mne_piunet.simulation.SETUP_LISTS`.
+#: bundled weights (model card; ``residual-shared`` and ``residual-anneal`` are
+#: stage 9, the shipped one, and the last continues the bundled weights on the
+#: CPU), ``residual`` (the residual pass's first A/B run) and ``gpu`` (stage 9's
+#: network on stage 8's data on a CUDA device, simulating in worker processes).
+#: Each but ``train`` names the config it starts from (``"parent"``: the stage
+#: before, ``temporal`` for ``gpu``) and holds only what it changes; their setups
+#: are named :data:`~mne_piunet.simulation.SETUP_LISTS`.
 BUNDLED_CONFIGS = (
     "train",
     "finetune",
@@ -253,7 +254,8 @@ BUNDLED_CONFIGS = (
     "meg",
     "temporal",
     "residual",
-    "gpu-residual",
+    "residual-shared",
+    "residual-anneal",
 )
 
 
