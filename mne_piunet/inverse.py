@@ -488,6 +488,7 @@ class PIUNetInverse:
         src,
         *,
         lambda2: float | None = None,
+        method_params: dict | None = None,
         pick_ori: str | None = None,
         mri_head_t=None,
         normals: np.ndarray | None = None,
@@ -521,7 +522,10 @@ class PIUNetInverse:
             MNE's default); with an inverse operator, the residual pass's
             eLORETA kernel is prepared with it (cached, as :meth:`apply`
             caches it). None: weights with a residual pass run their first
-            pass alone.
+            pass alone. Unused with a source space alone (no gain: a warning
+            for weights with a residual pass).
+        %(method_params)s
+            The estimate's, for the residual pass's kernel, as ``lambda2``.
         %(pick_ori)s
         mri_head_t : Transform | None
             Head <-> MRI transform when ``src`` is in head coordinates (an
@@ -550,6 +554,11 @@ class PIUNetInverse:
         lambda2 = None if lambda2 is None else _check_lambda2(lambda2)
         _check_real(stc.data, "estimate's data")
         inv = src if isinstance(src, InverseOperator) else None
+        if inv is None and lambda2 is not None and self.network.config.residual_pass:
+            warn(
+                "lambda2 is unused: the residual pass needs the inverse operator's gain, which a source space "
+                "does not hold, so only the first pass runs. Pass refine(stc, inverse_operator, lambda2=...)."
+            )
         if inv is not None:
             self._check_tuned_on(inv)
             src, mri_head_t, normals = _unpack_inverse(inv, stc, mri_head_t, normals)
@@ -563,7 +572,7 @@ class PIUNetInverse:
         if inv is not None:
             fields = _lazy_grid_fields(inv, op, rot, 1.0)  # the operator is prepared at nave=1 below
             fit = self._data_fit(inv, op, fields)
-            resolution = self._refine_resolution(inv, lambda2, op, rot, normals, fields)
+            resolution = self._refine_resolution(inv, lambda2, method_params, op, rot, normals, fields)
         data = step_average(stc.data, sfreq, self.network.config)
         refined = self._refine_array(data, op, rot, normals, fit, resolution, windows)
         return self._make_stc(refined, stc.tmin, stc.tstep, pick_ori)
@@ -945,7 +954,9 @@ class PIUNetInverse:
         reginv = hashlib.sha256(np.ascontiguousarray(prepared_inv["reginv"]).tobytes()).hexdigest()
         return self._resolutions.get(prepared_inv, (id(op), reginv), build)[0]
 
-    def _refine_resolution(self, inv, lambda2, op, rot, normals, fields) -> GridResolution | None:
+    def _refine_resolution(
+        self, inv, lambda2, method_params, op, rot, normals, fields
+    ) -> GridResolution | None:
         """:meth:`refine`'s resolution for a residual pass: prepared at ``lambda2``, or None with a warning.
 
         The resolution's scale does not count (the residual's map is fitted
@@ -962,7 +973,7 @@ class PIUNetInverse:
                 "refine(stc, inverse_operator, lambda2=...) (MNE's default is 1 / 9)."
             )
             return None
-        prepared = self._prepared_eloreta(inv, 1.0, lambda2, None)
+        prepared = self._prepared_eloreta(inv, 1.0, lambda2, method_params)
         return self._resolution(inv, prepared, op, rot, normals, fields)
 
     def _data_fit(self, inv, op, fields) -> tuple | None:

@@ -446,6 +446,15 @@ def test_refine_runs_the_residual_pass_with_the_estimates_lambda2(
     assert np.abs(prepared - applied).max() > 5e-3 * np.abs(applied).max()
     with pytest.raises(ValueError, match="lambda2"):
         piu.refine(eloreta, inv, lambda2=-1.0)
+    # a source space alone has no gain: lambda2 cannot be used, and a warning says so
+    with pytest.warns(RuntimeWarning, match="lambda2 is unused"):
+        piu.refine(eloreta, inv["src"], lambda2=LAMBDA2, mri_head_t=inv["mri_head_t"])
+    # the estimate's eLORETA options reach the residual pass's kernel, as lambda2 does
+    seen = []
+    real = piu._prepared_eloreta
+    monkeypatch.setattr(piu, "_prepared_eloreta", lambda *a: seen.append(a[1:]) or real(*a))
+    piu.refine(eloreta, inv, lambda2=LAMBDA2, method_params=dict(max_iter=20))
+    assert seen == [(1.0, LAMBDA2, dict(max_iter=20))]
 
 
 def test_the_second_pass_sees_the_residual_once_its_stem_is_trained(
