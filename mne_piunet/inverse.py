@@ -935,14 +935,7 @@ class PIUNetInverse:
         at another ``lambda2`` changes. ``fields``: :func:`_lazy_grid_fields`
         at the prepared operator's ``nave``.
         """
-        if not self.network.config.residual_pass:
-            return None
-        if inv["eigen_leads_weighted"]:
-            warn(
-                "The inverse operator is prepared for eLORETA, so its gain cannot be rebuilt and the network's "
-                "residual pass is skipped: the map is its first pass alone. Pass the operator as made or read "
-                "(prepared=False); PIUNet caches the prepared one itself."
-            )
+        if not self._runs_residual_pass(inv):
             return None
 
         def build():
@@ -954,6 +947,19 @@ class PIUNetInverse:
         reginv = hashlib.sha256(np.ascontiguousarray(prepared_inv["reginv"]).tobytes()).hexdigest()
         return self._resolutions.get(prepared_inv, (id(op), reginv), build)[0]
 
+    def _runs_residual_pass(self, inv) -> bool:
+        """Whether the network has a residual pass that ``inv`` can run: its gain must be rebuildable (else a warning)."""
+        if not self.network.config.residual_pass:
+            return False
+        if inv["eigen_leads_weighted"]:
+            warn(
+                "The inverse operator is prepared for eLORETA, so its gain cannot be rebuilt and the network's "
+                "residual pass is skipped: the map is its first pass alone. Pass the operator as made or read "
+                "(prepared=False); PIUNet caches the prepared one itself."
+            )
+            return False
+        return True
+
     def _refine_resolution(
         self, inv, lambda2, method_params, op, rot, normals, fields
     ) -> GridResolution | None:
@@ -963,9 +969,8 @@ class PIUNetInverse:
         to the input by least squares), so the operator is prepared at
         ``nave=1`` whatever the estimate's data were averaged over.
         """
-        if not self.network.config.residual_pass or inv["eigen_leads_weighted"]:
-            # an operator prepared for eLORETA: _resolution's warning, and the first pass
-            return self._resolution(inv, inv, op, rot, normals, fields)
+        if not self._runs_residual_pass(inv):
+            return None
         if lambda2 is None:
             warn(
                 "These weights have a residual pass, which needs the lambda2 the estimate was made with: "

@@ -27,16 +27,14 @@ LAMBDA2 = 1 / 9
 def pretrained(tmp_path_factory):
     """A pretrained network without a residual pass, in float32.
 
-    The bundled network, or, where it has a residual pass, the same weights
-    without the residual channels' stem (a network of its own, not the
-    bundled one's first pass, which sees its input map there).
+    The bundled weights without a residual channels' stem (a network of its
+    own, not the bundled one's first pass, which sees its input map there);
+    for bundled weights without a residual pass, a copy of them.
     """
     from mne_piunet import PIUNetInverse
 
     bundled = PIUNetInverse(device="cpu", precision="float32")
     config = bundled.network.config
-    if not config.residual_pass:
-        return bundled
     plain = UNet3d(
         replace(config, residual_pass=False, in_channels=None, correction_width=0),
         bundled.network.mask[0, 0] > 0,
@@ -177,9 +175,8 @@ def test_resolution_is_mnes_estimate_of_the_data_a_grid_map_makes(
         op, rot, normals, _, resolution = grown._inverse_geometry(inv, prepared, None, None)
         fields = _lazy_grid_fields(inv, op, rot, prepared["nave"])
         assert grown._resolution(inv, prepared, op, rot, normals, fields) is resolution  # cached
-        assert (
-            pretrained._resolution(inv, prepared, op, rot, normals, fields) is None
-        )  # no residual pass: none
+        # no residual pass: no resolution
+        assert pretrained._resolution(inv, prepared, op, rot, normals, fields) is None
     else:
         # and averaged data: the kernel and the fields are whitened for the same nave
         prepared = mne.minimum_norm.prepare_inverse_operator(inv, 4, LAMBDA2, method, verbose=False)
@@ -426,9 +423,8 @@ def test_refine_runs_the_residual_pass_with_the_estimates_lambda2(
     )
     monkeypatch.setattr(piu, "_prepared", grown._prepared)  # eLORETA's preparation (nave 1) is eloreta_free's
     evoked, inv = _free_volume_evoked(operators, seed=13)
-    evoked.nave = (
-        4  # apply prepares eLORETA at nave 4, refine at nave 1: the resolution's scale does not count
-    )
+    # apply prepares eLORETA at nave 4, refine at nave 1: the resolution's scale does not count
+    evoked.nave = 4
     applied = piu.apply(evoked, inv, LAMBDA2, pick_ori="vector", verbose=False).data
     eloreta = mne.minimum_norm.apply_inverse(
         evoked, inv, LAMBDA2, "eLORETA", pick_ori="vector", verbose=False
