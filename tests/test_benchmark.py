@@ -27,7 +27,8 @@ def test_sparse_solvers_explain_a_focal_source(volume_setup, piu):
     from mne_piunet.simulation import simulate
 
     batch = simulate(volume_setup, 1, np.random.default_rng(3), snr_db=30.0, n_sources=1, sigma_mm=(4.0, 4.0))
-    runner = MethodRunner(volume_setup, methods=("eLORETA", "MxNE", "Gamma-MAP"))
+    sparse_methods = ("MxNE", "MxNE-SURE", "Gamma-MAP")
+    runner = MethodRunner(volume_setup, methods=("eLORETA",) + sparse_methods)
     solved, sparse = {}, runner.sparse  # each solver's output within estimate (each solved once)
 
     def recorded(method, sensor, noise_var):
@@ -36,11 +37,11 @@ def test_sparse_solvers_explain_a_focal_source(volume_setup, piu):
 
     runner.sparse = recorded
     estimates, seconds = runner.estimate(batch, {"PIUNet": piu})
-    assert set(estimates) == set(seconds) == {"eLORETA", "MxNE", "Gamma-MAP"} == set(solved) | {"eLORETA"}
+    assert set(estimates) == set(seconds) == {"eLORETA", *sparse_methods} == set(solved) | {"eLORETA"}
     sample, true = batch.sensor[0], batch.true[0]
     noise_var = np.var(sample - volume_setup.leadfield @ true.ravel())
     true_peak = true[np.argmax(np.linalg.norm(true, axis=1))]
-    for method in ("MxNE", "Gamma-MAP"):
+    for method in sparse_methods:
         sensor, var, est = solved[method]
         # the sample's one time point (no window simulated) and its white noise variance
         np.testing.assert_array_equal(sensor, sample[:, None])
@@ -52,6 +53,8 @@ def test_sparse_solvers_explain_a_focal_source(volume_setup, piu):
         assert np.linalg.norm(residual) < 0.3 * np.linalg.norm(sample), method
         peak = est[np.argmax(np.linalg.norm(est, axis=1))]
         assert abs(peak @ true_peak) > 0.9 * np.linalg.norm(peak) * np.linalg.norm(true_peak), method
+    # SURE's alpha search is seeded: the same sample gives the same map
+    np.testing.assert_array_equal(sparse("MxNE-SURE", *solved["MxNE-SURE"][:2]), solved["MxNE-SURE"][2])
     # Gamma-MAP finds a near-point source at 30 dB exactly (MxNE's shrinkage biases it outwards)
     scores = score_map(estimates["Gamma-MAP"][0], batch.true_grid[0], piu.grid.pos, am=True)
     assert not scores["empty"] and scores["ple"] < 10

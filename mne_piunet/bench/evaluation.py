@@ -73,7 +73,9 @@ __all__ = (
 )
 
 LINEAR_METHODS = ("MNE", "dSPM", "sLORETA", "eLORETA")
-SPARSE_METHODS = ("MxNE", "Gamma-MAP")
+#: MxNE at the regularisation of MNE's examples (:data:`MXNE_ALPHA`), MxNE at
+#: ``mixed_norm``'s own default (alpha chosen by SURE, about 10 times slower), Gamma-MAP.
+SPARSE_METHODS = ("MxNE", "MxNE-SURE", "Gamma-MAP")
 #: invertmeeg's Champagne family (the ``[peers]`` extra), by its solver names. They
 #: fit the window's covariance, as no MNE solver does, and run on volume setups
 #: only: on a 20,484-source cortex one sample takes minutes.
@@ -83,13 +85,14 @@ PEER_METHODS = {
     "Omni-Champagne": "omni-champagne",
 }
 METHODS = LINEAR_METHODS + ("PIUNet",) + SPARSE_METHODS + tuple(PEER_METHODS)
-#: The benchmark's default methods: MNE's and PIUNet (the peers need the extra).
-BENCHMARK_METHODS = LINEAR_METHODS + ("PIUNet",) + SPARSE_METHODS
+#: The benchmark's default methods: MNE's and PIUNet (the peers need the extra; MxNE-SURE
+#: on request, as its alpha search costs about 10 s per sample).
+BENCHMARK_METHODS = LINEAR_METHODS + ("PIUNet", "MxNE", "Gamma-MAP")
 #: The methods of the model card's evaluation.
 EVALUATION_METHODS = ("eLORETA", "PIUNet")
 #: Methods whose output is a current moment (Am); dSPM and sLORETA are noise-normalised, unitless,
 #: and the peers return amplitudes without orientation.
-AM_METHODS = ("MNE", "eLORETA", "PIUNet", "MxNE", "Gamma-MAP")
+AM_METHODS = ("MNE", "eLORETA", "PIUNet", "MxNE", "MxNE-SURE", "Gamma-MAP")
 #: Every simulated sample is a time course: 21 samples over 80 ms (250 Hz), scored at its
 #: centre. PIUNet takes its temporal context from it, the sparse solvers and the peers
 #: fit all of it, the linear methods and a model without context the centre alone.
@@ -408,7 +411,7 @@ class MethodRunner:
 
         Parameters
         ----------
-        method : "MxNE" | "Gamma-MAP" | one of :data:`PEER_METHODS`
+        method : "MxNE" | "MxNE-SURE" | "Gamma-MAP" | one of :data:`PEER_METHODS`
             The solver.
         sensor : array, shape (n_chan, n_times)
             The sample's sensor data over its window (its centre in the middle).
@@ -446,8 +449,10 @@ class MethodRunner:
         )
         with warnings.catch_warnings():  # short windows: MxNE's convergence warnings are expected
             warnings.simplefilter("ignore")
-            if method == "MxNE":
-                stc = mixed_norm(evoked, self.forward, cov, alpha=MXNE_ALPHA, **kwargs)
+            if method.startswith("MxNE"):
+                # SURE's finite differences are random: seeded, so a sample's score is reproducible
+                alpha = dict(alpha="sure", rng=0) if method == "MxNE-SURE" else dict(alpha=MXNE_ALPHA)
+                stc = mixed_norm(evoked, self.forward, cov, **alpha, **kwargs)
             else:
                 stc = gamma_map(
                     evoked, self.forward, cov, alpha=GAMMA_MAP_ALPHA, xyz_same_gamma=True, **kwargs

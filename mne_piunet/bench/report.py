@@ -368,9 +368,10 @@ def benchmark_header(
     command = "mne-piunet benchmark" + (" --quick" if quick else "") + f" --n {n_per_cell}"
     if tuple(methods) != BENCHMARK_METHODS:
         command += " --methods " + " ".join(methods)
+    sure = " (MxNE-SURE: mixed_norm's default, alpha by SURE)" if "MxNE-SURE" in methods else ""
     return (
         f"`{command}` on {machine()['date']}: {machine()['machine']}; {elapsed_s / 60:.1f} min. {n_per_cell} samples per "
-        f"cell; MxNE alpha {MXNE_ALPHA:g} %, Gamma-MAP alpha {GAMMA_MAP_ALPHA:g}, lambda2 1/{1 / DEFAULT_LAMBDA2:.0f} for the linear "
+        f"cell; MxNE alpha {MXNE_ALPHA:g} %{sure}, Gamma-MAP alpha {GAMMA_MAP_ALPHA:g}, lambda2 1/{1 / DEFAULT_LAMBDA2:.0f} for the linear "
         "methods. Every sample is a time course of 80 ms at 250 Hz scored at its centre (PIUNet's context and MxNE's "
         "and the peers' fit come from it). All maps are scored on PIUNet's 8 mm grid; NEMD on 16 mm cells."
     )
