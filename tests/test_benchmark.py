@@ -215,6 +215,10 @@ def test_experiments_expand_to_their_cells():
     snr = [c for c in bench if c.sweep == "snr_db"]
     assert [c.value for c in snr[:5]] == [0.0, 5.0, 10.0, 20.0, 30.0] and {c.n_sources for c in snr} == {1}
     assert {c.snr_db for c in bench if c.sweep != "snr_db"} == {10.0}
+    # the peak comparison: one source at 5 and 20 dB on held-out arrays, MxNE at both alphas
+    peaks = EXPERIMENTS["peaks"]
+    assert {(c.n_sources, c.snr_db) for c in peaks.cells()} == {(1, 5.0), (1, 20.0)}
+    assert {"MxNE", "MxNE-SURE", "PIUNet"} <= set(peaks.methods) and not peaks.single
     # a quick run keeps each group's first setup and extreme values
     quick = EXPERIMENTS["held-out"].cells(quick=True)
     assert [(c.snr_db, c.n_sources) for c in quick] == [(0.0, 1), (0.0, 10), (30.0, 1), (30.0, 10)]

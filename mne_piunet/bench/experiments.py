@@ -330,6 +330,13 @@ EXPERIMENTS: dict[str, Experiment] = {
         n_per_cell=3,
         table=("source_space", "sweep", "value"),
     ),
+    "peaks": Experiment(
+        "One source on held-out arrays and heads: peaks beside MxNE at both alphas",
+        (CellGroup("sensors", SENSOR_SETUPS + _HELD_OUT[1:], (5.0, 20.0)),),
+        EXPERIMENT_SEEDS["benchmark"],
+        methods=("eLORETA", "PIUNet", "MxNE", "MxNE-SURE"),
+        table=("value", "snr_db", "n_sources"),
+    ),
     "data-fit": _DATA_FIT,
     "data-fit-single-maps": replace(
         _DATA_FIT,
