@@ -400,22 +400,26 @@ def test_bundled_configs_reproduce_the_shipped_weights():
     assert temporal.train_setups == meg.train_setups and temporal.val_setups == meg.val_setups
     assert temporal.network == {**meg.network, "context": "power", "window_s": 0.08, "window_points": 9}
     assert temporal.prior == {**meg.prior, "instantaneous": 0.1} and temporal.context_lr > temporal.lr
-    # the residual pass's A/B run and stage 9 (9a, then 9b annealing it): stage 8's network with the pass
+    # the residual pass's A/B run and stage 9 (9a, then 9b annealing it, 9c and 9d polishing it at lower
+    # rates with other seeds): stage 8's network with the pass, on stage 8's setups and prior
     residual, shared, anneal = configs["residual"], configs["residual-shared"], configs["residual-anneal"]
-    assert residual.network == {**temporal.network, "residual_pass": True} == shared.network == anneal.network
-    assert residual.train_setups == shared.train_setups == anneal.train_setups == temporal.train_setups
-    assert shared.prior == anneal.prior == temporal.prior and anneal.lr < shared.lr
+    polish, polish2 = configs["residual-polish"], configs["residual-polish-2"]
+    stage9 = (shared, anneal, polish, polish2)
+    assert all(c.network == {**temporal.network, "residual_pass": True} == residual.network for c in stage9)
+    assert all(c.train_setups == temporal.train_setups and c.prior == temporal.prior for c in stage9)
+    assert residual.train_setups == temporal.train_setups
+    assert shared.lr > anneal.lr > polish.lr > polish2.lr and len({c.seed for c in stage9}) == 4
     # the GPU recipe trains the shipped network (stage 9's) on stage 8's data and prior
     assert gpu.train_setups == temporal.train_setups and gpu.val_setups == temporal.val_setups
     assert gpu.prior == temporal.prior and gpu.network == shared.network
     assert gpu.device == "cuda" and gpu.data_workers > 0 and continued.data_workers == 0
     meta = load_network().meta
-    # the shipped file is stage 9b: trained with the bundled config, from weights whose sha256 it names
+    # the shipped file is stage 9d: trained with the bundled config, from weights whose sha256 it names
     assert json.loads(json.dumps(asdict(TrainConfig(**meta["train_config"])))) == json.loads(
-        json.dumps(asdict(anneal))
+        json.dumps(asdict(polish2))
     )
     assert len(meta["provenance"]["init"]["sha256"]) == 64
-    expected = {**anneal.network, "in_channels": 7, "out_channels": 3, "correction_width": 0}
+    expected = {**polish2.network, "in_channels": 7, "out_channels": 3, "correction_width": 0}
     assert expected == meta["config"]
 
 
