@@ -330,6 +330,8 @@ EXPERIMENTS: dict[str, Experiment] = {
         n_per_cell=3,
         table=("source_space", "sweep", "value"),
     ),
+    # the benchmark's sensor sweep at 5 and 20 dB plus the held-out volume, seeded as the benchmark
+    # (an evaluation beside it, never trained or tuned on)
     "peaks": Experiment(
         "One source on held-out arrays and heads: peaks beside MxNE at both alphas",
         (CellGroup("sensors", SENSOR_SETUPS + _HELD_OUT[1:], (5.0, 20.0)),),

@@ -754,7 +754,10 @@ def _panel(ax, rows: list[dict], methods: list[str], sweep: str, metric: str) ->
     from matplotlib import colormaps
     from matplotlib.ticker import ScalarFormatter
 
-    colours = dict(zip(METHODS, colormaps["tab10"].colors))
+    # one tab10 colour per method as before MxNE-SURE existed; MxNE-SURE takes MxNE's lighter shade
+    methods_before = [m for m in METHODS if m != "MxNE-SURE"]
+    colours = dict(zip(methods_before, colormaps["tab10"].colors))
+    colours["MxNE-SURE"] = colormaps["tab20"].colors[2 * methods_before.index("MxNE") + 1]
     for method in methods:
         by_value = _groups([r for r in rows if r["method"] == method], "value")
         xs = sorted(v for (v,) in by_value)
