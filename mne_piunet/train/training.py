@@ -238,7 +238,8 @@ class TrainConfig:
 #: The training configs shipped in ``weights/``, by name: the stages behind the
 #: bundled weights (model card; ``residual-shared``, ``residual-anneal``,
 #: ``residual-polish`` and ``residual-polish-2`` are stage 9, the shipped one;
-#: ``residual-polish-2`` also continues the bundled weights on the CPU), ``residual`` (the residual pass's first A/B run) and ``gpu`` (stage 9's
+#: ``residual-polish-2`` also continues the bundled weights on the CPU),
+#: ``residual`` (the residual pass's first A/B run) and ``gpu`` (stage 9's
 #: network on stage 8's data on a CUDA device, simulating in worker processes).
 #: Each but ``train`` names the config it starts from (``"parent"``: the stage
 #: before, ``temporal`` for ``gpu``) and holds only what it changes; their setups
